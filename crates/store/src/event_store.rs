@@ -1,0 +1,747 @@
+//! The append-only event log on sled, with group commit.
+//!
+//! One writer thread owns every write. It takes a batch of commits from its queue, applies each in
+//! its own sled transaction (events + dedup record + outbox entries + indexes), then makes the whole
+//! batch durable with a single `flush`. Callers are answered only after that flush, so an append
+//! that returned survives a crash, and N concurrent appends cost one fsync instead of N.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::record::{
+    Commit, CommitOutcome, DedupRecord, OutboxMessage, Record, GENESIS_HASH, HASH_LEN,
+};
+
+/// Most commits one flush covers.
+pub const GROUP_COMMIT_MAX_BATCH: usize = 1024;
+/// Queue of commits waiting for the writer.
+pub const WRITE_QUEUE_CAPACITY: usize = 4096;
+/// Longest stream id accepted.
+pub const STREAM_ID_MAX_LEN: usize = 256;
+
+const TREE_EVENTS: &str = "events";
+const TREE_STREAMS: &str = "streams";
+const TREE_HEADS: &str = "heads";
+const TREE_DEDUP: &str = "dedup";
+const TREE_OUTBOX: &str = "outbox";
+const TREE_CORRELATION: &str = "by_correlation";
+
+/// When the writer flushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// One flush per batch of queued commits (the production setting).
+    #[default]
+    GroupCommit,
+    /// One flush per commit (for comparison in benchmarks).
+    EveryCommit,
+}
+
+/// Where and how to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// Flush policy.
+    pub flush: FlushPolicy,
+}
+
+impl StoreConfig {
+    /// Group-commit store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            flush: FlushPolicy::GroupCommit,
+        }
+    }
+}
+
+/// How far the log and the outbox are durable; the outbox relay only publishes below this mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Last durable global seq.
+    pub global_seq: u64,
+    /// Last durable outbox seq.
+    pub outbox_seq: u64,
+}
+
+/// Bounds for replaying the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayBound {
+    /// Stop after this global seq.
+    pub upto_seq: Option<u64>,
+    /// Skip records recorded after this time (ms since the Unix epoch).
+    pub upto_time_ms: Option<u64>,
+}
+
+impl ReplayBound {
+    /// Whether a record falls inside the bound.
+    pub fn admits(&self, record: &Record) -> bool {
+        self.upto_seq.is_none_or(|s| record.global_seq <= s)
+            && self.upto_time_ms.is_none_or(|t| record.recorded_at_ms <= t)
+    }
+}
+
+/// What a verify pass found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// Distinct streams.
+    pub streams: u64,
+    /// Outbox entries still waiting to be published.
+    pub outbox_pending: u64,
+    /// Dedup records.
+    pub dedup_records: u64,
+}
+
+struct WriteRequest {
+    commit: Commit,
+    reply: oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// Cheap cloneable handle to one service's event log.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    writer: mpsc::Sender<WriteRequest>,
+    durable: watch::Receiver<Durable>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+#[derive(Clone)]
+struct Trees {
+    events: sled::Tree,
+    streams: sled::Tree,
+    heads: sled::Tree,
+    dedup: sled::Tree,
+    outbox: sled::Tree,
+    correlation: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Self {
+            events: db.open_tree(TREE_EVENTS)?,
+            streams: db.open_tree(TREE_STREAMS)?,
+            heads: db.open_tree(TREE_HEADS)?,
+            dedup: db.open_tree(TREE_DEDUP)?,
+            outbox: db.open_tree(TREE_OUTBOX)?,
+            correlation: db.open_tree(TREE_CORRELATION)?,
+        })
+    }
+}
+
+/// The writer's view of the end of the log.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    global_seq: u64,
+    hash: [u8; HASH_LEN],
+    recorded_at_ms: u64,
+    outbox_seq: u64,
+}
+
+impl EventStore {
+    /// Opens (or creates) the store and starts its writer thread.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(&config.path)
+            .mode(sled::Mode::HighThroughput)
+            // We flush explicitly; sled's timer flush would only add unscheduled fsyncs.
+            .flush_every_ms(None)
+            .open()?;
+        let trees = Trees::open(&db)?;
+        let head = load_head(&trees)?;
+        let (durable_tx, durable_rx) = watch::channel(Durable {
+            global_seq: head.global_seq,
+            outbox_seq: head.outbox_seq,
+        });
+        let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer = Writer {
+            db: db.clone(),
+            trees: trees.clone(),
+            head,
+            flush: config.flush,
+            durable: durable_tx,
+            streams: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(writer_rx))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                writer: writer_tx,
+                durable: durable_rx,
+                thread: Mutex::new(Some(thread)),
+                path: config.path,
+            }),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends a commit atomically; resolves once it is on disk.
+    pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        for append in &commit.appends {
+            validate_stream_id(&append.stream)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteRequest { commit, reply })
+            .await
+            .map_err(|_| Error::WriterGone)?;
+        answer.await.map_err(|_| Error::WriterGone)?
+    }
+
+    /// Enqueues a commit without waiting for it; the returned future resolves once it is durable.
+    ///
+    /// Callers that must order their commits (decide under a lock, then wait outside it) enqueue
+    /// under the lock and await outside.
+    pub async fn enqueue(
+        &self,
+        commit: Commit,
+    ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>>> {
+        for append in &commit.appends {
+            validate_stream_id(&append.stream)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteRequest { commit, reply })
+            .await
+            .map_err(|_| Error::WriterGone)?;
+        Ok(async move { answer.await.map_err(|_| Error::WriterGone)? })
+    }
+
+    /// Subscribes to the durable watermark.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.inner.durable.clone()
+    }
+
+    /// Last durable global seq.
+    pub fn head(&self) -> u64 {
+        self.inner.durable.borrow().global_seq
+    }
+
+    /// Number of events in a stream (its version).
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        Ok(self
+            .inner
+            .trees
+            .heads
+            .get(stream.as_bytes())?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Every record of a stream, in order.
+    pub fn read_stream(&self, stream: &str) -> Result<Vec<Record>> {
+        validate_stream_id(stream)?;
+        let mut prefix = stream.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.inner.trees.streams.scan_prefix(&prefix) {
+            let (_, global) = entry?;
+            out.push(self.get(be_u64(&global))?);
+        }
+        Ok(out)
+    }
+
+    /// Every record with this correlation id (orderId), in log order.
+    pub fn read_correlated(&self, correlation_id: &str) -> Result<Vec<Record>> {
+        let mut prefix = correlation_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.inner.trees.correlation.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let seq = be_u64(&key[prefix.len()..]);
+            out.push(self.get(seq)?);
+        }
+        Ok(out)
+    }
+
+    /// One record by global seq.
+    pub fn get(&self, global_seq: u64) -> Result<Record> {
+        let bytes = self
+            .inner
+            .trees
+            .events
+            .get(global_seq.to_be_bytes())?
+            .ok_or_else(|| Error::Corrupt {
+                seq: global_seq,
+                reason: "indexed record missing".into(),
+            })?;
+        Ok(Record::open(global_seq, &bytes)?.0)
+    }
+
+    /// The log from a global seq (inclusive) within a bound, in order, each record hash-checked.
+    pub fn read_all(
+        &self,
+        from_seq: u64,
+        bound: ReplayBound,
+    ) -> impl Iterator<Item = Result<Record>> + '_ {
+        let upper = bound.upto_seq.unwrap_or(u64::MAX);
+        self.inner
+            .trees
+            .events
+            .range(from_seq.to_be_bytes()..)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok(Record::open(be_u64(&key), &value)?.0)
+            })
+            .take_while(move |r| r.as_ref().map_or(true, |r| r.global_seq <= upper))
+            .filter(move |r| r.as_ref().map_or(true, |r| bound.admits(r)))
+    }
+
+    /// The dedup record under a key, if that input was handled before.
+    pub fn dedup(&self, key: &str) -> Result<Option<DedupRecord>> {
+        match self.inner.trees.dedup.get(key.as_bytes())? {
+            Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` outbox entries after `after`, no further than `upto`.
+    pub fn outbox_batch(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxMessage)>> {
+        let mut out = Vec::new();
+        if after >= upto {
+            return Ok(out);
+        }
+        let start = after + 1;
+        for entry in self
+            .inner
+            .trees
+            .outbox
+            .range(start.to_be_bytes()..=upto.to_be_bytes())
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            out.push((be_u64(&key), postcard::from_bytes(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// The first outbox seq still waiting, if any.
+    pub fn outbox_first(&self) -> Result<Option<u64>> {
+        Ok(self.inner.trees.outbox.first()?.map(|(k, _)| be_u64(&k)))
+    }
+
+    /// Number of outbox entries waiting.
+    pub fn outbox_len(&self) -> usize {
+        self.inner.trees.outbox.len()
+    }
+
+    /// Removes published outbox entries. Not flushed: losing a removal only re-publishes, and
+    /// the server drops the re-publish by its message id.
+    pub fn outbox_remove(&self, seqs: &[u64]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(&seq.to_be_bytes());
+        }
+        self.inner.trees.outbox.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Checks the whole log: gapless global and stream seqs, hash chain, indexes.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut prev_hash = GENESIS_HASH;
+        let mut expected_seq = 1;
+        let mut stream_heads: HashMap<String, u64> = HashMap::new();
+        let mut last_time = 0;
+        for entry in self.inner.trees.events.iter() {
+            let (key, value) = entry?;
+            let seq = be_u64(&key);
+            if seq != expected_seq {
+                return Err(Error::Corrupt {
+                    seq,
+                    reason: format!("gap: expected global seq {expected_seq}"),
+                });
+            }
+            let (record, hash) = Record::open(seq, &value)?;
+            if record.global_seq != seq {
+                return Err(corrupt(seq, "record seq differs from its key"));
+            }
+            if record.prev_hash != prev_hash {
+                return Err(corrupt(seq, "hash chain broken"));
+            }
+            if record.recorded_at_ms < last_time {
+                return Err(corrupt(seq, "time went backwards"));
+            }
+            let stream_head = stream_heads.entry(record.stream.clone()).or_insert(0);
+            if record.stream_seq != *stream_head + 1 {
+                return Err(Error::Corrupt {
+                    seq,
+                    reason: format!(
+                        "stream {} jumps from {} to {}",
+                        record.stream, stream_head, record.stream_seq
+                    ),
+                });
+            }
+            *stream_head = record.stream_seq;
+            let indexed = self
+                .inner
+                .trees
+                .streams
+                .get(stream_key(&record.stream, record.stream_seq))?;
+            if indexed.as_deref().map(be_u64) != Some(seq) {
+                return Err(corrupt(seq, "stream index does not point at the record"));
+            }
+            prev_hash = hash;
+            last_time = record.recorded_at_ms;
+            expected_seq += 1;
+            report.records += 1;
+        }
+        for (stream, head) in &stream_heads {
+            if self.stream_version(stream)? != *head {
+                return Err(corrupt(0, &format!("stream head of {stream} disagrees")));
+            }
+        }
+        report.streams = stream_heads.len() as u64;
+        report.outbox_pending = self.inner.trees.outbox.len() as u64;
+        report.dedup_records = self.inner.trees.dedup.len() as u64;
+        Ok(report)
+    }
+
+    /// Stops the writer after it has flushed everything queued. Other handles become unusable.
+    pub fn close(&self) -> Result<()> {
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .map_err(|_| Error::WriterGone)?
+            .take();
+        self.inner.db.flush()?;
+        drop(thread);
+        Ok(())
+    }
+
+    /// Size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// Flips one byte of a stored record's value: failure injection for tests of `verify`.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn corrupt_record_for_test(&self, global_seq: u64, byte: usize) -> Result<()> {
+        let key = global_seq.to_be_bytes();
+        let mut value = self
+            .inner
+            .trees
+            .events
+            .get(key)?
+            .ok_or_else(|| corrupt(global_seq, "no such record"))?
+            .to_vec();
+        let at = byte % value.len();
+        value[at] ^= 0xff;
+        self.inner.trees.events.insert(key, value)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}
+
+fn corrupt(seq: u64, reason: &str) -> Error {
+    Error::Corrupt {
+        seq,
+        reason: reason.to_owned(),
+    }
+}
+
+fn validate_stream_id(stream: &str) -> Result<()> {
+    if stream.is_empty() || stream.len() > STREAM_ID_MAX_LEN || stream.contains('\0') {
+        return Err(Error::InvalidStreamId(stream.to_owned()));
+    }
+    Ok(())
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(buf)
+}
+
+fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn correlation_key(correlation_id: &str, seq: u64) -> Vec<u8> {
+    stream_key(correlation_id, seq)
+}
+
+fn load_head(trees: &Trees) -> Result<Head> {
+    let (global_seq, hash, recorded_at_ms) = match trees.events.last()? {
+        Some((key, value)) => {
+            let seq = be_u64(&key);
+            let (record, hash) = Record::open(seq, &value)?;
+            assert_eq!(record.global_seq, seq, "log key and record disagree");
+            (seq, hash, record.recorded_at_ms)
+        }
+        None => (0, GENESIS_HASH, 0),
+    };
+    let outbox_seq = trees.outbox.last()?.map(|(k, _)| be_u64(&k)).unwrap_or(0);
+    // Outbox seqs of removed entries may have been higher; dedup records remember none of
+    // them, so reusing a seq is harmless (it only orders the relay's work).
+    Ok(Head {
+        global_seq,
+        hash,
+        recorded_at_ms,
+        outbox_seq,
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Writer {
+    db: sled::Db,
+    trees: Trees,
+    head: Head,
+    flush: FlushPolicy,
+    durable: watch::Sender<Durable>,
+    /// Cache of stream versions, filled on first use from the heads tree.
+    streams: HashMap<String, u64>,
+}
+
+enum Abort {
+    Conflict {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
+    Duplicate(DedupRecord),
+    Codec(postcard::Error),
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        let max_batch = match self.flush {
+            FlushPolicy::GroupCommit => GROUP_COMMIT_MAX_BATCH,
+            FlushPolicy::EveryCommit => 1,
+        };
+        let mut batch: Vec<WriteRequest> = Vec::with_capacity(max_batch);
+        let mut results: Vec<Result<CommitOutcome>> = Vec::with_capacity(max_batch);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            for request in &batch {
+                results.push(self.apply(&request.commit));
+            }
+            let flushed = self.db.flush();
+            match flushed {
+                Ok(_) => {
+                    self.durable.send_replace(Durable {
+                        global_seq: self.head.global_seq,
+                        outbox_seq: self.head.outbox_seq,
+                    });
+                    for (request, result) in batch.drain(..).zip(results.drain(..)) {
+                        let _ = request.reply.send(result);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "flush failed; failing the whole batch");
+                    for request in batch.drain(..) {
+                        let _ = request.reply.send(Err(Error::Storage(err.clone())));
+                    }
+                    results.clear();
+                }
+            }
+        }
+        if let Err(err) = self.db.flush() {
+            tracing::error!(error = %err, "final flush failed");
+        }
+    }
+
+    fn stream_version(&mut self, stream: &str) -> Result<u64> {
+        if let Some(v) = self.streams.get(stream) {
+            return Ok(*v);
+        }
+        let v = self
+            .trees
+            .heads
+            .get(stream.as_bytes())?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0);
+        self.streams.insert(stream.to_owned(), v);
+        Ok(v)
+    }
+
+    fn apply(&mut self, commit: &Commit) -> Result<CommitOutcome> {
+        // Plan every key and value outside the transaction; the closure only checks and writes.
+        let recorded_at_ms = now_ms().max(self.head.recorded_at_ms);
+        let mut planned: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut stream_index: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut new_heads: Vec<(String, u64, u64)> = Vec::new();
+        let mut seq = self.head.global_seq;
+        let mut hash = self.head.hash;
+        // A commit may append to one stream more than once (events of several streams
+        // interleaved); later appends see the earlier ones of the same commit.
+        let mut planned_versions: HashMap<&str, u64> = HashMap::new();
+        for append in &commit.appends {
+            let actual = match planned_versions.get(append.stream.as_str()) {
+                Some(v) => *v,
+                None => self.stream_version(&append.stream)?,
+            };
+            if actual != append.expected_version {
+                return Err(Error::VersionConflict {
+                    stream: append.stream.clone(),
+                    expected: append.expected_version,
+                    actual,
+                });
+            }
+            let mut stream_seq = actual;
+            for event in &append.events {
+                seq += 1;
+                stream_seq += 1;
+                let record = Record {
+                    global_seq: seq,
+                    stream: append.stream.clone(),
+                    stream_seq,
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    recorded_at_ms,
+                    meta: commit.meta.clone(),
+                    payload: event.payload.clone(),
+                    prev_hash: hash,
+                };
+                let (bytes, next_hash) = record.seal()?;
+                hash = next_hash;
+                planned.push((seq, bytes));
+                stream_index.push((stream_key(&append.stream, stream_seq), seq));
+            }
+            planned_versions.insert(append.stream.as_str(), stream_seq);
+            match new_heads.iter_mut().find(|(s, _, _)| *s == append.stream) {
+                Some(entry) => entry.2 = stream_seq,
+                None => new_heads.push((append.stream.clone(), actual, stream_seq)),
+            }
+        }
+        let mut outbox_seq = self.head.outbox_seq;
+        let mut outbox_rows = Vec::with_capacity(commit.outbox.len());
+        for message in &commit.outbox {
+            outbox_seq += 1;
+            outbox_rows.push((outbox_seq, postcard::to_stdvec(message)?));
+        }
+        let dedup_value = match &commit.dedup_key {
+            Some(_) => Some(postcard::to_stdvec(&DedupRecord {
+                global_seq: seq,
+                recorded_at_ms,
+                outbox: commit.outbox.clone(),
+            })?),
+            None => None,
+        };
+        let correlation = &commit.meta.correlation_id;
+        let t = &self.trees;
+        let result = (
+            &t.events,
+            &t.streams,
+            &t.heads,
+            &t.dedup,
+            &t.outbox,
+            &t.correlation,
+        )
+            .transaction(|(events, streams, heads, dedup, outbox, by_corr)| {
+                if let (Some(key), Some(_)) = (&commit.dedup_key, &dedup_value) {
+                    if let Some(existing) = dedup.get(key.as_bytes())? {
+                        let record: DedupRecord = postcard::from_bytes(&existing)
+                            .map_err(|e| ConflictableTransactionError::Abort(Abort::Codec(e)))?;
+                        return Err(ConflictableTransactionError::Abort(Abort::Duplicate(record)));
+                    }
+                }
+                for (stream, expected, _) in &new_heads {
+                    let actual = heads.get(stream.as_bytes())?.map(|v| be_u64(&v)).unwrap_or(0);
+                    if actual != *expected {
+                        return Err(ConflictableTransactionError::Abort(Abort::Conflict {
+                            stream: stream.clone(),
+                            expected: *expected,
+                            actual,
+                        }));
+                    }
+                }
+                for (seq, bytes) in &planned {
+                    events.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                    if !correlation.is_empty() {
+                        by_corr.insert(correlation_key(correlation, *seq), &[])?;
+                    }
+                }
+                for (key, seq) in &stream_index {
+                    streams.insert(key.as_slice(), &seq.to_be_bytes())?;
+                }
+                for (stream, _, head) in &new_heads {
+                    heads.insert(stream.as_bytes(), &head.to_be_bytes())?;
+                }
+                for (seq, bytes) in &outbox_rows {
+                    outbox.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                }
+                if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
+                    dedup.insert(key.as_bytes(), value.as_slice())?;
+                }
+                Ok(())
+            });
+        match result {
+            Ok(()) => {
+                let first_seq = self.head.global_seq + 1;
+                self.head.global_seq = seq;
+                self.head.hash = hash;
+                self.head.recorded_at_ms = recorded_at_ms;
+                self.head.outbox_seq = outbox_seq;
+                for (stream, _, head) in new_heads {
+                    self.streams.insert(stream, head);
+                }
+                Ok(CommitOutcome::Committed {
+                    first_seq,
+                    last_seq: seq,
+                })
+            }
+            Err(TransactionError::Abort(Abort::Duplicate(record))) => {
+                Ok(CommitOutcome::Duplicate(record))
+            }
+            Err(TransactionError::Abort(Abort::Conflict {
+                stream,
+                expected,
+                actual,
+            })) => Err(Error::VersionConflict {
+                stream,
+                expected,
+                actual,
+            }),
+            Err(TransactionError::Abort(Abort::Codec(e))) => Err(Error::Codec(e)),
+            Err(TransactionError::Storage(e)) => Err(Error::Storage(e)),
+        }
+    }
+}

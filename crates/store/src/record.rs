@@ -1,0 +1,157 @@
+//! What the log holds: records chained by hash, and what callers hand in to append.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Length of a record hash (blake3).
+pub const HASH_LEN: usize = 32;
+/// Hash that precedes the first record.
+pub const GENESIS_HASH: [u8; HASH_LEN] = [0; HASH_LEN];
+
+/// Tracing and causality metadata shared by every event of one commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    /// The business correlation id (the orderId).
+    pub correlation_id: String,
+    /// The saga's trace id.
+    pub trace_id: String,
+    /// W3C trace context of the step that wrote the events.
+    pub traceparent: String,
+    /// Id of the message or request that caused the events.
+    pub causation_id: String,
+}
+
+/// One event handed to an append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The event's type name.
+    pub event_type: String,
+    /// Schema version of `payload`.
+    pub schema_version: u16,
+    /// Postcard-encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// Events to append to one stream, at the version the caller decided against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    /// Stream (aggregate) id.
+    pub stream: String,
+    /// Number of events the caller saw in the stream; anything else is a conflict.
+    pub expected_version: u64,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// A message the outbox relay publishes to JetStream after the commit is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// Subject to publish on.
+    pub subject: String,
+    /// `Nats-Msg-Id` for server-side dedup.
+    pub msg_id: String,
+    /// All other headers (trace, event type, version, content type).
+    pub headers: Vec<(String, String)>,
+    /// Envelope bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What the handling of one input message produced, kept under its dedup key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// Global seq of the last event the commit wrote (or the head at the time if none).
+    pub global_seq: u64,
+    /// When the input was first handled (ms since the Unix epoch).
+    pub recorded_at_ms: u64,
+    /// The messages that handling published, so a duplicate can re-publish them.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// One atomic unit: events, the dedup record of the input, and the outbox entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Metadata stamped on every event.
+    pub meta: EventMeta,
+    /// Events per stream.
+    pub appends: Vec<StreamAppend>,
+    /// Dedup key of the input message; a commit whose key exists is not applied.
+    pub dedup_key: Option<String>,
+    /// Messages to publish once durable.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// The result of a durable commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Applied and flushed; events got these global seqs (empty range if none).
+    Committed {
+        /// First global seq written (head + 1 when nothing was written).
+        first_seq: u64,
+        /// Last global seq written (the head when nothing was written).
+        last_seq: u64,
+    },
+    /// The dedup key was already recorded; nothing was applied. Here is what it produced.
+    Duplicate(DedupRecord),
+}
+
+/// A record as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the service's whole log, from 1, gapless.
+    pub global_seq: u64,
+    /// Stream (aggregate) id.
+    pub stream: String,
+    /// Position in the stream, from 1, gapless.
+    pub stream_seq: u64,
+    /// Event type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u16,
+    /// When it was recorded (ms since the Unix epoch), never decreasing along the log.
+    pub recorded_at_ms: u64,
+    /// Correlation (orderId), trace and causation.
+    pub meta: EventMeta,
+    /// Postcard-encoded event.
+    pub payload: Vec<u8>,
+    /// Hash of the previous record.
+    pub prev_hash: [u8; HASH_LEN],
+}
+
+impl Record {
+    /// Encodes the record followed by its chained hash, the value stored in the log.
+    pub(crate) fn seal(&self) -> Result<(Vec<u8>, [u8; HASH_LEN])> {
+        let mut bytes = postcard::to_stdvec(self)?;
+        let hash: [u8; HASH_LEN] = *blake3::hash(&bytes).as_bytes();
+        bytes.extend_from_slice(&hash);
+        Ok((bytes, hash))
+    }
+
+    /// Decodes a stored value, checking the record against its own hash.
+    pub(crate) fn open(seq: u64, bytes: &[u8]) -> Result<(Record, [u8; HASH_LEN])> {
+        let split = bytes.len().checked_sub(HASH_LEN).ok_or_else(|| Error::Corrupt {
+            seq,
+            reason: "record shorter than its hash".into(),
+        })?;
+        let (body, stored) = bytes.split_at(split);
+        let computed = blake3::hash(body);
+        if computed.as_bytes()[..] != stored[..] {
+            return Err(Error::Corrupt {
+                seq,
+                reason: "record hash mismatch".into(),
+            });
+        }
+        let record: Record = postcard::from_bytes(body).map_err(|e| Error::Corrupt {
+            seq,
+            reason: format!("undecodable record: {e}"),
+        })?;
+        let mut hash = [0u8; HASH_LEN];
+        hash.copy_from_slice(stored);
+        Ok((record, hash))
+    }
+
+    /// Decodes the payload as a domain event.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
+        Ok(postcard::from_bytes(&self.payload)?)
+    }
+}
