@@ -1,1 +1,11 @@
+//! The coupon service.
+//!
+//! - [`domain`]: the pure core: issuing, using and releasing coupons.
+//! - [`handler`]: its part in the saga, plugged into the shared participant handler.
+//! - [`api`]: HTTP: coupon state, and admin issuing.
+//! - [`app`] — wiring.
 
+pub mod api;
+pub mod app;
+pub mod domain;
+pub mod handler;

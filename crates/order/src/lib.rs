@@ -1,1 +1,13 @@
+//! The order service.
+//!
+//! - [`domain`]: the pure saga core (`decide`/`evolve`): statuses, outcomes, deadline, re-drive.
+//! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive); the data platform forwarder.
+//! - [`api`]: HTTP: place orders, read them, timelines by orderId and traceId, dashboard.
+//! - [`config`]: command line and settings.
+//! - [`app`]: wiring everything into a running service.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod handler;

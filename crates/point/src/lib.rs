@@ -1,1 +1,11 @@
+//! The point service.
+//!
+//! - [`domain`]: the pure core: crediting, deducting and refunding points.
+//! - [`handler`]: its part in the saga, plugged into the shared participant handler.
+//! - [`api`]: HTTP: balances, and admin crediting.
+//! - [`app`] — wiring.
 
+pub mod api;
+pub mod app;
+pub mod domain;
+pub mod handler;

@@ -70,6 +70,9 @@ pub enum Error {
         /// How long we waited.
         after: Duration,
     },
+    /// The same input is being handled right now; retry shortly.
+    #[error("input {0} is already being handled")]
+    Busy(String),
     /// A file-system operation outside sled failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -369,10 +369,9 @@ impl EventStore {
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut prev_hash = GENESIS_HASH;
-        let mut expected_seq = 1;
         let mut stream_heads: HashMap<String, u64> = HashMap::new();
         let mut last_time = 0;
-        for entry in self.inner.trees.events.iter() {
+        for (expected_seq, entry) in (1u64..).zip(self.inner.trees.events.iter()) {
             let (key, value) = entry?;
             let seq = be_u64(&key);
             if seq != expected_seq {
@@ -412,7 +411,6 @@ impl EventStore {
             }
             prev_hash = hash;
             last_time = record.recorded_at_ms;
-            expected_seq += 1;
             report.records += 1;
         }
         for (stream, head) in &stream_heads {
@@ -603,6 +601,14 @@ impl Writer {
     }
 
     fn apply(&mut self, commit: &Commit) -> Result<CommitOutcome> {
+        // A known input is answered with what it produced before any version check: a retried
+        // commit (its expected versions now stale) must read as a duplicate, not a conflict.
+        // The writer is the only one writing dedup records, so this read cannot go stale.
+        if let Some(key) = &commit.dedup_key {
+            if let Some(existing) = self.trees.dedup.get(key.as_bytes())? {
+                return Ok(CommitOutcome::Duplicate(postcard::from_bytes(&existing)?));
+            }
+        }
         // Plan every key and value outside the transaction; the closure only checks and writes.
         let recorded_at_ms = now_ms().max(self.head.recorded_at_ms);
         let mut planned: Vec<(u64, Vec<u8>)> = Vec::new();

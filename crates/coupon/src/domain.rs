@@ -1,0 +1,1026 @@
+//! Coupon's pure core: issuing coupons, using one per order and releasing it when the order fails.
+//!
+//! No I/O, clock or randomness: the time travels inside commands as `now_ms`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use store::domain::Domain;
+use uuid::Uuid;
+
+/// Longest coupon or user id accepted, in characters.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Reason published when `order.failed` arrives before `order.placed`.
+pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
+
+/// Reason published when a rejected order fails.
+pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
+
+/// Reason recorded when `order.placed` arrives after the order's tombstone.
+pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
+
+/// The coupon domain: issued coupons and which order uses each.
+pub struct Coupon;
+
+/// Where one order stands in the coupon service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ParticipantOrderStatus {
+    /// The order's coupon is marked used.
+    Succeeded,
+    /// The order's coupon could not be used.
+    Rejected,
+    /// The order failed and its part is settled (released, or nothing to undo).
+    Compensated,
+    /// Undoing failed; never reached here, since releasing is a pure state change.
+    CompensationFailed,
+    /// `order.failed` came first; a late `order.placed` is ignored.
+    Tombstoned,
+}
+
+/// What the coupon service remembers about one order it took part in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEntry {
+    /// Where the order stands.
+    pub status: ParticipantOrderStatus,
+    /// The coupon the order asked for; `None` for a tombstone.
+    pub coupon_id: Option<String>,
+}
+
+/// Whether a coupon can still be used, as the HTTP API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CouponStatus {
+    /// Not used by any order.
+    Available,
+    /// Used by an order.
+    Used,
+}
+
+/// One issued coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponEntry {
+    /// The coupon.
+    pub coupon_id: String,
+    /// The only user who may use it; `None` = anyone.
+    pub user_id: Option<String>,
+    /// The discount it grants, in minor currency units.
+    pub discount: u64,
+    /// When it stops being usable (ms since the Unix epoch); `None` = never.
+    pub expires_at_ms: Option<u64>,
+    /// The order using it, if any.
+    pub used_by: Option<Uuid>,
+}
+
+impl CouponEntry {
+    /// `USED` while an order holds the coupon, else `AVAILABLE`.
+    pub fn status(&self) -> CouponStatus {
+        if self.used_by.is_some() {
+            CouponStatus::Used
+        } else {
+            CouponStatus::Available
+        }
+    }
+}
+
+/// The folded state: every coupon and every order seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CouponState {
+    /// Coupons by id.
+    pub coupons: BTreeMap<String, CouponEntry>,
+    /// Orders by id.
+    pub orders: HashMap<Uuid, OrderEntry>,
+}
+
+impl CouponState {
+    /// A coupon by id.
+    pub fn coupon(&self, id: &str) -> Option<&CouponEntry> {
+        self.coupons.get(id)
+    }
+
+    /// Where an order stands; `None` for an order never seen (or placed without a coupon).
+    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
+        self.orders.get(&order_id).map(|entry| entry.status)
+    }
+}
+
+/// A fact the coupon service recorded.
+// Postcard encodes variants by position: this order is final, append new variants at the end only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum CouponEvent {
+    /// A coupon was issued.
+    Issued {
+        /// The coupon.
+        coupon_id: String,
+        /// The only user who may use it; `None` = anyone.
+        user_id: Option<String>,
+        /// The discount it grants, in minor currency units.
+        discount: u64,
+        /// When it stops being usable (ms since the Unix epoch); `None` = never.
+        expires_at_ms: Option<u64>,
+    },
+    /// An order's coupon was marked used.
+    Used {
+        /// The order.
+        order_id: Uuid,
+        /// The coupon.
+        coupon_id: String,
+    },
+    /// An order's coupon could not be used.
+    UseRejected {
+        /// The order.
+        order_id: Uuid,
+        /// The coupon asked for.
+        coupon_id: String,
+        /// Why, e.g. `coupon c-1: expired`.
+        reason: String,
+    },
+    /// A failed order's coupon was marked unused again.
+    Released {
+        /// The order.
+        order_id: Uuid,
+        /// The coupon.
+        coupon_id: String,
+    },
+    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
+    Tombstoned {
+        /// The order.
+        order_id: Uuid,
+    },
+    /// A rejected order failed: no coupon was used, so nothing is undone.
+    CompensationSkipped {
+        /// The order.
+        order_id: Uuid,
+        /// Why nothing was undone.
+        reason: String,
+    },
+    /// `order.placed` arrived after the order's tombstone and was ignored.
+    PlacementIgnored {
+        /// The order.
+        order_id: Uuid,
+        /// Why it was ignored.
+        reason: String,
+    },
+}
+
+/// An intention to change the coupons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CouponCommand {
+    /// Admin: issue a new coupon.
+    Issue {
+        /// The coupon, unique.
+        coupon_id: String,
+        /// The only user who may use it; `None` = anyone.
+        user_id: Option<String>,
+        /// The discount it grants, at least 1.
+        discount: u64,
+        /// When it stops being usable (ms since the Unix epoch); `None` = never.
+        expires_at_ms: Option<u64>,
+    },
+    /// `order.placed` arrived: use the order's coupon, if it names one.
+    HandlePlaced {
+        /// The order.
+        placed: OrderPlaced,
+        /// The time of the decision (ms since the Unix epoch), for the expiry check.
+        now_ms: u64,
+    },
+    /// `order.failed` arrived: release the coupon the order used.
+    HandleFailed {
+        /// The order.
+        order_id: Uuid,
+    },
+}
+
+/// Why a coupon command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CouponRejection {
+    /// The coupon id is empty.
+    EmptyCouponId,
+    /// The coupon id is longer than [`MAX_ID_LEN`] characters.
+    CouponIdTooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// The user id is given but empty.
+    EmptyUserId,
+    /// The user id is longer than [`MAX_ID_LEN`] characters.
+    UserIdTooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// A coupon that grants nothing.
+    ZeroDiscount,
+    /// A coupon with this id was already issued.
+    AlreadyExists {
+        /// The coupon.
+        coupon_id: String,
+    },
+}
+
+impl CouponRejection {
+    /// The request field at fault, for a client error naming it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            CouponRejection::EmptyCouponId
+            | CouponRejection::CouponIdTooLong { .. }
+            | CouponRejection::AlreadyExists { .. } => "couponId",
+            CouponRejection::EmptyUserId | CouponRejection::UserIdTooLong { .. } => "userId",
+            CouponRejection::ZeroDiscount => "discount",
+        }
+    }
+}
+
+impl std::fmt::Display for CouponRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CouponRejection::EmptyCouponId => f.write_str("couponId must not be empty"),
+            CouponRejection::CouponIdTooLong { len } => {
+                write!(
+                    f,
+                    "couponId is {len} characters, at most {MAX_ID_LEN} allowed"
+                )
+            }
+            CouponRejection::EmptyUserId => f.write_str("userId must not be empty when given"),
+            CouponRejection::UserIdTooLong { len } => {
+                write!(
+                    f,
+                    "userId is {len} characters, at most {MAX_ID_LEN} allowed"
+                )
+            }
+            CouponRejection::ZeroDiscount => f.write_str("discount must be at least 1"),
+            CouponRejection::AlreadyExists { coupon_id } => {
+                write!(f, "coupon {coupon_id} already exists")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CouponRejection {}
+
+/// The wire event a domain event publishes, if any.
+pub fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
+    let (order_id, kind, reason) = match event {
+        CouponEvent::Issued { .. } | CouponEvent::PlacementIgnored { .. } => return None,
+        CouponEvent::Used { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
+        CouponEvent::UseRejected {
+            order_id, reason, ..
+        } => (*order_id, OutcomeKind::Rejected, Some(reason.clone())),
+        CouponEvent::Released { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
+        CouponEvent::Tombstoned { order_id } => (
+            *order_id,
+            OutcomeKind::Compensated,
+            Some(TOMBSTONE_REASON.to_owned()),
+        ),
+        CouponEvent::CompensationSkipped { order_id, reason } => {
+            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
+        }
+    };
+    Some(ParticipantEvent {
+        order_id,
+        participant: Participant::Coupon,
+        kind,
+        reason,
+    })
+}
+
+fn issue(
+    state: &CouponState,
+    coupon_id: String,
+    user_id: Option<String>,
+    discount: u64,
+    expires_at_ms: Option<u64>,
+) -> Result<Vec<CouponEvent>, CouponRejection> {
+    if coupon_id.is_empty() {
+        return Err(CouponRejection::EmptyCouponId);
+    }
+    let len = coupon_id.chars().count();
+    if len > MAX_ID_LEN {
+        return Err(CouponRejection::CouponIdTooLong { len });
+    }
+    if let Some(user_id) = &user_id {
+        if user_id.is_empty() {
+            return Err(CouponRejection::EmptyUserId);
+        }
+        let len = user_id.chars().count();
+        if len > MAX_ID_LEN {
+            return Err(CouponRejection::UserIdTooLong { len });
+        }
+    }
+    if discount == 0 {
+        return Err(CouponRejection::ZeroDiscount);
+    }
+    if state.coupons.contains_key(&coupon_id) {
+        return Err(CouponRejection::AlreadyExists { coupon_id });
+    }
+    Ok(vec![CouponEvent::Issued {
+        coupon_id,
+        user_id,
+        discount,
+        expires_at_ms,
+    }])
+}
+
+/// Why the coupon cannot be used by this order, if it cannot.
+fn unusable_because(
+    state: &CouponState,
+    placed: &OrderPlaced,
+    coupon_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    let Some(coupon) = state.coupon(coupon_id) else {
+        return Some(format!("coupon {coupon_id}: unknown coupon"));
+    };
+    if coupon
+        .user_id
+        .as_ref()
+        .is_some_and(|owner| *owner != placed.user_id)
+    {
+        return Some(format!("coupon {coupon_id}: belongs to another user"));
+    }
+    if coupon.expires_at_ms.is_some_and(|at| now_ms >= at) {
+        return Some(format!("coupon {coupon_id}: expired"));
+    }
+    if coupon
+        .used_by
+        .is_some_and(|order_id| order_id != placed.order_id)
+    {
+        return Some(format!("coupon {coupon_id}: already used"));
+    }
+    None
+}
+
+fn handle_placed(state: &CouponState, placed: &OrderPlaced, now_ms: u64) -> Vec<CouponEvent> {
+    let order_id = placed.order_id;
+    match state.order_status(order_id) {
+        Some(ParticipantOrderStatus::Tombstoned) => {
+            return vec![CouponEvent::PlacementIgnored {
+                order_id,
+                reason: LATE_PLACEMENT.to_owned(),
+            }]
+        }
+        // A redelivery: the shell re-publishes the outcome already recorded.
+        Some(_) => return vec![],
+        None => {}
+    }
+    // Without a coupon this order does not need the coupon service at all.
+    let Some(coupon_id) = placed.coupon_id.clone() else {
+        return vec![];
+    };
+    match unusable_because(state, placed, &coupon_id, now_ms) {
+        Some(reason) => vec![CouponEvent::UseRejected {
+            order_id,
+            coupon_id,
+            reason,
+        }],
+        None => vec![CouponEvent::Used {
+            order_id,
+            coupon_id,
+        }],
+    }
+}
+
+fn handle_failed(state: &CouponState, order_id: Uuid) -> Vec<CouponEvent> {
+    let Some(entry) = state.orders.get(&order_id) else {
+        return vec![CouponEvent::Tombstoned { order_id }];
+    };
+    match (entry.status, &entry.coupon_id) {
+        // A failed release (not produced today) is retried like a fresh one.
+        (
+            ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed,
+            Some(coupon_id),
+        ) => vec![CouponEvent::Released {
+            order_id,
+            coupon_id: coupon_id.clone(),
+        }],
+        (ParticipantOrderStatus::Rejected, _) => vec![CouponEvent::CompensationSkipped {
+            order_id,
+            reason: NOTHING_TO_UNDO.to_owned(),
+        }],
+        // Settled already; a use without a coupon id cannot be folded, so it never gets here.
+        _ => vec![],
+    }
+}
+
+fn record_new_order(state: &mut CouponState, order_id: Uuid, entry: OrderEntry) {
+    let previous = state.orders.insert(order_id, entry);
+    assert!(
+        previous.is_none(),
+        "order {order_id} decided twice: decide must turn a repeat into a no-op"
+    );
+}
+
+fn order_mut(state: &mut CouponState, order_id: Uuid) -> &mut OrderEntry {
+    match state.orders.get_mut(&order_id) {
+        Some(entry) => entry,
+        None => panic!("event about order {order_id}, which coupon has never seen"),
+    }
+}
+
+fn coupon_mut<'a>(state: &'a mut CouponState, coupon_id: &str) -> &'a mut CouponEntry {
+    match state.coupons.get_mut(coupon_id) {
+        Some(coupon) => coupon,
+        None => panic!("event about coupon {coupon_id}, which was never issued"),
+    }
+}
+
+impl Domain for Coupon {
+    type State = CouponState;
+    type Event = CouponEvent;
+    type Command = CouponCommand;
+    type Rejection = CouponRejection;
+
+    fn decide(
+        state: &CouponState,
+        command: CouponCommand,
+    ) -> Result<Vec<CouponEvent>, CouponRejection> {
+        match command {
+            CouponCommand::Issue {
+                coupon_id,
+                user_id,
+                discount,
+                expires_at_ms,
+            } => issue(state, coupon_id, user_id, discount, expires_at_ms),
+            CouponCommand::HandlePlaced { placed, now_ms } => {
+                Ok(handle_placed(state, &placed, now_ms))
+            }
+            CouponCommand::HandleFailed { order_id } => Ok(handle_failed(state, order_id)),
+        }
+    }
+
+    fn evolve(state: &mut CouponState, event: &CouponEvent) {
+        match event {
+            CouponEvent::Issued {
+                coupon_id,
+                user_id,
+                discount,
+                expires_at_ms,
+            } => {
+                let coupon = CouponEntry {
+                    coupon_id: coupon_id.clone(),
+                    user_id: user_id.clone(),
+                    discount: *discount,
+                    expires_at_ms: *expires_at_ms,
+                    used_by: None,
+                };
+                let previous = state.coupons.insert(coupon_id.clone(), coupon);
+                assert!(previous.is_none(), "coupon {coupon_id} issued twice");
+            }
+            CouponEvent::Used {
+                order_id,
+                coupon_id,
+            } => {
+                let coupon = coupon_mut(state, coupon_id);
+                assert_eq!(
+                    coupon.used_by, None,
+                    "coupon {coupon_id} used by order {order_id} while in use"
+                );
+                coupon.used_by = Some(*order_id);
+                let entry = OrderEntry {
+                    status: ParticipantOrderStatus::Succeeded,
+                    coupon_id: Some(coupon_id.clone()),
+                };
+                record_new_order(state, *order_id, entry);
+            }
+            CouponEvent::UseRejected {
+                order_id,
+                coupon_id,
+                ..
+            } => {
+                let entry = OrderEntry {
+                    status: ParticipantOrderStatus::Rejected,
+                    coupon_id: Some(coupon_id.clone()),
+                };
+                record_new_order(state, *order_id, entry);
+            }
+            CouponEvent::Released {
+                order_id,
+                coupon_id,
+            } => {
+                let entry = order_mut(state, *order_id);
+                assert!(
+                    matches!(
+                        entry.status,
+                        ParticipantOrderStatus::Succeeded
+                            | ParticipantOrderStatus::CompensationFailed
+                    ),
+                    "coupon of order {order_id} released while {:?}",
+                    entry.status
+                );
+                entry.status = ParticipantOrderStatus::Compensated;
+                let coupon = coupon_mut(state, coupon_id);
+                assert_eq!(
+                    coupon.used_by,
+                    Some(*order_id),
+                    "coupon {coupon_id} released by order {order_id}, which does not hold it"
+                );
+                coupon.used_by = None;
+            }
+            CouponEvent::Tombstoned { order_id } => {
+                let entry = OrderEntry {
+                    status: ParticipantOrderStatus::Tombstoned,
+                    coupon_id: None,
+                };
+                record_new_order(state, *order_id, entry);
+            }
+            CouponEvent::CompensationSkipped { order_id, .. } => {
+                let entry = order_mut(state, *order_id);
+                assert_eq!(
+                    entry.status,
+                    ParticipantOrderStatus::Rejected,
+                    "compensation of order {order_id} skipped although it was not rejected"
+                );
+                entry.status = ParticipantOrderStatus::Compensated;
+            }
+            CouponEvent::PlacementIgnored { order_id, .. } => {
+                assert_eq!(
+                    state.order_status(*order_id),
+                    Some(ParticipantOrderStatus::Tombstoned),
+                    "placement of order {order_id} ignored without a tombstone"
+                );
+            }
+        }
+    }
+
+    fn event_type(event: &CouponEvent) -> &'static str {
+        match event {
+            CouponEvent::Issued { .. } => "Issued",
+            CouponEvent::Used { .. } => "Used",
+            CouponEvent::UseRejected { .. } => "UseRejected",
+            CouponEvent::Released { .. } => "Released",
+            CouponEvent::Tombstoned { .. } => "Tombstoned",
+            CouponEvent::CompensationSkipped { .. } => "CompensationSkipped",
+            CouponEvent::PlacementIgnored { .. } => "PlacementIgnored",
+        }
+    }
+
+    fn stream_of(event: &CouponEvent) -> String {
+        match event {
+            CouponEvent::Issued { coupon_id, .. } => format!("coupon-{coupon_id}"),
+            CouponEvent::Used { order_id, .. }
+            | CouponEvent::UseRejected { order_id, .. }
+            | CouponEvent::Released { order_id, .. }
+            | CouponEvent::Tombstoned { order_id }
+            | CouponEvent::CompensationSkipped { order_id, .. }
+            | CouponEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::contract::OrderLine;
+    use store::scenario::given;
+
+    const NOW: u64 = 10_000;
+
+    fn order(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn placed(order_id: Uuid, user_id: &str, coupon_id: Option<&str>) -> OrderPlaced {
+        OrderPlaced {
+            order_id,
+            user_id: user_id.into(),
+            items: vec![OrderLine {
+                sku: "sku-1".into(),
+                qty: 1,
+                price: 100,
+            }],
+            coupon_id: coupon_id.map(Into::into),
+            points: 0,
+            amount: 100,
+            placed_at_ms: NOW,
+            deadline_ms: NOW + 30_000,
+        }
+    }
+
+    fn place(order_id: Uuid, user_id: &str, coupon_id: Option<&str>) -> CouponCommand {
+        CouponCommand::HandlePlaced {
+            placed: placed(order_id, user_id, coupon_id),
+            now_ms: NOW,
+        }
+    }
+
+    fn issued(coupon_id: &str, user_id: Option<&str>, expires_at_ms: Option<u64>) -> CouponEvent {
+        CouponEvent::Issued {
+            coupon_id: coupon_id.into(),
+            user_id: user_id.map(Into::into),
+            discount: 500,
+            expires_at_ms,
+        }
+    }
+
+    fn issue(coupon_id: &str, user_id: Option<&str>, discount: u64) -> CouponCommand {
+        CouponCommand::Issue {
+            coupon_id: coupon_id.into(),
+            user_id: user_id.map(Into::into),
+            discount,
+            expires_at_ms: None,
+        }
+    }
+
+    fn used(order_id: Uuid, coupon_id: &str) -> CouponEvent {
+        CouponEvent::Used {
+            order_id,
+            coupon_id: coupon_id.into(),
+        }
+    }
+
+    fn use_rejected(order_id: Uuid, coupon_id: &str, reason: &str) -> CouponEvent {
+        CouponEvent::UseRejected {
+            order_id,
+            coupon_id: coupon_id.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn released(order_id: Uuid, coupon_id: &str) -> CouponEvent {
+        CouponEvent::Released {
+            order_id,
+            coupon_id: coupon_id.into(),
+        }
+    }
+
+    fn skipped(order_id: Uuid) -> CouponEvent {
+        CouponEvent::CompensationSkipped {
+            order_id,
+            reason: NOTHING_TO_UNDO.into(),
+        }
+    }
+
+    #[test]
+    fn an_issued_coupon_is_available() {
+        // Given
+        let scenario = given::<Coupon>([]);
+        // When
+        let when = scenario.when(CouponCommand::Issue {
+            coupon_id: "c-1".into(),
+            user_id: Some("user-1".into()),
+            discount: 500,
+            expires_at_ms: Some(NOW),
+        });
+        // Then
+        let state = when.then([issued("c-1", Some("user-1"), Some(NOW))]);
+        let coupon = state.coupon("c-1").expect("issued");
+        assert_eq!(coupon.status(), CouponStatus::Available);
+        assert_eq!(coupon.discount, 500);
+        assert_eq!(state.coupon("c-2"), None);
+    }
+
+    #[test]
+    fn a_coupon_id_is_issued_once() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", None, None)]);
+        // When
+        let when = scenario.when(issue("c-1", None, 100));
+        // Then
+        when.then_rejected(CouponRejection::AlreadyExists {
+            coupon_id: "c-1".into(),
+        });
+    }
+
+    #[test]
+    fn issuing_validates_ids_and_discount() {
+        let too_long = "c".repeat(MAX_ID_LEN + 1);
+        let cases = [
+            (issue("", None, 100), CouponRejection::EmptyCouponId),
+            (
+                issue(&too_long, None, 100),
+                CouponRejection::CouponIdTooLong { len: 65 },
+            ),
+            (issue("c-1", Some(""), 100), CouponRejection::EmptyUserId),
+            (
+                issue("c-1", Some(&too_long), 100),
+                CouponRejection::UserIdTooLong { len: 65 },
+            ),
+            (issue("c-1", None, 0), CouponRejection::ZeroDiscount),
+        ];
+        for (command, rejection) in cases {
+            // Given
+            let scenario = given::<Coupon>([]);
+            // When
+            let when = scenario.when(command);
+            // Then
+            when.then_rejected(rejection);
+        }
+        let longest = "c".repeat(MAX_ID_LEN);
+        given::<Coupon>([])
+            .when(issue(&longest, Some(&longest), 1))
+            .then([CouponEvent::Issued {
+                coupon_id: longest.clone(),
+                user_id: Some(longest.clone()),
+                discount: 1,
+                expires_at_ms: None,
+            }]);
+    }
+
+    #[test]
+    fn a_valid_coupon_is_marked_used_by_the_order() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", Some("user-1"), Some(NOW + 1))]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
+        // Then
+        let state = when.then([used(order(1), "c-1")]);
+        let coupon = state.coupon("c-1").expect("issued");
+        assert_eq!(coupon.used_by, Some(order(1)));
+        assert_eq!(coupon.status(), CouponStatus::Used);
+        assert_eq!(
+            state.order_status(order(1)),
+            Some(ParticipantOrderStatus::Succeeded)
+        );
+    }
+
+    #[test]
+    fn an_order_without_a_coupon_does_not_involve_the_coupon_service() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", None, None)]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", None));
+        // Then
+        let state = when.then_nothing();
+        assert_eq!(state.order_status(order(1)), None);
+    }
+
+    #[test]
+    fn an_unknown_coupon_is_rejected() {
+        // Given
+        let scenario = given::<Coupon>([]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", Some("c-9")));
+        // Then
+        let state = when.then([use_rejected(order(1), "c-9", "coupon c-9: unknown coupon")]);
+        assert_eq!(
+            state.order_status(order(1)),
+            Some(ParticipantOrderStatus::Rejected)
+        );
+    }
+
+    #[test]
+    fn another_users_coupon_is_rejected() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", Some("user-2"), None)]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
+        // Then
+        when.then([use_rejected(
+            order(1),
+            "c-1",
+            "coupon c-1: belongs to another user",
+        )]);
+    }
+
+    #[test]
+    fn a_coupon_expires_at_its_expiry_time() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", None, Some(NOW))]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
+        // Then
+        let state = when.then([use_rejected(order(1), "c-1", "coupon c-1: expired")]);
+        assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
+    }
+
+    #[test]
+    fn a_coupon_serves_one_order_at_a_time() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", None, None), used(order(1), "c-1")]);
+        // When
+        let when = scenario.when(place(order(2), "user-1", Some("c-1")));
+        // Then
+        let state = when.then([use_rejected(order(2), "c-1", "coupon c-1: already used")]);
+        assert_eq!(state.coupon("c-1").expect("issued").used_by, Some(order(1)));
+    }
+
+    #[test]
+    fn a_failed_order_releases_its_coupon_for_the_next_order() {
+        // Given
+        let scenario = given::<Coupon>([issued("c-1", None, None), used(order(1), "c-1")]);
+        // When
+        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+        // Then
+        let state = when.then([released(order(1), "c-1")]);
+        assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
+        assert_eq!(
+            state.order_status(order(1)),
+            Some(ParticipantOrderStatus::Compensated)
+        );
+        let next = given::<Coupon>([
+            issued("c-1", None, None),
+            used(order(1), "c-1"),
+            released(order(1), "c-1"),
+        ]);
+        next.when(place(order(2), "user-1", Some("c-1")))
+            .then([used(order(2), "c-1")]);
+    }
+
+    #[test]
+    fn a_failure_before_the_placement_leaves_a_tombstone() {
+        // Given
+        let scenario = given::<Coupon>([]);
+        // When
+        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+        // Then
+        let state = when.then([CouponEvent::Tombstoned { order_id: order(1) }]);
+        assert_eq!(
+            state.order_status(order(1)),
+            Some(ParticipantOrderStatus::Tombstoned)
+        );
+    }
+
+    #[test]
+    fn a_late_placement_after_a_tombstone_is_ignored() {
+        // Given
+        let scenario = given::<Coupon>([
+            issued("c-1", None, None),
+            CouponEvent::Tombstoned { order_id: order(1) },
+        ]);
+        // When
+        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
+        // Then
+        let ignored = CouponEvent::PlacementIgnored {
+            order_id: order(1),
+            reason: "order already failed (tombstone)".into(),
+        };
+        assert_eq!(outcome(&ignored), None);
+        let state = when.then([ignored]);
+        assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
+    }
+
+    #[test]
+    fn compensating_a_rejected_order_is_skipped() {
+        // Given
+        let scenario =
+            given::<Coupon>([use_rejected(order(1), "c-9", "coupon c-9: unknown coupon")]);
+        // When
+        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+        // Then
+        let state = when.then([CouponEvent::CompensationSkipped {
+            order_id: order(1),
+            reason: "rejected, nothing to undo".into(),
+        }]);
+        assert_eq!(
+            state.order_status(order(1)),
+            Some(ParticipantOrderStatus::Compensated)
+        );
+    }
+
+    #[test]
+    fn a_repeated_placement_is_a_no_op() {
+        let histories = [
+            vec![issued("c-1", None, None), used(order(1), "c-1")],
+            vec![use_rejected(order(1), "c-1", "coupon c-1: unknown coupon")],
+            vec![
+                issued("c-1", None, None),
+                used(order(1), "c-1"),
+                released(order(1), "c-1"),
+            ],
+        ];
+        for history in histories {
+            // Given
+            let scenario = given::<Coupon>(history);
+            // When
+            let when = scenario.when(place(order(1), "user-1", Some("c-1")));
+            // Then
+            when.then_nothing();
+        }
+    }
+
+    #[test]
+    fn a_repeated_failure_is_a_no_op() {
+        let histories = [
+            (
+                vec![
+                    issued("c-1", None, None),
+                    used(order(1), "c-1"),
+                    released(order(1), "c-1"),
+                ],
+                ParticipantOrderStatus::Compensated,
+            ),
+            (
+                vec![
+                    use_rejected(order(1), "c-1", "coupon c-1: unknown coupon"),
+                    skipped(order(1)),
+                ],
+                ParticipantOrderStatus::Compensated,
+            ),
+            (
+                vec![CouponEvent::Tombstoned { order_id: order(1) }],
+                ParticipantOrderStatus::Tombstoned,
+            ),
+        ];
+        for (history, settled) in histories {
+            // Given
+            let scenario = given::<Coupon>(history);
+            // When
+            let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+            // Then
+            let state = when.then_nothing();
+            assert_eq!(state.order_status(order(1)), Some(settled));
+        }
+    }
+
+    #[test]
+    fn every_event_maps_to_its_subject() {
+        // Given
+        let cases = [
+            (used(order(1), "c-1"), "coupon.used", None),
+            (
+                use_rejected(order(1), "c-1", "coupon c-1: expired"),
+                "coupon.rejected",
+                Some("coupon c-1: expired"),
+            ),
+            (released(order(1), "c-1"), "coupon.restored", None),
+            (
+                CouponEvent::Tombstoned { order_id: order(1) },
+                "coupon.restored",
+                Some("nothing to undo: order.failed arrived before order.placed"),
+            ),
+            (
+                skipped(order(1)),
+                "coupon.restored",
+                Some("rejected, nothing to undo"),
+            ),
+        ];
+        for (event, subject, reason) in cases {
+            // When
+            let published = outcome(&event).expect("publishes");
+            // Then
+            assert_eq!(published.subject(), subject, "{event:?}");
+            assert_eq!(published.order_id, order(1));
+            assert_eq!(published.participant, Participant::Coupon);
+            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
+        }
+        assert_eq!(outcome(&issued("c-1", None, None)), None);
+    }
+
+    #[test]
+    fn variants_keep_their_postcard_positions_names_and_streams() {
+        // Given
+        let events = [
+            issued("c-1", None, None),
+            used(order(1), "c-1"),
+            use_rejected(order(1), "c-1", "coupon c-1: expired"),
+            released(order(1), "c-1"),
+            CouponEvent::Tombstoned { order_id: order(1) },
+            skipped(order(1)),
+            CouponEvent::PlacementIgnored {
+                order_id: order(1),
+                reason: LATE_PLACEMENT.into(),
+            },
+        ];
+        let names = [
+            "Issued",
+            "Used",
+            "UseRejected",
+            "Released",
+            "Tombstoned",
+            "CompensationSkipped",
+            "PlacementIgnored",
+        ];
+        for (position, event) in events.iter().enumerate() {
+            // When
+            let bytes = postcard::to_stdvec(event).expect("encodes");
+            let back: CouponEvent = postcard::from_bytes(&bytes).expect("decodes");
+            // Then
+            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
+            assert_eq!(&back, event);
+            assert_eq!(Coupon::event_type(event), names[position]);
+            let stream = if position == 0 {
+                "coupon-c-1".to_owned()
+            } else {
+                format!("order-{}", order(1))
+            };
+            assert_eq!(Coupon::stream_of(event), stream);
+        }
+    }
+
+    #[test]
+    fn events_and_coupons_render_as_camel_case_json() {
+        // Given
+        let event = issued("c-1", Some("user-1"), Some(NOW));
+        let state = given::<Coupon>([event.clone(), used(order(1), "c-1")]);
+        // When
+        let event_json = serde_json::to_value(&event).expect("serialises");
+        let coupon_json = serde_json::to_value(state.state().coupon("c-1")).expect("serialises");
+        // Then
+        assert_eq!(
+            event_json,
+            serde_json::json!({"issued": {
+                "couponId": "c-1", "userId": "user-1", "discount": 500, "expiresAtMs": NOW
+            }})
+        );
+        assert_eq!(
+            coupon_json,
+            serde_json::json!({
+                "couponId": "c-1", "userId": "user-1", "discount": 500,
+                "expiresAtMs": NOW, "usedBy": order(1)
+            })
+        );
+    }
+}

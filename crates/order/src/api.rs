@@ -1,0 +1,492 @@
+//! The order service's HTTP API: placing orders, reading them, and their saga timelines.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use store::contract::{self, OrderLine, OrderPlaced, Participant};
+use store::live::{render_record, Executed, Execution, Live};
+use store::record::EventMeta;
+use store::service::{check_admin, now_ms, ApiError};
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
+use crate::handler::{outbox_for, own_meta};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most lines in one order.
+pub const MAX_LINES: usize = 100;
+/// Largest quantity of one line.
+pub const MAX_QTY: u64 = 10_000;
+/// Largest amount or unit price, in minor units.
+pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
+/// Largest points deduction.
+pub const MAX_POINTS: u64 = 1_000_000_000;
+/// Longest id (user, SKU, coupon, idempotency key).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest `?wait=` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Default and largest `limit` of a listing.
+pub const LIST_LIMIT_MAX: usize = 1_000;
+/// How long fetching a participant's log for a timeline may take.
+pub const TIMELINE_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The order sagas.
+    pub live: Live<Order>,
+    /// Saga deadline for new orders.
+    pub saga_deadline: Duration,
+    /// Participants' base URLs for timelines.
+    pub participant_urls: Vec<(Participant, String)>,
+    /// HTTP client for timelines.
+    pub client: reqwest::Client,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+}
+
+/// The order service's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/orders", post(place_order).get(list_orders))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/orders/{order_id}/timeline", get(order_timeline))
+        .route("/orders/{order_id}/retry-compensation", post(retry_compensation))
+        .route("/traces/{trace_id}", get(trace_timeline))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A validated order request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Buyer.
+    pub user_id: String,
+    /// Lines.
+    pub items: Vec<OrderLine>,
+    /// Coupon.
+    pub coupon_id: Option<String>,
+    /// Points to use.
+    pub points: u64,
+    /// Amount to charge.
+    pub amount: u64,
+}
+
+/// Parses and validates a `POST /orders` body; the error names the offending field.
+pub fn parse_order_request(body: &[u8]) -> Result<NewOrder, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_field("body", format!("malformed JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_field("body", "expected a JSON object"))?;
+    let user_id = id_field(object.get("userId"), "userId")?
+        .ok_or_else(|| ApiError::bad_field("userId", "required"))?;
+    let items = object
+        .get("items")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| ApiError::bad_field("items", "required: a list of {sku, qty, price}"))?;
+    if items.is_empty() {
+        return Err(ApiError::bad_field("items", "at least one line is required"));
+    }
+    if items.len() > MAX_LINES {
+        return Err(ApiError::bad_field("items", format!("at most {MAX_LINES} lines")));
+    }
+    let mut lines = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| format!("items[{i}].{name}");
+        let sku = id_field(item.get("sku"), &field("sku"))?
+            .ok_or_else(|| ApiError::bad_field(&field("sku"), "required"))?;
+        let qty = number(item.get("qty"), &field("qty"), 1, MAX_QTY)?;
+        let price = number(item.get("price"), &field("price"), 0, MAX_AMOUNT)?;
+        lines.push(OrderLine {
+            sku,
+            qty: u32::try_from(qty).map_err(|_| ApiError::bad_field(&field("qty"), "too large"))?,
+            price,
+        });
+    }
+    let coupon_id = id_field(object.get("couponId"), "couponId")?;
+    let points = match object.get("points") {
+        None | Some(serde_json::Value::Null) => 0,
+        some => number(some, "points", 0, MAX_POINTS)?,
+    };
+    let amount = number(object.get("amount"), "amount", 1, MAX_AMOUNT)?;
+    Ok(NewOrder {
+        user_id,
+        items: lines,
+        coupon_id,
+        points,
+        amount,
+    })
+}
+
+fn id_field(value: Option<&serde_json::Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => {
+            let s = s.trim();
+            if s.is_empty() || s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
+                Err(ApiError::bad_field(field, format!("must be 1..={MAX_ID_LEN} printable characters")))
+            } else {
+                Ok(Some(s.to_owned()))
+            }
+        }
+        Some(_) => Err(ApiError::bad_field(field, "must be a string")),
+    }
+}
+
+fn number(value: Option<&serde_json::Value>, field: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+    let n = value
+        .ok_or_else(|| ApiError::bad_field(field, "required"))?
+        .as_u64()
+        .ok_or_else(|| ApiError::bad_field(field, "must be a non-negative integer"))?;
+    if n < min || n > max {
+        return Err(ApiError::bad_field(field, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+fn order_json(saga: &OrderSaga) -> serde_json::Value {
+    serde_json::json!({
+        "orderId": saga.order.order_id,
+        "traceId": saga.trace_id,
+        "status": saga.status.as_str(),
+        "userId": saga.order.user_id,
+        "items": saga.order.items,
+        "couponId": saga.order.coupon_id,
+        "points": saga.order.points,
+        "amount": saga.order.amount,
+        "required": saga.required,
+        "outcomes": saga.outcomes,
+        "waitingFor": saga.waiting_for(),
+        "failureReason": saga.failure_reason,
+        "attentionReason": saga.attention_reason,
+        "redrives": saga.redrives,
+        "dataPlatformDelivered": saga.data_platform_delivered,
+        "placedAtMs": saga.order.placed_at_ms,
+        "deadlineMs": saga.order.deadline_ms,
+        "updatedAtMs": saga.updated_at_ms,
+    })
+}
+
+async fn place_order(
+    State(api): State<ApiState>,
+    Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let wait = match query.wait.as_deref() {
+        None => None,
+        Some(text) => {
+            let wait: Duration = humantime::parse_duration(text)
+                .map_err(|e| ApiError::bad_field("wait", format!("{text:?}: {e}")))?;
+            Some(wait.min(MAX_WAIT))
+        }
+    };
+    let idempotency_key = id_field(
+        headers
+            .get("Idempotency-Key")
+            .map(|v| v.to_str().map(|s| serde_json::Value::String(s.to_owned())))
+            .transpose()
+            .map_err(|_| ApiError::bad_field("Idempotency-Key", "must be printable ASCII"))?
+            .as_ref(),
+        "Idempotency-Key",
+    )?;
+    let request = parse_order_request(&body)?;
+    let now = now_ms();
+    let order_id = Uuid::now_v7();
+    let trace_id = contract::new_trace_id();
+    let order = OrderPlaced {
+        order_id,
+        user_id: request.user_id,
+        items: request.items,
+        coupon_id: request.coupon_id,
+        points: request.points,
+        amount: request.amount,
+        placed_at_ms: now,
+        deadline_ms: now + api.saga_deadline.as_millis() as u64,
+    };
+    let meta = EventMeta {
+        correlation_id: order_id.to_string(),
+        trace_id: trace_id.clone(),
+        traceparent: contract::traceparent(&trace_id),
+        causation_id: format!("http:POST /orders{}", idempotency_key.as_deref().map(|k| format!(" key={k}")).unwrap_or_default()),
+    };
+    let executed = api
+        .live
+        .execute(
+            Execution {
+                meta,
+                dedup_key: None,
+            },
+            OrderCommand::Place {
+                order,
+                trace_id,
+                idempotency_key,
+            },
+            outbox_for,
+        )
+        .await?;
+    let order_id = match executed {
+        Ok(Executed::Committed { .. }) | Ok(Executed::Duplicate(_)) => order_id,
+        // The same Idempotency-Key answers with the order it placed the first time.
+        Err(OrderRejection::IdempotencyKeyReused { order_id, .. }) => order_id,
+        Err(other) => return Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
+    };
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let saga = api
+            .live
+            .read(|s| s.orders.get(&order_id).cloned())
+            .await
+            .ok_or_else(|| ApiError::internal("placed order vanished"))?;
+        let terminal = saga.status.is_terminal() || saga.status == OrderStatus::NeedsAttention;
+        let waited_out = deadline.is_none_or(|d| Instant::now() >= d);
+        if terminal && deadline.is_some() {
+            return Ok((StatusCode::OK, Json(summary(&saga))).into_response());
+        }
+        if waited_out {
+            return Ok((StatusCode::ACCEPTED, Json(summary(&saga))).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn summary(saga: &OrderSaga) -> serde_json::Value {
+    serde_json::json!({
+        "orderId": saga.order.order_id,
+        "traceId": saga.trace_id,
+        "status": saga.status.as_str(),
+        "failureReason": saga.failure_reason,
+    })
+}
+
+fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
+}
+
+async fn get_order(State(api): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
+    let order_id = parse_order_id(&order_id)?;
+    let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await;
+    match saga {
+        Some(saga) => Ok(Json(order_json(&saga)).into_response()),
+        None => Err(ApiError::not_found(format!("no order {order_id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_orders(State(api): State<ApiState>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
+            ApiError::bad_field("status", "one of PENDING, COMPLETED, COMPENSATING, FAILED, NEEDS_ATTENTION")
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100).min(LIST_LIMIT_MAX);
+    let orders = api
+        .live
+        .read(|s| {
+            let mut sagas: Vec<&OrderSaga> = s
+                .orders
+                .values()
+                .filter(|o| status.is_none_or(|st| o.status == st))
+                .collect();
+            sagas.sort_by(|a, b| b.order.placed_at_ms.cmp(&a.order.placed_at_ms).then(b.order.order_id.cmp(&a.order.order_id)));
+            sagas.into_iter().take(limit).map(order_json).collect::<Vec<_>>()
+        })
+        .await;
+    Ok(Json(serde_json::json!({ "orders": orders })).into_response())
+}
+
+async fn order_timeline(State(api): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
+    let order_id = parse_order_id(&order_id)?;
+    timeline(&api, order_id).await
+}
+
+async fn trace_timeline(State(api): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let order_id = api
+        .live
+        .read(|s| s.by_trace.get(&trace_id).copied())
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
+    timeline(&api, order_id).await
+}
+
+/// Every step of the saga across all five domains, from each domain's own log, in time order.
+async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> {
+    let saga = api
+        .live
+        .read(|s| s.orders.get(&order_id).cloned())
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
+    let mut steps: Vec<serde_json::Value> = api
+        .live
+        .store()
+        .read_correlated(&order_id.to_string())?
+        .iter()
+        .map(|r| render_record::<Order>("order", r))
+        .collect();
+    let mut unreachable = Vec::new();
+    let fetches = api.participant_urls.iter().map(|(participant, base)| {
+        let url = format!("{}/log/{order_id}", base.trim_end_matches('/'));
+        let client = api.client.clone();
+        async move {
+            let result = async {
+                let response = client.get(&url).timeout(TIMELINE_FETCH_TIMEOUT).send().await?.error_for_status()?;
+                response.json::<Vec<serde_json::Value>>().await
+            }
+            .await;
+            (*participant, result)
+        }
+    });
+    for (participant, result) in futures::future::join_all(fetches).await {
+        match result {
+            Ok(records) => steps.extend(records),
+            Err(err) => unreachable.push(serde_json::json!({"domain": participant.name(), "error": err.to_string()})),
+        }
+    }
+    steps.sort_by_key(|s| {
+        (
+            s.get("recordedAtMs").and_then(|v| v.as_u64()).unwrap_or(0),
+            s.get("domain").and_then(|v| v.as_str()).map(domain_rank).unwrap_or(9),
+            s.get("globalSeq").and_then(|v| v.as_u64()).unwrap_or(0),
+        )
+    });
+    Ok(Json(serde_json::json!({
+        "orderId": order_id,
+        "traceId": saga.trace_id,
+        "status": saga.status.as_str(),
+        "steps": steps,
+        "unreachable": unreachable,
+    }))
+    .into_response())
+}
+
+fn domain_rank(domain: &str) -> u8 {
+    match domain {
+        "order" => 0,
+        "payment" => 1,
+        "stock" => 2,
+        "coupon" => 3,
+        "point" => 4,
+        _ => 5,
+    }
+}
+
+async fn retry_compensation(
+    State(api): State<ApiState>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&headers, api.admin_token.as_deref())?;
+    let order_id = parse_order_id(&order_id)?;
+    let saga = api
+        .live
+        .read(|s| s.orders.get(&order_id).cloned())
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
+    let executed = api
+        .live
+        .execute(
+            Execution {
+                meta: own_meta(&saga, "admin:retry-compensation"),
+                dedup_key: None,
+            },
+            OrderCommand::RetryCompensation { order_id, now_ms: now_ms() },
+            outbox_for,
+        )
+        .await?;
+    match executed {
+        Ok(_) => Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"orderId": order_id, "status": "COMPENSATING"}))).into_response()),
+        Err(rejection) => Err(ApiError::client(StatusCode::CONFLICT, rejection.to_string())),
+    }
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({"userId": "u1", "items": [{"sku": "sku-1", "qty": 2, "price": 500}], "couponId": null, "points": 0, "amount": 1000})
+    }
+
+    #[test]
+    fn a_valid_request_parses() {
+        let parsed = parse_order_request(valid().to_string().as_bytes()).expect("valid");
+        assert_eq!(parsed.user_id, "u1");
+        assert_eq!(parsed.items[0].qty, 2);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("userId", serde_json::json!({"userId": 5})),
+            ("items", serde_json::json!({"items": []})),
+            ("items[0].qty", serde_json::json!({"items": [{"sku": "a", "qty": 0, "price": 1}]})),
+            ("items[0].qty", serde_json::json!({"items": [{"sku": "a", "qty": -3, "price": 1}]})),
+            ("items[0].sku", serde_json::json!({"items": [{"qty": 1, "price": 1}]})),
+            ("amount", serde_json::json!({"amount": 0})),
+            ("amount", serde_json::json!({"amount": "ten"})),
+            ("points", serde_json::json!({"points": 1.5})),
+            ("couponId", serde_json::json!({"couponId": ""})),
+        ];
+        for (field, patch) in cases {
+            let mut body = valid();
+            for (k, v) in patch.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            let err = parse_order_request(body.to_string().as_bytes()).expect_err(field);
+            assert_eq!(err.field.as_deref(), Some(field), "{body}");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn too_many_lines_are_refused() {
+        let mut body = valid();
+        body["items"] = serde_json::Value::Array(vec![serde_json::json!({"sku": "a", "qty": 1, "price": 1}); MAX_LINES + 1]);
+        let err = parse_order_request(body.to_string().as_bytes()).expect_err("too many");
+        assert_eq!(err.field.as_deref(), Some("items"));
+    }
+
+    proptest! {
+        #[test]
+        fn the_parser_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_order_request(&bytes);
+        }
+
+        #[test]
+        fn accepted_requests_respect_every_bound(qty in 0u64..20_000, price in 0u64..10, amount in 0u64..5, lines in 0usize..120) {
+            let items: Vec<_> = (0..lines).map(|i| serde_json::json!({"sku": format!("s{i}"), "qty": qty, "price": price})).collect();
+            let body = serde_json::json!({"userId": "u", "items": items, "amount": amount});
+            if let Ok(order) = parse_order_request(body.to_string().as_bytes()) {
+                prop_assert!(!order.items.is_empty() && order.items.len() <= MAX_LINES);
+                prop_assert!(order.items.iter().all(|l| l.qty >= 1 && u64::from(l.qty) <= MAX_QTY));
+                prop_assert!(order.amount >= 1);
+            }
+        }
+    }
+}

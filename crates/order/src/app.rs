@@ -1,0 +1,72 @@
+//! Wiring the order service: consumers, supervisor, data platform forwarder and HTTP.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use store::app::{App, ServiceConfig, Task};
+use store::consumer::run_consumer;
+use store::contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
+use store::jetstream::ConsumerSpec;
+
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::domain::Order;
+use crate::handler::{run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler};
+
+/// Starts the order service.
+pub async fn build(settings: Settings) -> store::Result<App> {
+    let config = ServiceConfig {
+        domain: "order",
+        data_dir: settings.common.data_dir("order"),
+        http_addr: settings.http_addr(),
+        nats: settings.common.nats("order"),
+    };
+    App::start::<Order>(config, |parts| {
+        let mut tasks: Vec<Task> = Vec::new();
+        let outcomes = Arc::new(OutcomeHandler {
+            live: parts.live.clone(),
+        });
+        for participant in Participant::ALL {
+            let spec = ConsumerSpec::new(
+                participant.stream(),
+                participant.order_consumer(),
+                &format!("{}.>", participant.name()),
+            );
+            let run = run_consumer(parts.js.clone(), spec, outcomes.clone(), parts.shutdown.clone());
+            tasks.push((participant.order_consumer(), run.boxed()));
+        }
+        let sink = match &settings.dataplatform_url {
+            Some(url) => DataPlatformSink::Http {
+                url: url.clone(),
+                client: reqwest::Client::new(),
+            },
+            None => DataPlatformSink::file(parts.data_dir.join("dataplatform.jsonl"))?,
+        };
+        let forwarder = Arc::new(DataPlatformForwarder {
+            live: parts.live.clone(),
+            sink,
+            js: parts.js.clone(),
+        });
+        let spec = ConsumerSpec::new(ORDER_STREAM, DATAPLATFORM_CONSUMER, ORDER_COMPLETED);
+        tasks.push((
+            "dataplatform forwarder",
+            run_consumer(parts.js.clone(), spec, forwarder, parts.shutdown.clone()).boxed(),
+        ));
+        tasks.push((
+            "saga supervisor",
+            run_supervisor(parts.live.clone(), parts.js.clone(), parts.shutdown.clone()).boxed(),
+        ));
+        let state = ApiState {
+            live: parts.live.clone(),
+            saga_deadline: settings.saga_deadline,
+            participant_urls: Participant::ALL
+                .into_iter()
+                .zip(settings.participant_urls.iter().cloned())
+                .collect(),
+            client: reqwest::Client::new(),
+            admin_token: settings.common.admin_token.clone(),
+        };
+        Ok((api::router(state), tasks))
+    })
+    .await
+}

@@ -1,0 +1,91 @@
+//! Typed settings of the order service: flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use store::service::{CommonArgs, Offline};
+
+/// Default HTTP address of the order service.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// The order service's command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "order", about = "Order service: accepts orders, tracks the saga, answers timelines")]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every service.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Order-specific settings.
+    #[command(flatten)]
+    pub order: OrderArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Offline log commands.
+    #[command(flatten)]
+    Offline(Offline),
+}
+
+/// Settings only the order service has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrderArgs {
+    /// How long a saga may stay PENDING before it fails.
+    #[arg(long, env = "SAGA_DEADLINE", default_value = "30s", global = true)]
+    pub saga_deadline: humantime::Duration,
+    /// Base URL of the payment service (for timelines).
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    pub payment_url: String,
+    /// Base URL of the stock service.
+    #[arg(long, env = "STOCK_URL", default_value = "http://127.0.0.1:8082", global = true)]
+    pub stock_url: String,
+    /// Base URL of the coupon service.
+    #[arg(long, env = "COUPON_URL", default_value = "http://127.0.0.1:8083", global = true)]
+    pub coupon_url: String,
+    /// Base URL of the point service.
+    #[arg(long, env = "POINT_URL", default_value = "http://127.0.0.1:8084", global = true)]
+    pub point_url: String,
+    /// Data platform endpoint; without it completed orders go to `<data dir>/dataplatform.jsonl`.
+    #[arg(long, env = "DATAPLATFORM_URL", global = true)]
+    pub dataplatform_url: Option<String>,
+}
+
+/// Everything the order service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shared settings.
+    pub common: CommonArgs,
+    /// Saga deadline.
+    pub saga_deadline: Duration,
+    /// Participant base URLs, in `Participant::ALL` order.
+    pub participant_urls: [String; 4],
+    /// Data platform endpoint.
+    pub dataplatform_url: Option<String>,
+}
+
+impl Settings {
+    /// Settings from the parsed command line.
+    pub fn from_cli(common: CommonArgs, order: OrderArgs) -> Self {
+        Self {
+            common,
+            saga_deadline: order.saga_deadline.into(),
+            participant_urls: [order.payment_url, order.stock_url, order.coupon_url, order.point_url],
+            dataplatform_url: order.dataplatform_url,
+        }
+    }
+
+    /// The HTTP address to bind.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.common.http_addr.unwrap_or_else(|| {
+            DEFAULT_HTTP_ADDR
+                .parse()
+                .expect("the default address is a valid socket address")
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! `order [serve|replay|verify|export]`.
+
+use anyhow::Context;
+use clap::Parser;
+use order::config::{Cli, Command, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    store::service::init_telemetry();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Offline(offline) => {
+            let dir = cli.common.data_dir("order");
+            let code = store::service::run_offline::<order::domain::Order>("order", &dir, &offline, |state| {
+                serde_json::to_value(state.orders.values().collect::<Vec<_>>()).unwrap_or_default()
+            })
+            .map_err(anyhow::Error::msg)?;
+            std::process::exit(code);
+        }
+        Command::Serve => {
+            let app = order::app::build(Settings::from_cli(cli.common, cli.order))
+                .await
+                .context("starting the order service")?;
+            tokio::spawn(store::service::shutdown_on_signal(app.shutdown_token()));
+            app.wait().await.context("order service")?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Payment's part in the saga: charge at the PG on `order.placed`, cancel on `order.failed`.
+
+use std::time::Duration;
+
+use store::consumer::HandleError;
+use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
+use store::live::Live;
+use store::participant::ParticipantDomain;
+
+use crate::domain::{self, CancelResult, GatewayDecision, Payment, PaymentCommand, PaymentEvent};
+use crate::gateway::{Gateway, PaymentGateway};
+
+/// Cancellation attempts within one delivery before the failure is recorded.
+pub const CANCEL_ATTEMPTS: u32 = 4;
+/// First backoff between cancellation attempts; doubles each time.
+pub const CANCEL_BACKOFF_MS_MIN: u64 = 50;
+
+/// Plugs the payment domain and its gateway into the shared participant handler.
+pub struct PaymentParticipant {
+    /// The PG.
+    pub gateway: Gateway,
+}
+
+impl ParticipantDomain for PaymentParticipant {
+    type D = Payment;
+    const PARTICIPANT: Participant = Participant::Payment;
+
+    async fn on_placed(&self, live: &Live<Payment>, placed: &OrderPlaced) -> Result<Option<PaymentCommand>, HandleError> {
+        let order_id = placed.order_id;
+        let needed = live.read(|s| domain::needs_gateway_approval(s, order_id)).await;
+        let decision = if needed {
+            // The PG is idempotent on the order id, so a redelivery after a crash between this
+            // call and the commit gets the same approval back, not a second charge.
+            self.gateway
+                .approve(placed)
+                .await
+                .map_err(|e| HandleError::Transient(e.to_string()))?
+        } else {
+            GatewayDecision::Declined {
+                reason: "not asked: the order was already answered".into(),
+            }
+        };
+        Ok(Some(PaymentCommand::HandlePlaced {
+            placed: placed.clone(),
+            decision,
+        }))
+    }
+
+    async fn on_failed(&self, live: &Live<Payment>, failed: &OrderFailed) -> Result<Option<PaymentCommand>, HandleError> {
+        let order_id = failed.order_id;
+        let authorization = live
+            .read(|s| {
+                domain::needs_gateway_cancel(s, order_id)
+                    .then(|| s.payment(order_id).and_then(|p| p.authorization.clone()).unwrap_or_default())
+            })
+            .await;
+        let cancel = match authorization {
+            None => CancelResult::NotNeeded,
+            Some(authorization) => self.cancel_with_retries(order_id, &authorization).await,
+        };
+        Ok(Some(PaymentCommand::HandleFailed { order_id, cancel }))
+    }
+
+    fn outcome(event: &PaymentEvent) -> Option<ParticipantEvent> {
+        domain::outcome(event)
+    }
+}
+
+impl PaymentParticipant {
+    async fn cancel_with_retries(&self, order_id: uuid::Uuid, authorization: &str) -> CancelResult {
+        let mut last = String::new();
+        for attempt in 0..CANCEL_ATTEMPTS {
+            match self.gateway.cancel(order_id, authorization).await {
+                Ok(()) => return CancelResult::Cancelled,
+                Err(err) => {
+                    tracing::warn!(%order_id, attempt, error = %err, "cancel at the PG failed");
+                    last = err.to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(CANCEL_BACKOFF_MS_MIN << attempt)).await;
+        }
+        CancelResult::Failed {
+            reason: format!("cancel failed {CANCEL_ATTEMPTS} times: {last}"),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Point's HTTP API: balances, and admin crediting.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use store::live::{Execution, Live};
+use store::record::EventMeta;
+use store::service::{check_admin, ApiError};
+
+use crate::domain::{Point, PointCommand};
+
+#[derive(Clone)]
+struct ApiState {
+    live: Live<Point>,
+    admin_token: Option<String>,
+}
+
+/// Point's routes.
+pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
+    Router::new()
+        .route("/points/{user_id}", get(balance))
+        .route("/points/{user_id}/credit", post(credit))
+        .with_state(ApiState { live, admin_token })
+}
+
+async fn balance(State(api): State<ApiState>, Path(user_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (known, balance) = api.live.read(|s| (s.knows_user(&user_id), s.balance(&user_id))).await;
+    if !known {
+        return Err(ApiError::not_found(format!("unknown user {user_id}")));
+    }
+    Ok(Json(serde_json::json!({ "userId": user_id, "balance": balance })))
+}
+
+#[derive(Debug, Deserialize)]
+struct Credit {
+    points: u64,
+}
+
+async fn credit(
+    State(api): State<ApiState>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    body: Result<Json<Credit>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_admin(&headers, api.admin_token.as_deref())?;
+    let Json(body) = body.map_err(|e| ApiError::bad_field("points", e.body_text()))?;
+    let execution = Execution {
+        meta: EventMeta {
+            causation_id: format!("admin:credit {user_id}"),
+            ..EventMeta::default()
+        },
+        dedup_key: None,
+    };
+    let command = PointCommand::Credit { user_id: user_id.clone(), points: body.points };
+    match api.live.execute(execution, command, |_, _| Ok(Vec::new())).await? {
+        Ok(_) => {
+            let balance = api.live.read(|s| s.balance(&user_id)).await;
+            Ok((StatusCode::OK, Json(serde_json::json!({ "userId": user_id, "balance": balance }))))
+        }
+        Err(rejection) => Err(ApiError::bad_field(rejection.field(), rejection.to_string())),
+    }
+}

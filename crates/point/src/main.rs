@@ -1,0 +1,17 @@
+//! `point [serve|replay|verify|export]`.
+
+use clap::Parser;
+use store::service::{init_telemetry, run_binary, ServiceCli};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_telemetry();
+    let cli = ServiceCli::parse();
+    let render = |state: &point::domain::PointState| serde_json::json!({ "balances": state.balances });
+    let code = run_binary::<point::domain::Point, _, _>("point", cli.command, &cli.common, render, || {
+        point::app::build(&cli.common)
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    std::process::exit(code)
+}

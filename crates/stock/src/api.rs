@@ -1,0 +1,63 @@
+//! Stock's HTTP API: availability, and admin restocking.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use store::live::{Execution, Live};
+use store::record::EventMeta;
+use store::service::{check_admin, ApiError};
+
+use crate::domain::{Stock, StockCommand};
+
+#[derive(Clone)]
+struct ApiState {
+    live: Live<Stock>,
+    admin_token: Option<String>,
+}
+
+/// Stock's routes.
+pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
+    Router::new()
+        .route("/stock/{sku}", get(available))
+        .route("/stock/{sku}/restock", post(restock))
+        .with_state(ApiState { live, admin_token })
+}
+
+async fn available(State(api): State<ApiState>, Path(sku): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    match api.live.read(|s| s.available(&sku)).await {
+        Some(available) => Ok(Json(serde_json::json!({ "sku": sku, "available": available }))),
+        None => Err(ApiError::not_found(format!("unknown sku {sku}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Restock {
+    qty: u64,
+}
+
+async fn restock(
+    State(api): State<ApiState>,
+    headers: HeaderMap,
+    Path(sku): Path<String>,
+    body: Result<Json<Restock>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_admin(&headers, api.admin_token.as_deref())?;
+    let Json(body) = body.map_err(|e| ApiError::bad_field("qty", e.body_text()))?;
+    let execution = Execution {
+        meta: EventMeta {
+            causation_id: format!("admin:restock {sku}"),
+            ..EventMeta::default()
+        },
+        dedup_key: None,
+    };
+    let command = StockCommand::Restock { sku: sku.clone(), qty: body.qty };
+    match api.live.execute(execution, command, |_, _| Ok(Vec::new())).await? {
+        Ok(_) => {
+            let available = api.live.read(|s| s.available(&sku)).await.unwrap_or(0);
+            Ok((StatusCode::OK, Json(serde_json::json!({ "sku": sku, "available": available }))))
+        }
+        Err(rejection) => Err(ApiError::bad_field(rejection.field(), rejection.to_string())),
+    }
+}

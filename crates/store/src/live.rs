@@ -1,0 +1,349 @@
+//! A domain's live state: the fold of its log kept in memory, and the one path that changes it.
+//!
+//! `execute` is the handler's transaction: check the input's dedup record, `decide`, `evolve`,
+//! then append events + dedup record + outbox entries in one commit, and resolve once durable.
+//! Decisions are serialised by one lock; the lock is released before waiting for the flush, so
+//! many decisions share one group commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::event_store::{EventStore, ReplayBound};
+use crate::record::{
+    Commit, CommitOutcome, DedupRecord, EventMeta, NewEvent, OutboxMessage, Record, StreamAppend,
+};
+
+/// Event type of a recorded decision that changed no state (timeline notes).
+pub const NOTE_EVENT_TYPE: &str = "_note";
+/// Stream that holds a service's notes.
+pub const NOTE_STREAM: &str = "_notes";
+
+/// A decision that changed no state, kept for the timeline ("duplicate ignored", "re-drive sent").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Short machine-readable kind, e.g. `duplicate_ignored`.
+    pub kind: String,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// Context of one command: who caused it and under which dedup key.
+#[derive(Debug, Clone, Default)]
+pub struct Execution {
+    /// Metadata stamped on every event.
+    pub meta: EventMeta,
+    /// Dedup key `(orderId, domain, action)` of the input; `None` for commands without one.
+    pub dedup_key: Option<String>,
+}
+
+/// What `execute` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executed<E> {
+    /// Decided and durable.
+    Committed {
+        /// The events written.
+        events: Vec<E>,
+        /// The messages queued for publishing.
+        outbox: Vec<OutboxMessage>,
+    },
+    /// The input was handled before; nothing was decided. This is what it produced then.
+    Duplicate(DedupRecord),
+}
+
+/// Cheap cloneable handle to a domain's live state and log.
+pub struct Live<D: Domain> {
+    store: EventStore,
+    inner: Arc<tokio::sync::Mutex<Inner<D>>>,
+    fatal: CancellationToken,
+}
+
+impl<D: Domain> Clone for Live<D> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            inner: self.inner.clone(),
+            fatal: self.fatal.clone(),
+        }
+    }
+}
+
+struct Inner<D: Domain> {
+    state: D::State,
+    versions: HashMap<String, u64>,
+    /// Dedup keys of commits queued but not yet durable.
+    pending: HashSet<String>,
+}
+
+/// Folds the log (within a bound) into a state; also returns the number of events folded.
+///
+/// This is the only place that rebuilds state, so snapshots can be added here later (load the
+/// newest snapshot below the bound, fold the rest) without changing any caller.
+pub fn rebuild<D: Domain>(
+    store: &EventStore,
+    bound: ReplayBound,
+) -> Result<(D::State, HashMap<String, u64>, u64)> {
+    let mut state = D::State::default();
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    let mut folded = 0;
+    for record in store.read_all(1, bound) {
+        let record = record?;
+        versions.insert(record.stream.clone(), record.stream_seq);
+        if record.event_type == NOTE_EVENT_TYPE {
+            continue;
+        }
+        let event = decode_event::<D>(&record)?;
+        D::evolve(&mut state, &event);
+        folded += 1;
+    }
+    Ok((state, versions, folded))
+}
+
+/// Decodes a record's payload as the domain's event, refusing unknown schema versions.
+pub fn decode_event<D: Domain>(record: &Record) -> Result<D::Event> {
+    if record.schema_version != D::EVENT_VERSION {
+        return Err(Error::UnsupportedVersion(record.schema_version));
+    }
+    record.decode::<D::Event>().map_err(|e| Error::Corrupt {
+        seq: record.global_seq,
+        reason: format!("{} does not decode: {e}", record.event_type),
+    })
+}
+
+/// A record as JSON for timelines and exports: metadata plus the decoded payload.
+pub fn render_record<D: Domain>(domain: &str, record: &Record) -> serde_json::Value {
+    let payload = if record.event_type == NOTE_EVENT_TYPE {
+        record
+            .decode::<Note>()
+            .ok()
+            .and_then(|n| serde_json::to_value(n).ok())
+    } else {
+        decode_event::<D>(record)
+            .ok()
+            .and_then(|e| serde_json::to_value(e).ok())
+    };
+    let event_type = if record.event_type == NOTE_EVENT_TYPE {
+        record
+            .decode::<Note>()
+            .map(|n| format!("note.{}", n.kind))
+            .unwrap_or_else(|_| record.event_type.clone())
+    } else {
+        record.event_type.clone()
+    };
+    serde_json::json!({
+        "globalSeq": record.global_seq,
+        "domain": domain,
+        "stream": record.stream,
+        "streamSeq": record.stream_seq,
+        "type": event_type,
+        "schemaVersion": record.schema_version,
+        "recordedAtMs": record.recorded_at_ms,
+        "orderId": record.meta.correlation_id,
+        "traceId": record.meta.trace_id,
+        "traceparent": record.meta.traceparent,
+        "causation": record.meta.causation_id,
+        "payload": payload.unwrap_or(serde_json::Value::Null),
+    })
+}
+
+impl<D: Domain> Live<D> {
+    /// Rebuilds the state from the whole log.
+    pub fn open(store: EventStore) -> Result<Self> {
+        let (state, versions, folded) = rebuild::<D>(&store, ReplayBound::default())?;
+        tracing::info!(events = folded, path = %store.path().display(), "state rebuilt from log");
+        Ok(Self {
+            store,
+            inner: Arc::new(tokio::sync::Mutex::new(Inner {
+                state,
+                versions,
+                pending: HashSet::new(),
+            })),
+            fatal: CancellationToken::new(),
+        })
+    }
+
+    /// The underlying log.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Cancelled when the live state can no longer be trusted (a commit failed after the state
+    /// had moved on); the service must stop and rebuild from its log on restart.
+    pub fn fatal(&self) -> CancellationToken {
+        self.fatal.clone()
+    }
+
+    /// Reads the state.
+    pub async fn read<R>(&self, f: impl FnOnce(&D::State) -> R) -> R {
+        let inner = self.inner.lock().await;
+        f(&inner.state)
+    }
+
+    /// Decides a command and commits the result with its dedup record and outbox in one go.
+    ///
+    /// `publish` turns the decided events (and the state after them) into outbox messages.
+    /// Returns `Ok(Err(rejection))` when the domain refused: nothing is written then.
+    pub async fn execute<F>(
+        &self,
+        execution: Execution,
+        command: D::Command,
+        publish: F,
+    ) -> Result<std::result::Result<Executed<D::Event>, D::Rejection>>
+    where
+        F: FnOnce(&D::State, &[D::Event]) -> Result<Vec<OutboxMessage>>,
+    {
+        if self.fatal.is_cancelled() {
+            return Err(Error::WriterGone);
+        }
+        let (durable, events, outbox, key) = {
+            let mut inner = self.inner.lock().await;
+            if let Some(key) = &execution.dedup_key {
+                if inner.pending.contains(key) {
+                    return Err(Error::Busy(key.clone()));
+                }
+                if let Some(record) = self.store.dedup(key)? {
+                    return Ok(Ok(Executed::Duplicate(record)));
+                }
+            }
+            let events = match D::decide(&inner.state, command) {
+                Ok(events) => events,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            // Build everything fallible before touching the state, so an encoding error
+            // leaves the state as it was.
+            let mut after = inner.state.clone();
+            for event in &events {
+                D::evolve(&mut after, event);
+            }
+            let outbox = publish(&after, &events)?;
+            if events.is_empty() && outbox.is_empty() && execution.dedup_key.is_none() {
+                return Ok(Ok(Executed::Committed { events, outbox }));
+            }
+            let appends = plan_appends::<D>(&inner.versions, &events)?;
+            let commit = Commit {
+                meta: execution.meta,
+                appends,
+                dedup_key: execution.dedup_key.clone(),
+                outbox: outbox.clone(),
+            };
+            let new_versions: Vec<(String, u64)> = commit
+                .appends
+                .iter()
+                .map(|a| (a.stream.clone(), a.expected_version + a.events.len() as u64))
+                .collect();
+            let durable = self.store.enqueue(commit).await?;
+            inner.state = after;
+            for (stream, version) in new_versions {
+                inner.versions.insert(stream, version);
+            }
+            if let Some(key) = &execution.dedup_key {
+                inner.pending.insert(key.clone());
+            }
+            (durable, events, outbox, execution.dedup_key)
+        };
+        let result = durable.await;
+        if let Some(key) = key {
+            self.inner.lock().await.pending.remove(&key);
+        }
+        match result {
+            Ok(CommitOutcome::Committed { .. }) => Ok(Ok(Executed::Committed { events, outbox })),
+            Ok(CommitOutcome::Duplicate(_)) | Err(_) => {
+                // The state already includes events the log refused: it cannot be trusted.
+                tracing::error!(error = ?result.err(), "commit failed after the state moved on; stopping");
+                self.fatal.cancel();
+                Err(Error::WriterGone)
+            }
+        }
+    }
+
+    /// Records a decision that changed no state, for the timeline.
+    pub async fn note(&self, meta: EventMeta, kind: &str, detail: String) -> Result<()> {
+        let note = Note {
+            kind: kind.to_owned(),
+            detail,
+        };
+        let durable = {
+            let mut inner = self.inner.lock().await;
+            let version = inner.versions.get(NOTE_STREAM).copied().unwrap_or(0);
+            let commit = Commit {
+                meta,
+                appends: vec![StreamAppend {
+                    stream: NOTE_STREAM.to_owned(),
+                    expected_version: version,
+                    events: vec![NewEvent {
+                        event_type: NOTE_EVENT_TYPE.to_owned(),
+                        schema_version: 1,
+                        payload: postcard::to_stdvec(&note)?,
+                    }],
+                }],
+                dedup_key: None,
+                outbox: Vec::new(),
+            };
+            let durable = self.store.enqueue(commit).await?;
+            inner.versions.insert(NOTE_STREAM.to_owned(), version + 1);
+            durable
+        };
+        match durable.await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                self.fatal.cancel();
+                Err(err)
+            }
+        }
+    }
+
+    /// Queues outbox messages alone (a re-publish), durable on return.
+    pub async fn publish_only(&self, meta: EventMeta, outbox: Vec<OutboxMessage>) -> Result<()> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .commit(Commit {
+                meta,
+                appends: Vec::new(),
+                dedup_key: None,
+                outbox,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Groups events into per-stream appends, keeping their order.
+fn plan_appends<D: Domain>(
+    versions: &HashMap<String, u64>,
+    events: &[D::Event],
+) -> Result<Vec<StreamAppend>> {
+    let mut appends: Vec<StreamAppend> = Vec::new();
+    let mut planned: HashMap<String, u64> = HashMap::new();
+    for event in events {
+        let stream = D::stream_of(event);
+        let new_event = NewEvent {
+            event_type: D::event_type(event).to_owned(),
+            schema_version: D::EVENT_VERSION,
+            payload: postcard::to_stdvec(event)?,
+        };
+        match appends.last_mut() {
+            Some(last) if last.stream == stream => last.events.push(new_event),
+            _ => {
+                let version = planned
+                    .get(&stream)
+                    .or_else(|| versions.get(&stream))
+                    .copied()
+                    .unwrap_or(0);
+                appends.push(StreamAppend {
+                    stream: stream.clone(),
+                    expected_version: version,
+                    events: vec![new_event],
+                });
+            }
+        }
+        let last = appends.last().expect("an append was just pushed");
+        planned.insert(stream, last.expected_version + last.events.len() as u64);
+    }
+    Ok(appends)
+}

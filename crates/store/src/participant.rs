@@ -1,0 +1,199 @@
+//! The message handler shared by the four participant services.
+//!
+//! `order.placed` and `order.failed` become domain commands; the decided events map to the
+//! participant's outcome messages, committed with the input's dedup record in one commit. A
+//! repeated input re-publishes the outcome recorded the first time instead of deciding again, so
+//! re-sending an input recovers an outcome the broker lost.
+
+use std::future::Future;
+
+use crate::consumer::{Delivery, HandleError, Handler};
+use crate::contract::{self, OrderFailed, OrderPlaced, Participant, SagaMessage};
+use crate::domain::Domain;
+use crate::live::{Executed, Execution, Live};
+use crate::outbox;
+use crate::record::{DedupRecord, EventMeta, OutboxMessage};
+use crate::service::now_ms;
+
+/// What a participant service plugs into the shared handler.
+pub trait ParticipantDomain: Send + Sync + 'static {
+    /// The domain core.
+    type D: Domain;
+    /// Which participant this is.
+    const PARTICIPANT: Participant;
+
+    /// The command for an `order.placed` (may call out, e.g. to a payment gateway);
+    /// `None` when the order does not involve this participant.
+    fn on_placed(
+        &self,
+        live: &Live<Self::D>,
+        placed: &OrderPlaced,
+    ) -> impl Future<Output = Result<Option<<Self::D as Domain>::Command>, HandleError>> + Send;
+
+    /// The command for an `order.failed`.
+    fn on_failed(
+        &self,
+        live: &Live<Self::D>,
+        failed: &OrderFailed,
+    ) -> impl Future<Output = Result<Option<<Self::D as Domain>::Command>, HandleError>> + Send;
+
+    /// The wire event a domain event publishes, if any.
+    fn outcome(event: &<Self::D as Domain>::Event) -> Option<contract::ParticipantEvent>;
+}
+
+/// The consumer handler of a participant: dedup, decide, commit with outbox, re-publish.
+pub struct ParticipantHandler<P: ParticipantDomain> {
+    live: Live<P::D>,
+    domain: P,
+}
+
+impl<P: ParticipantDomain> ParticipantHandler<P> {
+    /// A handler over a live state.
+    pub fn new(live: Live<P::D>, domain: P) -> Self {
+        Self { live, domain }
+    }
+}
+
+/// Metadata of the events an input message causes.
+pub fn meta_of(delivery: &Delivery) -> EventMeta {
+    EventMeta {
+        correlation_id: delivery.message.order_id().to_string(),
+        trace_id: delivery.envelope.trace_id.clone(),
+        traceparent: delivery
+            .traceparent
+            .clone()
+            .unwrap_or_else(|| contract::traceparent(&delivery.envelope.trace_id)),
+        causation_id: delivery.msg_id.clone(),
+    }
+}
+
+/// Re-publishes what an input produced the first time, under ids derived from this delivery.
+pub async fn republish_recorded<D: Domain>(
+    live: &Live<D>,
+    delivery: &Delivery,
+    recorded: &DedupRecord,
+    domain: &str,
+) -> Result<(), HandleError> {
+    let copies: Vec<OutboxMessage> = recorded
+        .outbox
+        .iter()
+        .map(|m| outbox::republish(m, &delivery.msg_id))
+        .collect();
+    let subjects: Vec<&str> = recorded.outbox.iter().map(|m| m.subject.as_str()).collect();
+    let detail = format!(
+        "{domain}: {} ({}) seen before; re-published {:?}",
+        delivery.subject, delivery.msg_id, subjects
+    );
+    live.note(meta_of(delivery), "duplicate_ignored", detail)
+        .await
+        .map_err(transient)?;
+    live.publish_only(meta_of(delivery), copies)
+        .await
+        .map_err(transient)
+}
+
+/// A store failure is worth a retry.
+pub fn transient(err: crate::Error) -> HandleError {
+    HandleError::Transient(err.to_string())
+}
+
+impl<P: ParticipantDomain> Handler for ParticipantHandler<P> {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let domain = P::PARTICIPANT.name();
+        let placed = match &delivery.message {
+            SagaMessage::Placed(placed) => placed,
+            SagaMessage::Failed(_) => return self.handle_failed(delivery).await,
+            // order.completed needs nothing from participants; their work is final.
+            SagaMessage::Completed(_) => return Ok(()),
+            SagaMessage::Participant(_) => {
+                return Err(HandleError::Poison(format!(
+                    "{domain} does not consume {}",
+                    delivery.subject
+                )))
+            }
+        };
+        let key = contract::dedup_key(placed.order_id, domain, "placed");
+        if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
+            return republish_recorded(&self.live, &delivery, &recorded, domain).await;
+        }
+        let command = self.domain.on_placed(&self.live, placed).await?;
+        self.decide(delivery, key, command).await
+    }
+}
+
+impl<P: ParticipantDomain> ParticipantHandler<P> {
+    async fn handle_failed(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let domain = P::PARTICIPANT.name();
+        let SagaMessage::Failed(failed) = &delivery.message else {
+            return Err(HandleError::Poison("expected order.failed".into()));
+        };
+        let key = contract::dedup_key(failed.order_id, domain, "failed");
+        if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
+            // A compensation that failed before may be retried by a later order.failed
+            // (re-drive or operator retry); anything else is a plain duplicate.
+            let failed_before = recorded
+                .outbox
+                .iter()
+                .any(|m| m.subject.ends_with("_failed"));
+            if !failed_before {
+                return republish_recorded(&self.live, &delivery, &recorded, domain).await;
+            }
+            let retry_key = format!("{key}/{}", delivery.msg_id);
+            let command = self.domain.on_failed(&self.live, failed).await?;
+            return self.decide(delivery, retry_key, command).await;
+        }
+        let command = self.domain.on_failed(&self.live, failed).await?;
+        self.decide(delivery, key, command).await
+    }
+
+    async fn decide(
+        &self,
+        delivery: Delivery,
+        key: String,
+        command: Option<<P::D as Domain>::Command>,
+    ) -> Result<(), HandleError> {
+        let Some(command) = command else {
+            return Ok(());
+        };
+        let meta = meta_of(&delivery);
+        let trace_id = delivery.envelope.trace_id.clone();
+        let traceparent = meta.traceparent.clone();
+        let executed = self
+            .live
+            .execute(
+                Execution {
+                    meta,
+                    dedup_key: Some(key),
+                },
+                command,
+                |_, events| {
+                    let now = now_ms();
+                    events
+                        .iter()
+                        .filter_map(P::outcome)
+                        .map(|event| {
+                            outbox::first_publish(
+                                &SagaMessage::Participant(event),
+                                &trace_id,
+                                &traceparent,
+                                now,
+                            )
+                        })
+                        .collect()
+                },
+            )
+            .await
+            .map_err(transient)?;
+        match executed {
+            Ok(Executed::Committed { .. }) => Ok(()),
+            Ok(Executed::Duplicate(recorded)) => {
+                republish_recorded(&self.live, &delivery, &recorded, P::PARTICIPANT.name()).await
+            }
+            Err(rejection) => Err(HandleError::Poison(format!(
+                "{} refused {}: {rejection:?}",
+                P::PARTICIPANT.name(),
+                delivery.subject
+            ))),
+        }
+    }
+}

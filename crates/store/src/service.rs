@@ -1,0 +1,460 @@
+//! The I/O shell every service binary shares: settings, telemetry, shutdown, the common HTTP
+//! routes, the offline `replay`/`verify`/`export` commands, and the participant handler.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Domain;
+use crate::error::Result;
+use crate::event_store::{EventStore, ReplayBound, StoreConfig};
+use crate::jetstream::NatsSettings;
+use crate::live::{self, Live};
+
+/// Settings every service takes, as flags with environment fallbacks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    pub nats_url: String,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// Require TLS to NATS.
+    #[arg(long, env = "NATS_TLS", global = true)]
+    pub nats_tls: bool,
+    /// Directory of this service's event log.
+    #[arg(long, env = "DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, env = "HTTP_ADDR", global = true)]
+    pub http_addr: Option<SocketAddr>,
+    /// Bearer token for admin routes; without it admin routes are off.
+    #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl CommonArgs {
+    /// NATS connection settings for a service.
+    pub fn nats(&self, name: &str) -> NatsSettings {
+        NatsSettings {
+            url: self.nats_url.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            credentials_file: self.nats_creds.clone(),
+            tls_required: self.nats_tls,
+            tls_root_cert: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The data directory, defaulting to `./data/<domain>`.
+    pub fn data_dir(&self, domain: &str) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join(domain))
+    }
+}
+
+/// The offline commands every binary has besides `serve`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Offline {
+    /// Rebuild state from the log (optionally up to a global seq or a time) and print it.
+    Replay {
+        /// Stop after this global seq.
+        #[arg(long)]
+        upto_seq: Option<u64>,
+        /// Ignore records after this time (RFC 3339, or ms since the Unix epoch).
+        #[arg(long)]
+        upto_time: Option<String>,
+    },
+    /// Check the hash chain and that the log folds into a state.
+    Verify,
+    /// Write the log as JSON lines.
+    Export {
+        /// Output file (stdout when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Installs the tracing subscriber (RUST_LOG, default info) once.
+pub fn init_telemetry() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, then cancels `token`.
+pub async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+        _ = token.cancelled() => {}
+    }
+    token.cancel();
+}
+
+/// Opens a service's log.
+pub fn open_store(dir: &Path) -> Result<EventStore> {
+    std::fs::create_dir_all(dir)?;
+    EventStore::open(StoreConfig::new(dir))
+}
+
+/// Parses `--upto-time`: RFC 3339 or ms since the epoch.
+pub fn parse_time_ms(text: &str) -> std::result::Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("--upto-time {text:?}: {e} (use RFC 3339 or ms since epoch)"))
+        .and_then(|t| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .map_err(|e| e.to_string())
+        })
+}
+
+/// Runs an offline command against a data dir; prints to stdout. Returns the process exit code.
+pub fn run_offline<D: Domain>(
+    domain: &str,
+    dir: &Path,
+    command: &Offline,
+    render_state: impl Fn(&D::State) -> serde_json::Value,
+) -> std::result::Result<i32, String> {
+    if !dir.exists() {
+        return Err(format!("no data directory at {}", dir.display()));
+    }
+    let store = EventStore::open(StoreConfig::new(dir)).map_err(|e| e.to_string())?;
+    match command {
+        Offline::Replay {
+            upto_seq,
+            upto_time,
+        } => {
+            let bound = ReplayBound {
+                upto_seq: *upto_seq,
+                upto_time_ms: upto_time.as_deref().map(parse_time_ms).transpose()?,
+            };
+            let (state, _, folded) =
+                live::rebuild::<D>(&store, bound).map_err(|e| e.to_string())?;
+            let report = serde_json::json!({
+                "domain": domain,
+                "eventsFolded": folded,
+                "head": store.head(),
+                "bound": { "uptoSeq": bound.upto_seq, "uptoTimeMs": bound.upto_time_ms },
+                "state": render_state(&state),
+            });
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            Ok(0)
+        }
+        Offline::Verify => {
+            let report = match store.verify() {
+                Ok(report) => report,
+                Err(err) => {
+                    println!("{domain}: log INVALID: {err}");
+                    return Ok(1);
+                }
+            };
+            // Fold twice, independently: the full fold and the fold of every stream alone
+            // must agree on every event (each decodes with the current schema).
+            if let Err(err) = live::rebuild::<D>(&store, ReplayBound::default()) {
+                println!("{domain}: log does not fold into a state: {err}");
+                return Ok(1);
+            }
+            println!(
+                "{domain}: log OK: {} records in {} streams, hash chain intact, state folds; {} outbox entries pending, {} dedup records",
+                report.records, report.streams, report.outbox_pending, report.dedup_records
+            );
+            Ok(0)
+        }
+        Offline::Export { out } => {
+            let mut sink: Box<dyn std::io::Write> = match out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let mut count = 0u64;
+            for record in store.read_all(1, ReplayBound::default()) {
+                let record = record.map_err(|e| e.to_string())?;
+                let line = live::render_record::<D>(domain, &record);
+                writeln!(sink, "{line}").map_err(|e| e.to_string())?;
+                count += 1;
+            }
+            sink.flush().map_err(|e| e.to_string())?;
+            eprintln!("{domain}: exported {count} records");
+            Ok(0)
+        }
+    }
+}
+
+/// What the common routes need.
+#[derive(Clone)]
+pub struct CommonState {
+    /// Domain name.
+    pub domain: &'static str,
+    /// The service's log.
+    pub store: EventStore,
+    /// The NATS client, for readiness.
+    pub nats: async_nats::Client,
+    /// Cancelled when the service stops trusting its state.
+    pub fatal: CancellationToken,
+    /// Renders a record's payload.
+    pub render: fn(&'static str, &crate::record::Record) -> serde_json::Value,
+}
+
+/// `/healthz`, `/readyz`, `/metrics` and `/log/{orderId}` (this domain's records of an order).
+pub fn common_routes<D: Domain>(live: &Live<D>, domain: &'static str, nats: async_nats::Client) -> Router {
+    let state = CommonState {
+        domain,
+        store: live.store().clone(),
+        nats,
+        fatal: live.fatal(),
+        render: live::render_record::<D>,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/log/{order_id}", get(order_log))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<CommonState>) -> Response {
+    let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let store_up = !state.fatal.is_cancelled();
+    let body = serde_json::json!({ "nats": nats_up, "store": store_up, "head": state.store.head() });
+    let status = if nats_up && store_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<CommonState>) -> Response {
+    let mut text = metrics_handle().map(|h| h.render()).unwrap_or_default();
+    text.push_str(&format!(
+        "# TYPE saga_log_head gauge\nsaga_log_head{{domain=\"{}\"}} {}\n# TYPE saga_outbox_pending gauge\nsaga_outbox_pending{{domain=\"{}\"}} {}\n",
+        state.domain,
+        state.store.head(),
+        state.domain,
+        state.store.outbox_len()
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn order_log(State(state): State<CommonState>, UrlPath(order_id): UrlPath<String>) -> Response {
+    match state.store.read_correlated(&order_id) {
+        Ok(records) => Json(
+            records
+                .iter()
+                .map(|r| (state.render)(state.domain, r))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "reading the order's log failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": "internal error"}))).into_response()
+        }
+    }
+}
+
+/// A JSON API error: 4xx bodies name the problem and field; 5xx bodies are opaque.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What was wrong.
+    pub message: String,
+    /// Which field, if any.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// 400 naming a field.
+    pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            field: None,
+        }
+    }
+    /// A 4xx with a status of choice.
+    pub fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+    /// 500; the cause is logged here, once, and not shown to the client.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error".into(),
+            field: None,
+        }
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(err: crate::Error) -> Self {
+        match err {
+            crate::Error::Busy(_) => Self::client(StatusCode::CONFLICT, "request already in progress"),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match &self.field {
+            Some(field) => serde_json::json!({ "error": self.message, "field": field }),
+            None => serde_json::json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` for admin routes. Without a configured token admin
+/// routes are off (403).
+pub fn check_admin(headers: &axum::http::HeaderMap, token: Option<&str>) -> std::result::Result<(), ApiError> {
+    let Some(expected) = token else {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "admin routes are disabled: set ADMIN_TOKEN",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::client(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves a router until `shutdown`.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The command line of a service without settings of its own.
+#[derive(Debug, clap::Parser)]
+pub struct ServiceCli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<ServiceCommand>,
+    /// Settings shared by every service.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `serve` or an offline log command.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Run the service (the default).
+    Serve,
+    /// Offline log commands.
+    #[command(flatten)]
+    Offline(Offline),
+}
+
+/// A binary's whole life: offline commands run and exit; `serve` starts the app, stops it on
+/// SIGINT/SIGTERM and reports how it ended. Returns the process exit code.
+pub async fn run_binary<D: Domain, F, Fut>(
+    domain: &'static str,
+    command: Option<ServiceCommand>,
+    common: &CommonArgs,
+    render_state: impl Fn(&D::State) -> serde_json::Value,
+    serve: F,
+) -> std::result::Result<i32, String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<crate::app::App>>,
+{
+    match command.unwrap_or(ServiceCommand::Serve) {
+        ServiceCommand::Offline(offline) => {
+            run_offline::<D>(domain, &common.data_dir(domain), &offline, render_state)
+        }
+        ServiceCommand::Serve => {
+            let app = serve()
+                .await
+                .map_err(|e| format!("starting the {domain} service: {e}"))?;
+            tokio::spawn(shutdown_on_signal(app.shutdown_token()));
+            app.wait().await.map_err(|e| format!("{domain} service: {e}"))?;
+            Ok(0)
+        }
+    }
+}
+
+/// A participant's HTTP address: the flag, or its default.
+pub fn http_addr_or(common: &CommonArgs, default: &str) -> SocketAddr {
+    common
+        .http_addr
+        .unwrap_or_else(|| default.parse().expect("default addresses are valid"))
+}
