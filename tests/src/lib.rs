@@ -1,1 +1,279 @@
+//! Test harness: a real nats-server and the five real services, each with its own data dir,
+//! started in-process on fixed free ports so they can be stopped and restarted in place.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use payment::gateway::SimulatedRules;
+use serde_json::{json, Value};
+use store::app::App;
+use store::service::CommonArgs;
+use store::testing::{eventually, free_port, NatsServer};
+
+/// The admin token the harness configures.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The services, in start order (participants first, so the order service finds them).
+pub const SERVICES: [&str; 5] = ["payment", "stock", "coupon", "point", "order"];
+/// How long tests wait for a saga to settle.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// How to start the system.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Saga deadline.
+    pub saga_deadline: Duration,
+    /// Rules of the simulated PG.
+    pub pg: SimulatedRules,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            saga_deadline: Duration::from_secs(30),
+            pg: SimulatedRules::default(),
+        }
+    }
+}
+
+/// The whole system under test.
+pub struct System {
+    /// The broker.
+    pub nats: NatsServer,
+    /// Root of the services' data dirs.
+    pub root: tempfile::TempDir,
+    /// Options it was started with.
+    pub options: Options,
+    ports: BTreeMap<&'static str, u16>,
+    apps: BTreeMap<&'static str, App>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl System {
+    /// Starts nats-server and all five services.
+    pub async fn start(options: Options) -> Self {
+        let nats = NatsServer::start().await;
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let ports = SERVICES.iter().map(|s| (*s, free_port())).collect();
+        let mut system = Self {
+            nats,
+            root,
+            options,
+            ports,
+            apps: BTreeMap::new(),
+            http: reqwest::Client::new(),
+        };
+        for service in SERVICES {
+            system.start_service(service).await;
+        }
+        system
+    }
+
+    /// Starts the system with default options.
+    pub async fn start_default() -> Self {
+        Self::start(Options::default()).await
+    }
+
+    /// A service's data directory.
+    pub fn data_dir(&self, service: &str) -> PathBuf {
+        self.root.path().join(service)
+    }
+
+    /// A service's base URL.
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    fn common(&self, service: &str) -> CommonArgs {
+        CommonArgs {
+            nats_url: self.nats.url(),
+            nats_user: None,
+            nats_password: None,
+            nats_creds: None,
+            nats_tls: false,
+            data_dir: Some(self.data_dir(service)),
+            http_addr: Some(
+                format!("127.0.0.1:{}", self.ports[service])
+                    .parse()
+                    .expect("a socket address"),
+            ),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+        }
+    }
+
+    /// Starts (or restarts) one service on its port and data dir.
+    pub async fn start_service(&mut self, service: &'static str) {
+        let common = self.common(service);
+        let app = match service {
+            "order" => {
+                let settings = order::config::Settings {
+                    common,
+                    saga_deadline: self.options.saga_deadline,
+                    participant_urls: [
+                        self.url("payment"),
+                        self.url("stock"),
+                        self.url("coupon"),
+                        self.url("point"),
+                    ],
+                    dataplatform_url: None,
+                };
+                order::app::build(settings).await
+            }
+            "payment" => payment::app::build(&common, None, self.options.pg.clone()).await,
+            "stock" => stock::app::build(&common).await,
+            "coupon" => coupon::app::build(&common).await,
+            "point" => point::app::build(&common).await,
+            other => panic!("no service {other}"),
+        };
+        let app = app.unwrap_or_else(|e| panic!("{service} did not start: {e}"));
+        self.apps.insert(service, app);
+    }
+
+    /// Stops one service gracefully and waits until it has released its data dir.
+    pub async fn stop_service(&mut self, service: &str) {
+        if let Some(app) = self.apps.remove(service) {
+            app.stop()
+                .await
+                .unwrap_or_else(|e| panic!("{service} stopped with an error: {e}"));
+        }
+    }
+
+    /// Stops every service.
+    pub async fn stop_all(&mut self) {
+        for service in SERVICES.iter().rev() {
+            self.stop_service(service).await;
+        }
+    }
+
+    /// GET a path on a service: status and JSON body.
+    pub async fn get(&self, service: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url(service)))
+            .send()
+            .await
+            .expect("service reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON to a service, with the admin token.
+    pub async fn post(&self, service: &str, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url(service)))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("service reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Restocks a SKU.
+    pub async fn restock(&self, sku: &str, qty: u64) {
+        let (status, body) = self.post("stock", &format!("/stock/{sku}/restock"), json!({"qty": qty})).await;
+        assert_eq!(status, 200, "restock: {body}");
+    }
+
+    /// Issues a coupon.
+    pub async fn issue_coupon(&self, coupon_id: &str, user_id: Option<&str>) {
+        let (status, body) = self
+            .post("coupon", "/coupons", json!({"couponId": coupon_id, "userId": user_id, "discount": 100, "expiresAt": null}))
+            .await;
+        assert_eq!(status, 201, "issue coupon: {body}");
+    }
+
+    /// Credits points.
+    pub async fn credit(&self, user_id: &str, points: u64) {
+        let (status, body) = self.post("point", &format!("/points/{user_id}/credit"), json!({"points": points})).await;
+        assert_eq!(status, 200, "credit: {body}");
+    }
+
+    /// Places an order; returns the reply's status and body.
+    pub async fn place(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/orders", self.url("order")))
+            .json(&body)
+            .send()
+            .await
+            .expect("order service reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Places an order and returns its id.
+    pub async fn place_id(&self, body: Value) -> String {
+        let (status, reply) = self.place(body).await;
+        assert_eq!(status, 202, "placing: {reply}");
+        reply["orderId"].as_str().expect("an orderId").to_owned()
+    }
+
+    /// Waits until an order is terminal (COMPLETED or FAILED) or NEEDS_ATTENTION; returns it.
+    pub async fn settled(&self, order_id: &str) -> Value {
+        eventually(SETTLE, &format!("order {order_id} to settle"), || async {
+            let (status, order) = self.get("order", &format!("/orders/{order_id}")).await;
+            let done = matches!(order["status"].as_str(), Some("COMPLETED" | "FAILED" | "NEEDS_ATTENTION"));
+            (status == 200 && done).then_some(order)
+        })
+        .await
+    }
+
+    /// Available units of a SKU.
+    pub async fn available(&self, sku: &str) -> u64 {
+        self.get("stock", &format!("/stock/{sku}")).await.1["available"].as_u64().unwrap_or(0)
+    }
+
+    /// A user's point balance.
+    pub async fn balance(&self, user_id: &str) -> u64 {
+        self.get("point", &format!("/points/{user_id}")).await.1["balance"].as_u64().unwrap_or(0)
+    }
+
+    /// A coupon's state.
+    pub async fn coupon(&self, coupon_id: &str) -> Value {
+        self.get("coupon", &format!("/coupons/{coupon_id}")).await.1
+    }
+
+    /// A payment's status, or None.
+    pub async fn payment_status(&self, order_id: &str) -> Option<String> {
+        let (status, body) = self.get("payment", &format!("/payments/{order_id}")).await;
+        (status == 200).then(|| body["status"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// A participant's own log of an order.
+    pub async fn log_types(&self, service: &str, order_id: &str) -> Vec<String> {
+        let (_, body) = self.get(service, &format!("/log/{order_id}")).await;
+        body.as_array()
+            .map(|records| records.iter().filter_map(|r| r["type"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Lines the data platform received for an order.
+    pub fn dataplatform_lines(&self, order_id: &str) -> usize {
+        std::fs::read_to_string(self.data_dir("order").join("dataplatform.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(order_id))
+            .count()
+    }
+
+    /// A JetStream context of its own (for injecting messages).
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url()).await.expect("nats reachable");
+        async_nats::jetstream::new(client)
+    }
+}
+
+/// An order body.
+pub fn order_body(user: &str, lines: &[(&str, u64, u64)], coupon: Option<&str>, points: u64, amount: u64) -> Value {
+    json!({
+        "userId": user,
+        "items": lines.iter().map(|(sku, qty, price)| json!({"sku": sku, "qty": qty, "price": price})).collect::<Vec<_>>(),
+        "couponId": coupon,
+        "points": points,
+        "amount": amount,
+    })
+}

@@ -47,6 +47,7 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<Ou
             SagaMessage::Failed(OrderFailed {
                 order_id,
                 reason: reason.to_owned(),
+                required: saga.required.clone(),
             })
         };
         let reason = saga.failure_reason.clone().unwrap_or_default();

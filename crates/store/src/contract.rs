@@ -24,6 +24,7 @@ pub const CONTENT_TYPE_POSTCARD: &str = "application/postcard";
 
 /// A domain that takes part in the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Participant {
     /// Payment approval at the PG.
     Payment,
@@ -214,6 +215,8 @@ pub struct OrderFailed {
     pub order_id: Uuid,
     /// Why it failed (first rejection or deadline).
     pub reason: String,
+    /// The participants the order involved: only they compensate.
+    pub required: Vec<Participant>,
 }
 
 /// `order.completed`: every required participant succeeded.

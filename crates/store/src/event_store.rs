@@ -115,7 +115,8 @@ pub struct EventStore {
 struct Inner {
     db: sled::Db,
     trees: Trees,
-    writer: mpsc::Sender<WriteRequest>,
+    /// `None` only while dropping: closing the queue is what stops the writer.
+    writer: Option<mpsc::Sender<WriteRequest>>,
     durable: watch::Receiver<Durable>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -184,12 +185,16 @@ impl EventStore {
             inner: Arc::new(Inner {
                 db,
                 trees,
-                writer: writer_tx,
+                writer: Some(writer_tx),
                 durable: durable_rx,
                 thread: Mutex::new(Some(thread)),
                 path: config.path,
             }),
         })
+    }
+
+    fn writer(&self) -> Result<&mpsc::Sender<WriteRequest>> {
+        self.inner.writer.as_ref().ok_or(Error::WriterGone)
     }
 
     /// The directory this store lives in.
@@ -203,8 +208,7 @@ impl EventStore {
             validate_stream_id(&append.stream)?;
         }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .writer
+        self.writer()?
             .send(WriteRequest { commit, reply })
             .await
             .map_err(|_| Error::WriterGone)?;
@@ -223,8 +227,7 @@ impl EventStore {
             validate_stream_id(&append.stream)?;
         }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .writer
+        self.writer()?
             .send(WriteRequest { commit, reply })
             .await
             .map_err(|_| Error::WriterGone)?;
@@ -424,16 +427,10 @@ impl EventStore {
         Ok(report)
     }
 
-    /// Stops the writer after it has flushed everything queued. Other handles become unusable.
-    pub fn close(&self) -> Result<()> {
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .map_err(|_| Error::WriterGone)?
-            .take();
+    /// Flushes everything written so far. The writer stops, after a final flush, when the last
+    /// handle is dropped; dropping waits for it, so the directory can be reopened right after.
+    pub fn flush(&self) -> Result<()> {
         self.inner.db.flush()?;
-        drop(thread);
         Ok(())
     }
 
@@ -458,6 +455,18 @@ impl EventStore {
         self.inner.trees.events.insert(key, value)?;
         self.inner.db.flush()?;
         Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop; joining makes the close deterministic.
+        drop(self.writer.take());
+        if let Ok(mut thread) = self.thread.lock() {
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -644,6 +653,7 @@ impl Writer {
                     recorded_at_ms,
                     meta: commit.meta.clone(),
                     payload: event.payload.clone(),
+                    published: commit.outbox.iter().map(|m| m.msg_id.clone()).collect(),
                     prev_hash: hash,
                 };
                 let (bytes, next_hash) = record.seal()?;

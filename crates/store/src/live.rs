@@ -146,6 +146,7 @@ pub fn render_record<D: Domain>(domain: &str, record: &Record) -> serde_json::Va
         "traceId": record.meta.trace_id,
         "traceparent": record.meta.traceparent,
         "causation": record.meta.causation_id,
+        "messageIds": record.published,
         "payload": payload.unwrap_or(serde_json::Value::Null),
     })
 }

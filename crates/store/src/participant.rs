@@ -112,6 +112,10 @@ impl<P: ParticipantDomain> Handler for ParticipantHandler<P> {
                 )))
             }
         };
+        if !placed.required_participants().contains(&P::PARTICIPANT) {
+            // Not involved (no coupon, no points): nothing to decide, nothing to write.
+            return Ok(());
+        }
         let key = contract::dedup_key(placed.order_id, domain, "placed");
         if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
             return republish_recorded(&self.live, &delivery, &recorded, domain).await;
@@ -127,6 +131,9 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
         let SagaMessage::Failed(failed) = &delivery.message else {
             return Err(HandleError::Poison("expected order.failed".into()));
         };
+        if !failed.required.contains(&P::PARTICIPANT) {
+            return Ok(());
+        }
         let key = contract::dedup_key(failed.order_id, domain, "failed");
         if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
             // A compensation that failed before may be retried by a later order.failed

@@ -114,6 +114,8 @@ pub struct Record {
     pub meta: EventMeta,
     /// Postcard-encoded event.
     pub payload: Vec<u8>,
+    /// Message ids the commit that wrote this record published (outbox entries).
+    pub published: Vec<String>,
     /// Hash of the previous record.
     pub prev_hash: [u8; HASH_LEN],
 }

@@ -131,11 +131,8 @@ impl NatsServer {
                     );
                 }
             }
-            if let Ok(client) = async_nats::connect(self.url()).await {
-                let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
-                    return;
-                }
+            if jetstream_ready(&self.url()).await {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -144,6 +141,25 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// Whether the server answers JetStream API requests (it may accept connections earlier).
+async fn jetstream_ready(url: &str) -> bool {
+    let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await else {
+        return false;
+    };
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request("$JS.API.INFO", bytes::Bytes::new()),
+    )
+    .await;
+    match reply {
+        Ok(Ok(message)) => {
+            let body = String::from_utf8_lossy(&message.payload);
+            body.contains("\"type\"") && !body.contains("\"error\"")
+        }
+        _ => false,
     }
 }
 
