@@ -8,7 +8,7 @@
 use std::future::Future;
 
 use crate::consumer::{Delivery, HandleError, Handler};
-use crate::contract::{self, OrderFailed, OrderPlaced, Participant, SagaMessage};
+use crate::contract::{self, OrderFailed, OrderPlaced, OutcomeKind, Participant, SagaMessage};
 use crate::domain::Domain;
 use crate::live::{Executed, Execution, Live};
 use crate::outbox;
@@ -92,6 +92,33 @@ pub async fn republish_recorded<D: Domain>(
         .map_err(transient)
 }
 
+/// The operator alert for a compensation that kept failing (`ops.alert.compensation_failed`).
+pub fn compensation_alert(event: &contract::ParticipantEvent, trace_id: &str, cause: &Option<String>) -> OutboxMessage {
+    let body = serde_json::json!({
+        "kind": "compensation_failed",
+        "orderId": event.order_id,
+        "domain": event.participant.name(),
+        "event": event.subject(),
+        "reason": event.reason,
+        "traceId": trace_id,
+    });
+    OutboxMessage {
+        subject: "ops.alert.compensation_failed".to_owned(),
+        msg_id: format!(
+            "{}.ops.alert.compensation_failed.{}{}",
+            event.order_id,
+            event.participant.name(),
+            cause.as_deref().map(|c| format!("~{c}")).unwrap_or_default()
+        ),
+        headers: vec![
+            (contract::HEADER_ORDER_ID.to_owned(), event.order_id.to_string()),
+            (contract::HEADER_TRACE_ID.to_owned(), trace_id.to_owned()),
+            (contract::HEADER_CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+        ],
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
 /// A store failure is worth a retry.
 pub fn transient(err: crate::Error) -> HandleError {
     HandleError::Transient(err.to_string())
@@ -121,7 +148,7 @@ impl<P: ParticipantDomain> Handler for ParticipantHandler<P> {
             return republish_recorded(&self.live, &delivery, &recorded, domain).await;
         }
         let command = self.domain.on_placed(&self.live, placed).await?;
-        self.decide(delivery, key, command).await
+        self.decide(delivery, key, command, false).await
     }
 }
 
@@ -147,10 +174,10 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
             }
             let retry_key = format!("{key}/{}", delivery.msg_id);
             let command = self.domain.on_failed(&self.live, failed).await?;
-            return self.decide(delivery, retry_key, command).await;
+            return self.decide(delivery, retry_key, command, true).await;
         }
         let command = self.domain.on_failed(&self.live, failed).await?;
-        self.decide(delivery, key, command).await
+        self.decide(delivery, key, command, false).await
     }
 
     async fn decide(
@@ -158,10 +185,13 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
         delivery: Delivery,
         key: String,
         command: Option<<P::D as Domain>::Command>,
+        retry: bool,
     ) -> Result<(), HandleError> {
         let Some(command) = command else {
             return Ok(());
         };
+        // Retries of a failed compensation are keyed by their cause, and so are their ids.
+        let suffix = retry.then(|| delivery.msg_id.clone());
         let meta = meta_of(&delivery);
         let trace_id = delivery.envelope.trace_id.clone();
         let traceparent = meta.traceparent.clone();
@@ -175,18 +205,21 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
                 command,
                 |_, events| {
                     let now = now_ms();
-                    events
-                        .iter()
-                        .filter_map(P::outcome)
-                        .map(|event| {
-                            outbox::first_publish(
-                                &SagaMessage::Participant(event),
-                                &trace_id,
-                                &traceparent,
-                                now,
-                            )
-                        })
-                        .collect()
+                    let mut out = Vec::new();
+                    for event in events.iter().filter_map(P::outcome) {
+                        if event.kind == OutcomeKind::CompensationFailed {
+                            // The alert commits with the failure itself: it cannot be lost.
+                            out.push(compensation_alert(&event, &trace_id, &suffix));
+                        }
+                        let message = SagaMessage::Participant(event);
+                        let first = outbox::first_publish(&message, &trace_id, &traceparent, now)?;
+                        // A retried compensation publishes again: it needs an id of its own.
+                        out.push(match &suffix {
+                            Some(cause) => outbox::republish(&first, cause),
+                            None => first,
+                        });
+                    }
+                    Ok(out)
                 },
             )
             .await
