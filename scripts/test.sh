@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: domain unit tests, store integration tests and the end-to-end
+# suite, all against real sled files and a real nats-server (installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-nats.sh >/dev/null
+# The chaos suite runs the real service binaries as processes.
+cargo build --bins --quiet
+cargo test --workspace --all-features "$@"
