@@ -1,7 +1,7 @@
 //! Wiring the coupon service.
 
-use store::app::{start_participant, App, ServiceConfig};
-use store::service::{http_addr_or, CommonArgs};
+use store::app::{start_participant, App};
+use store::service::CommonArgs;
 
 use crate::handler::CouponParticipant;
 
@@ -10,12 +10,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8083";
 
 /// Starts the coupon service.
 pub async fn build(common: &CommonArgs) -> store::Result<App> {
-    let config = ServiceConfig {
-        domain: "coupon",
-        data_dir: common.data_dir("coupon"),
-        http_addr: http_addr_or(common, DEFAULT_HTTP_ADDR),
-        nats: common.nats("coupon"),
-    };
+    let config = common.service_config("coupon", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
     start_participant(config, CouponParticipant, |live| crate::api::router(live.clone(), token)).await
 }

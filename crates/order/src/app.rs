@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use store::app::{App, ServiceConfig, Task};
+use store::app::{App, Task};
 use store::consumer::run_consumer;
 use store::contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
 use store::jetstream::ConsumerSpec;
@@ -15,12 +15,7 @@ use crate::handler::{run_supervisor, DataPlatformForwarder, DataPlatformSink, Ou
 
 /// Starts the order service.
 pub async fn build(settings: Settings) -> store::Result<App> {
-    let config = ServiceConfig {
-        domain: "order",
-        data_dir: settings.common.data_dir("order"),
-        http_addr: settings.http_addr(),
-        nats: settings.common.nats("order"),
-    };
+    let config = settings.common.service_config("order", crate::config::DEFAULT_HTTP_ADDR);
     App::start::<Order>(config, |parts| {
         let mut tasks: Vec<Task> = Vec::new();
         let outcomes = Arc::new(OutcomeHandler {

@@ -1,6 +1,5 @@
 //! Typed settings of the order service: flags with environment fallbacks.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use store::service::{CommonArgs, Offline};
@@ -78,14 +77,5 @@ impl Settings {
             participant_urls: [order.payment_url, order.stock_url, order.coupon_url, order.point_url],
             dataplatform_url: order.dataplatform_url,
         }
-    }
-
-    /// The HTTP address to bind.
-    pub fn http_addr(&self) -> SocketAddr {
-        self.common.http_addr.unwrap_or_else(|| {
-            DEFAULT_HTTP_ADDR
-                .parse()
-                .expect("the default address is a valid socket address")
-        })
     }
 }

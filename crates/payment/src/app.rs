@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use store::app::{start_participant, App, ServiceConfig};
-use store::service::{http_addr_or, CommonArgs};
+use store::app::{start_participant, App};
+use store::service::CommonArgs;
 
 use crate::gateway::{Gateway, HttpGateway, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
@@ -15,12 +15,7 @@ pub const PG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the payment service with a real PG (`pg_url`) or the simulated one.
 pub async fn build(common: &CommonArgs, pg_url: Option<String>, rules: SimulatedRules) -> store::Result<App> {
-    let config = ServiceConfig {
-        domain: "payment",
-        data_dir: common.data_dir("payment"),
-        http_addr: http_addr_or(common, DEFAULT_HTTP_ADDR),
-        nats: common.nats("payment"),
-    };
+    let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(HttpGateway {
             base_url,

@@ -1,7 +1,7 @@
 //! Wiring the point service.
 
-use store::app::{start_participant, App, ServiceConfig};
-use store::service::{http_addr_or, CommonArgs};
+use store::app::{start_participant, App};
+use store::service::CommonArgs;
 
 use crate::handler::PointParticipant;
 
@@ -10,12 +10,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8084";
 
 /// Starts the point service.
 pub async fn build(common: &CommonArgs) -> store::Result<App> {
-    let config = ServiceConfig {
-        domain: "point",
-        data_dir: common.data_dir("point"),
-        http_addr: http_addr_or(common, DEFAULT_HTTP_ADDR),
-        nats: common.nats("point"),
-    };
+    let config = common.service_config("point", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
     start_participant(config, PointParticipant, |live| crate::api::router(live.clone(), token)).await
 }

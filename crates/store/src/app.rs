@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     /// NATS connection.
     pub nats: NatsSettings,
+    /// HTTP requests per second accepted.
+    pub rate_limit: u32,
 }
 
 /// A running service.
@@ -74,7 +76,13 @@ impl App {
             data_dir: config.data_dir.clone(),
         };
         let (router, tasks) = wire(&parts)?;
-        let router = router.merge(common_routes(&live, config.domain, nats.clone()));
+        let router = router
+            .merge(common_routes(&live, config.domain, nats.clone()))
+            .layer(axum::extract::DefaultBodyLimit::max(crate::service::MAX_REQUEST_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                crate::service::RateLimit::new(config.rate_limit),
+                crate::service::rate_limited,
+            ));
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let addr = listener.local_addr()?;
 

@@ -21,7 +21,7 @@ use crate::jetstream::NatsSettings;
 use crate::live::{self, Live};
 
 /// Settings every service takes, as flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct CommonArgs {
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
@@ -47,6 +47,79 @@ pub struct CommonArgs {
     /// Bearer token for admin routes; without it admin routes are off.
     #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Requests per second the HTTP API accepts (beyond that: 429).
+    #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT_PER_SEC, global = true)]
+    pub rate_limit: u32,
+}
+
+/// Default HTTP rate limit of a service, requests per second.
+pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 10_000;
+/// Largest request body any route accepts unless it sets its own limit.
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
+
+// Secrets (admin token, NATS password) must never reach a log line, so Debug redacts them.
+impl std::fmt::Debug for CommonArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("CommonArgs")
+            .field("nats_url", &self.nats_url)
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &redact(&self.nats_password))
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_tls", &self.nats_tls)
+            .field("data_dir", &self.data_dir)
+            .field("http_addr", &self.http_addr)
+            .field("admin_token", &redact(&self.admin_token))
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+/// A token bucket in front of the HTTP API: a burst of one second's worth, refilled continuously.
+#[derive(Clone)]
+pub struct RateLimit {
+    per_sec: f64,
+    bucket: std::sync::Arc<std::sync::Mutex<(f64, std::time::Instant)>>,
+}
+
+impl RateLimit {
+    /// A limit of `per_sec` requests per second.
+    pub fn new(per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec.max(1));
+        Self {
+            per_sec,
+            bucket: std::sync::Arc::new(std::sync::Mutex::new((per_sec, std::time::Instant::now()))),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_sec;
+        bucket.0 = (bucket.0 + refill).min(self.per_sec);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Middleware answering 429 once the rate limit is exceeded.
+pub async fn rate_limited(
+    State(limit): State<RateLimit>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if limit.admit() {
+        next.run(request).await
+    } else {
+        ApiError::client(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry shortly").into_response()
+    }
 }
 
 impl CommonArgs {
@@ -60,6 +133,17 @@ impl CommonArgs {
             tls_required: self.nats_tls,
             tls_root_cert: None,
             name: name.to_owned(),
+        }
+    }
+
+    /// Where and how a service runs, with its default HTTP address.
+    pub fn service_config(&self, domain: &'static str, default_addr: &str) -> crate::app::ServiceConfig {
+        crate::app::ServiceConfig {
+            domain,
+            data_dir: self.data_dir(domain),
+            http_addr: http_addr_or(self, default_addr),
+            nats: self.nats(domain),
+            rate_limit: self.rate_limit,
         }
     }
 
