@@ -61,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/orders/{order_id}/timeline", get(order_timeline))
         .route("/orders/{order_id}/retry-compensation", post(retry_compensation))
         .route("/traces/{trace_id}", get(trace_timeline))
+        .route("/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -314,6 +315,25 @@ async fn list_orders(State(api): State<ApiState>, Query(query): Query<ListQuery>
         })
         .await;
     Ok(Json(serde_json::json!({ "orders": orders })).into_response())
+}
+
+/// Orders per status.
+async fn stats(State(api): State<ApiState>) -> Json<serde_json::Value> {
+    let counts = api
+        .live
+        .read(|s| {
+            let mut counts = serde_json::Map::new();
+            for status in OrderStatus::ALL {
+                counts.insert(status.as_str().to_owned(), 0.into());
+            }
+            for saga in s.orders.values() {
+                let entry = counts.entry(saga.status.as_str()).or_insert(0.into());
+                *entry = (entry.as_u64().unwrap_or(0) + 1).into();
+            }
+            counts
+        })
+        .await;
+    Json(serde_json::json!({ "orders": counts }))
 }
 
 async fn order_timeline(State(api): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {

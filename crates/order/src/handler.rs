@@ -434,3 +434,75 @@ impl Handler for DataPlatformForwarder {
         }
     }
 }
+
+/// Durable consumer that forwards operator alerts to the webhook.
+pub const ALERT_WEBHOOK_CONSUMER: &str = "alerts-webhook";
+/// Attempts of one webhook call before the alert is retried later.
+pub const ALERT_WEBHOOK_ATTEMPTS: u32 = 3;
+
+/// Forwards every `ops.alert.*` message to a webhook (POST, the alert's JSON as the body) until
+/// `shutdown`. An alert the webhook does not take is redelivered later; none is skipped.
+pub async fn run_alert_webhook(
+    js: async_nats::jetstream::Context,
+    url: String,
+    shutdown: CancellationToken,
+) -> store::Result<()> {
+    use futures::StreamExt;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
+    let spec = store::jetstream::ConsumerSpec::new(contract::OPS_STREAM, ALERT_WEBHOOK_CONSUMER, "ops.alert.>");
+    while !shutdown.is_cancelled() {
+        let consumer = match store::jetstream::ensure_consumer(&js, &spec).await {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                tracing::warn!(error = %err, "alert consumer not available yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(error = %err, "alert subscription failed");
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(Ok(message)) = next else { break };
+            let mut delivered = false;
+            for attempt in 0..ALERT_WEBHOOK_ATTEMPTS {
+                let sent = client
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(message.payload.to_vec())
+                    .send()
+                    .await;
+                if matches!(&sent, Ok(r) if r.status().is_success()) {
+                    delivered = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let ack = if delivered {
+                message.ack().await
+            } else {
+                tracing::warn!(subject = %message.subject, "alert webhook did not accept the alert; retrying later");
+                message
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await
+            };
+            if let Err(err) = ack {
+                tracing::warn!(error = %err, "alert ack not sent");
+            }
+        }
+    }
+    Ok(())
+}

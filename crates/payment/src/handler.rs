@@ -31,10 +31,12 @@ impl ParticipantDomain for PaymentParticipant {
         let decision = if needed {
             // The PG is idempotent on the order id, so a redelivery after a crash between this
             // call and the commit gets the same approval back, not a second charge.
-            self.gateway
+            let decision = self
+                .gateway
                 .approve(placed)
                 .await
-                .map_err(|e| HandleError::Transient(e.to_string()))?
+                .map_err(|e| HandleError::Transient(e.to_string()))?;
+            self.usable(order_id, decision).await
         } else {
             GatewayDecision::Declined {
                 reason: "not asked: the order was already answered".into(),
@@ -67,6 +69,23 @@ impl ParticipantDomain for PaymentParticipant {
 }
 
 impl PaymentParticipant {
+    /// An approval payment cannot record (no authorization to cancel it by later) is undone at
+    /// the PG at once and reported as a decline: payment repairs its own failure itself.
+    async fn usable(&self, order_id: uuid::Uuid, decision: GatewayDecision) -> GatewayDecision {
+        match decision {
+            GatewayDecision::Approved { authorization } if authorization.trim().is_empty() => {
+                let reason = match self.cancel_with_retries(order_id, &authorization).await {
+                    CancelResult::Failed { reason } => {
+                        format!("the PG approved without an authorization; cancelling it failed: {reason}")
+                    }
+                    _ => "the PG approved without an authorization; approval cancelled".to_owned(),
+                };
+                GatewayDecision::Declined { reason }
+            }
+            other => other,
+        }
+    }
+
     async fn cancel_with_retries(&self, order_id: uuid::Uuid, authorization: &str) -> CancelResult {
         let mut last = String::new();
         for attempt in 0..CANCEL_ATTEMPTS {
