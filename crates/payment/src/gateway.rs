@@ -82,7 +82,7 @@ impl SimulatedGateway {
                 reason: format!("amount {} above limit {}", order.amount, rules.decline_above),
             };
         }
-        if rules.decline_users.iter().any(|u| *u == order.user_id) {
+        if rules.decline_users.contains(&order.user_id) {
             return GatewayDecision::Declined {
                 reason: format!("user {} is declined", order.user_id),
             };
