@@ -1,6 +1,8 @@
 //! Test harness: a real nats-server and the five real services, each with its own data dir,
 //! started in-process on fixed free ports so they can be stopped and restarted in place.
 
+pub mod procs;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,6 +101,7 @@ impl System {
                     .expect("a socket address"),
             ),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
+            rate_limit: store::service::DEFAULT_RATE_LIMIT_PER_SEC,
         }
     }
 

@@ -186,8 +186,14 @@ async fn place_order(
     State(api): State<ApiState>,
     Query(query): Query<WaitQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // An oversized or unreadable body still gets the API's JSON error shape.
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: e.body_text(),
+        field: Some("body".into()),
+    })?;
     let wait = match query.wait.as_deref() {
         None => None,
         Some(text) => {

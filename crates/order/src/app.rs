@@ -8,6 +8,7 @@ use store::consumer::run_consumer;
 use store::contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
 use store::jetstream::ConsumerSpec;
 
+use crate::admin::{self, AdminState};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::domain::Order;
@@ -61,7 +62,12 @@ pub async fn build(settings: Settings) -> store::Result<App> {
             client: reqwest::Client::new(),
             admin_token: settings.common.admin_token.clone(),
         };
-        Ok((api::router(state), tasks))
+        let admin = AdminState {
+            live: parts.live.clone(),
+            js: parts.js.clone(),
+            admin_token: settings.common.admin_token.clone(),
+        };
+        Ok((api::router(state).merge(admin::router(admin)), tasks))
     })
     .await
 }

@@ -30,6 +30,49 @@ pub enum Command {
     /// Offline log commands.
     #[command(flatten)]
     Offline(Offline),
+    /// Operate the dead-letter queue through a running order service's admin API
+    /// (token from ADMIN_TOKEN or --admin-token).
+    Dlq(DlqArgs),
+}
+
+/// Default base URL the `dlq` commands talk to.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8080";
+
+/// `order dlq ...`: which order service, and what to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DlqArgs {
+    /// Base URL of the order service.
+    #[arg(long, default_value = DEFAULT_ADMIN_URL)]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+/// The DLQ operations.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DlqAction {
+    /// List entries, with a summary by consumer and reason.
+    List {
+        /// Most entries to list.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one entry with its decoded payload.
+    Show {
+        /// The entry's DLQ sequence.
+        seq: u64,
+    },
+    /// Publish an entry again on its original subject (under a fresh message id) and remove it.
+    Redrive {
+        /// The entry's DLQ sequence.
+        seq: u64,
+    },
+    /// Remove an entry for good.
+    Discard {
+        /// The entry's DLQ sequence.
+        seq: u64,
+    },
 }
 
 /// Settings only the order service has.

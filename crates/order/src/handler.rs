@@ -1,7 +1,7 @@
 //! The order service's message handling: participant outcomes in, saga decisions out; the
 //! supervisor that enforces deadlines and re-drives; the data platform forwarder.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -201,6 +201,9 @@ pub async fn run_supervisor(
     shutdown: CancellationToken,
 ) -> store::Result<()> {
     let mut alerted: HashSet<Uuid> = HashSet::new();
+    // Re-sends of order.completed change no saga state, so their backoff is kept here:
+    // (attempts, last attempt). Losing it on restart only means one early re-send.
+    let mut redelivered: HashMap<Uuid, (u32, u64)> = HashMap::new();
     let mut interval = tokio::time::interval(Duration::from_millis(SUPERVISE_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -228,7 +231,10 @@ pub async fn run_supervisor(
                             }
                             OrderStatus::Completed
                                 if !saga.data_platform_delivered
-                                    && idle >= COMPLETED_REDELIVER_AFTER_MS =>
+                                    && idle >= COMPLETED_REDELIVER_AFTER_MS
+                                    && redelivered.get(&saga.order.order_id).is_none_or(|(attempts, last)| {
+                                        now.saturating_sub(*last) >= redrive_backoff_ms(*attempts).max(COMPLETED_REDELIVER_AFTER_MS)
+                                    }) =>
                             {
                                 Some((saga.clone(), "redeliver"))
                             }
@@ -256,6 +262,8 @@ pub async fn run_supervisor(
                     Ok(false)
                 }
                 _ => {
+                    let entry = redelivered.entry(order_id).or_insert((0, now));
+                    *entry = (entry.0 + 1, now);
                     // The broker may have lost order.completed: send it again under a new id.
                     let message = completed_message(&saga);
                     let copy = outbox::outbox_message(

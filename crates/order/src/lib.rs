@@ -3,11 +3,15 @@
 //! - [`domain`]: the pure saga core (`decide`/`evolve`): statuses, outcomes, deadline, re-drive.
 //! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive); the data platform forwarder.
 //! - [`api`]: HTTP: place orders, read them, timelines by orderId and traceId, dashboard.
+//! - [`admin`]: operator routes: the dead-letter queue (list, inspect, re-drive, discard).
+//! - [`cli`]: the `order dlq ...` client of the admin routes.
 //! - [`config`]: command line and settings.
 //! - [`app`]: wiring everything into a running service.
 
+pub mod admin;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod handler;

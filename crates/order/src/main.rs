@@ -1,4 +1,4 @@
-//! `order [serve|replay|verify|export]`.
+//! `order [serve|replay|verify|export|dlq]`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -15,6 +15,11 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_value(state.orders.values().collect::<Vec<_>>()).unwrap_or_default()
             })
             .map_err(anyhow::Error::msg)?;
+            std::process::exit(code);
+        }
+        Command::Dlq(args) => {
+            let token = cli.common.admin_token.as_deref();
+            let code = order::cli::run_dlq(&args, token).await.map_err(anyhow::Error::msg)?;
             std::process::exit(code);
         }
         Command::Serve => {

@@ -43,7 +43,12 @@ fn main() {
         .expect("a tokio runtime");
     let figures = runtime.block_on(async {
         vec![
-            commits("commit, GroupCommit", FlushPolicy::GroupCommit, GROUP_COMMITS).await,
+            commits(
+                "commit, GroupCommit",
+                FlushPolicy::GroupCommit,
+                GROUP_COMMITS,
+            )
+            .await,
             commits(
                 "commit, EveryCommit",
                 FlushPolicy::EveryCommit,
@@ -146,7 +151,10 @@ async fn relay(total: usize) -> Figure {
 
 fn print_table(figures: &[Figure]) {
     let ms = |d: Option<Duration>| {
-        d.map_or_else(|| "-".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
+        d.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.2}", d.as_secs_f64() * 1e3),
+        )
     };
     println!();
     println!(

@@ -237,13 +237,7 @@ fn decode_delivery(
             envelope.event_type
         ));
     }
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
+    let header = |name: &str| header_value(message, name);
     let msg_id = header(HEADER_MSG_ID).unwrap_or_else(|| format!("{subject}#{stream_seq}"));
     Ok(Delivery {
         subject,
@@ -264,12 +258,7 @@ async fn dead_letter(
     delivered: u64,
     stream_seq: u64,
 ) {
-    let original_id = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(HEADER_MSG_ID))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
+    let original_id = header_value(message, HEADER_MSG_ID).unwrap_or_default();
     let entry = OutboxMessage {
         subject: format!("dlq.{consumer}"),
         // One DLQ entry per original message, however often this runs.
@@ -299,6 +288,15 @@ async fn dead_letter(
                 .await;
         }
     }
+}
+
+/// A received header's value. The name is parsed, not passed as `&str`: the client keys
+/// received standard names (`Nats-Msg-Id`) as `HeaderName::Standard`, which a `&str` key
+/// (always `Custom`) never matches.
+fn header_value(message: &jetstream::Message, name: &str) -> Option<String> {
+    let name: async_nats::HeaderName = name.parse().ok()?;
+    let value = message.headers.as_ref()?.get(name)?;
+    Some(value.as_str().to_owned())
 }
 
 /// Header values cannot hold line breaks; keep reasons on one bounded line.

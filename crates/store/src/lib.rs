@@ -10,6 +10,7 @@
 //! - [`outbox`]: the relay that publishes durable outbox entries to JetStream, pipelined.
 //! - [`jetstream`]: connecting and declaring the design's streams and durable consumers.
 //! - [`consumer`]: the pull-consumer runner (batches, per-order lanes, ack after commit, DLQ).
+//! - [`dlq`]: operating the dead-letter queue (list, summary, inspect, re-drive, discard).
 //! - [`service`]: settings, telemetry, shutdown, common HTTP routes, replay/verify/export.
 //! - [`participant`]: the message handler shared by the four participant services.
 //! - `testing` (feature `test-util`): a real nats-server per test, and polling helpers.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod codec;
 pub mod consumer;
 pub mod contract;
+pub mod dlq;
 pub mod domain;
 pub mod error;
 pub mod event_store;

@@ -182,7 +182,10 @@ pub async fn run_relay(
                 loop {
                     tokio::select! {
                         next = in_flight.next() => match next {
-                            Some((seq, true)) => acked.push(seq),
+                            Some((seq, true)) => {
+                                stats.published += 1;
+                                acked.push(seq);
+                            }
                             Some((_, false)) => {}
                             None => break,
                         },

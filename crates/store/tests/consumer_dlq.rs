@@ -180,9 +180,15 @@ async fn poison_messages_end_in_the_dlq_with_their_reason_and_the_consumer_keeps
             .unwrap_or_else(|| panic!("{msg_id} is in the DLQ"));
         assert_eq!(entry.subject.as_str(), format!("dlq.{CONSUMER}"));
         let reason = header(entry, HEADER_DLQ_REASON).expect("a reason");
-        assert!(reason.contains(cause), "{msg_id}: reason {reason:?} names {cause:?}");
+        assert!(
+            reason.contains(cause),
+            "{msg_id}: reason {reason:?} names {cause:?}"
+        );
         assert_eq!(header(entry, HEADER_DLQ_SUBJECT).as_deref(), Some(subject));
-        assert_eq!(header(entry, HEADER_DLQ_CONSUMER).as_deref(), Some(CONSUMER));
+        assert_eq!(
+            header(entry, HEADER_DLQ_CONSUMER).as_deref(),
+            Some(CONSUMER)
+        );
         assert_eq!(header(entry, HEADER_DLQ_ATTEMPTS).as_deref(), Some("1"));
         assert_eq!(entry.payload.as_ref(), payload.as_slice());
     }
@@ -212,13 +218,19 @@ async fn a_message_that_keeps_failing_goes_to_the_dlq_after_its_delivery_budget(
     assert_eq!(handler.seen(), attempts);
     let entry = &dead[0];
     let reason = header(entry, HEADER_DLQ_REASON).expect("a reason");
-    assert!(reason.contains(&format!("failed {MAX_DELIVERIES} deliveries")), "{reason}");
+    assert!(
+        reason.contains(&format!("failed {MAX_DELIVERIES} deliveries")),
+        "{reason}"
+    );
     assert!(reason.contains("gateway down"), "{reason}");
     assert_eq!(
         header(entry, HEADER_DLQ_ATTEMPTS),
         Some(MAX_DELIVERIES.to_string())
     );
-    assert_eq!(header(entry, HEADER_DLQ_SUBJECT).as_deref(), Some(ORDER_PLACED));
+    assert_eq!(
+        header(entry, HEADER_DLQ_SUBJECT).as_deref(),
+        Some(ORDER_PLACED)
+    );
     assert_eq!(header(entry, HEADER_DLQ_MSG_ID), Some(valid.msg_id.clone()));
     assert_eq!(entry.payload.as_ref(), valid.payload.as_slice());
     consumer.stop().await;

@@ -66,7 +66,10 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
             appends: vec![append(
                 "order-A",
                 0,
-                vec![event("OrderPlaced", b"a1"), event("PaymentRequested", b"a2")],
+                vec![
+                    event("OrderPlaced", b"a1"),
+                    event("PaymentRequested", b"a2"),
+                ],
             )],
             ..Commit::default()
         },
@@ -108,7 +111,10 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
     let after_ms = now_ms();
 
     // Then each commit got the next global seqs
-    assert_eq!([first, second, third, fourth], [(1, 2), (3, 3), (4, 4), (5, 5)]);
+    assert_eq!(
+        [first, second, third, fourth],
+        [(1, 2), (3, 3), (4, 4), (5, 5)]
+    );
     assert_eq!(store.head(), 5);
     assert_eq!(store.stream_version("order-A").expect("version"), 4);
     assert_eq!(store.stream_version("order-AB").expect("version"), 1);
@@ -136,7 +142,10 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
     assert_ne!(a[1].prev_hash, GENESIS_HASH);
     let ab = store.read_stream("order-AB").expect("stream AB reads");
     assert_eq!(seqs(&ab), [3]);
-    assert_eq!((ab[0].stream_seq, ab[0].payload.as_slice()), (1, b"ab1".as_slice()));
+    assert_eq!(
+        (ab[0].stream_seq, ab[0].payload.as_slice()),
+        (1, b"ab1".as_slice())
+    );
     assert_eq!(ab[0].meta, meta_for("AB"));
     assert_eq!(store.get(3).expect("record 3"), ab[0]);
 
@@ -170,7 +179,10 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
         .read_all(1, all)
         .collect::<store::Result<_>>()
         .expect("the log reads");
-    assert_eq!(full[3], a[2], "read_all and read_stream return the same record");
+    assert_eq!(
+        full[3], a[2],
+        "read_all and read_stream return the same record"
+    );
 
     // And a correlation id finds its records, in log order, and no one else's
     assert_eq!(seqs(&store.read_correlated("A").expect("A")), [1, 2, 4, 5]);
@@ -283,8 +295,8 @@ async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
 }
 
 #[tokio::test]
-async fn a_commit_whose_dedup_key_exists_is_a_duplicate_with_the_recorded_outbox_and_writes_nothing()
-{
+async fn a_commit_whose_dedup_key_exists_is_a_duplicate_with_the_recorded_outbox_and_writes_nothing(
+) {
     // Given an input that was handled: one event, its dedup key and one outbox entry
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = open_store(dir.path());
@@ -292,7 +304,10 @@ async fn a_commit_whose_dedup_key_exists_is_a_duplicate_with_the_recorded_outbox
     let original = handler_commit(order);
     let key = original.dedup_key.clone().expect("a dedup key");
     assert_eq!(commit(&store, original.clone()).await, (1, 1));
-    let recorded = store.dedup(&key).expect("reads").expect("the key is recorded");
+    let recorded = store
+        .dedup(&key)
+        .expect("reads")
+        .expect("the key is recorded");
 
     // When the same commit is retried (its expected version now stale)
     let retried = store.commit(original.clone()).await;
@@ -324,11 +339,17 @@ async fn a_commit_whose_dedup_key_exists_is_a_duplicate_with_the_recorded_outbox
     }
     // And nothing new was written
     assert_eq!(store.head(), 1);
-    assert_eq!(store.stream_version(&format!("order-{order}")).expect("v"), 1);
+    assert_eq!(
+        store.stream_version(&format!("order-{order}")).expect("v"),
+        1
+    );
     assert_eq!(store.outbox_len(), 1);
     assert!(store.read_correlated("other").expect("reads").is_empty());
     let report = store.verify().expect("the log verifies");
-    assert_eq!((report.records, report.dedup_records, report.outbox_pending), (1, 1, 1));
+    assert_eq!(
+        (report.records, report.dedup_records, report.outbox_pending),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -373,7 +394,7 @@ const CHILD_TEST: &str = "crash_child_commits_then_hangs";
 
 /// The deterministic order of the child's i-th commit, so the parent knows what to look for.
 fn child_order(i: u128) -> Uuid {
-    Uuid::from_u128(0xC0FFEE_0000 + i)
+    Uuid::from_u128(0x00C0_FFEE_0000 + i)
 }
 
 /// Not a test on its own: the child process of
@@ -407,7 +428,7 @@ async fn crash_child_commits_then_hangs() {
         last = last.max(result.expect("a child task"));
     }
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{ACKED_PREFIX}{last}").expect("stdout");
+    writeln!(stdout, "\n{ACKED_PREFIX}{last}").expect("stdout");
     stdout.flush().expect("stdout");
     drop(stdout);
     std::future::pending::<()>().await;
@@ -428,7 +449,13 @@ fn an_append_that_returned_survives_a_sigkill_of_its_process() {
     // Given a child process that committed and acknowledged some events, then hangs
     let dir = tempfile::tempdir().expect("a temp dir");
     let child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            CHILD_TEST,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -439,7 +466,11 @@ fn an_append_that_returned_survives_a_sigkill_of_its_process() {
     let acked: u64 = BufReader::new(stdout)
         .lines()
         .map(|line| line.expect("child stdout"))
-        .find_map(|line| line.strip_prefix(ACKED_PREFIX).map(str::to_owned))
+        // libtest may print "test <name> ... " on the same line before the test's output.
+        .find_map(|line| {
+            line.split_once(ACKED_PREFIX)
+                .map(|(_, seq)| seq.trim().to_owned())
+        })
         .expect("the child announced its last acknowledged seq before exiting")
         .parse()
         .expect("a global seq");
@@ -465,7 +496,10 @@ fn an_append_that_returned_survives_a_sigkill_of_its_process() {
         assert_eq!(records[0].payload, i.to_be_bytes());
         assert_eq!(records[0].meta.correlation_id, order.to_string());
         let key = handler_commit(order).dedup_key.expect("a dedup key");
-        assert!(store.dedup(&key).expect("reads").is_some(), "order {i} is deduped");
+        assert!(
+            store.dedup(&key).expect("reads").is_some(),
+            "order {i} is deduped"
+        );
     }
     assert_eq!(store.outbox_len(), CHILD_COMMITS as usize);
     // And the log is intact
@@ -484,7 +518,11 @@ async fn verify_names_the_record_whose_byte_was_flipped() {
             &store,
             Commit {
                 meta: meta_for("chain"),
-                appends: vec![append("order-chain", i, vec![event("Tick", &i.to_be_bytes())])],
+                appends: vec![append(
+                    "order-chain",
+                    i,
+                    vec![event("Tick", &i.to_be_bytes())],
+                )],
                 ..Commit::default()
             },
         )

@@ -86,6 +86,8 @@ async fn every_outbox_entry_is_published_exactly_once_across_relay_restarts() {
     token.cancel();
     let first = first.await.expect("joins").expect("a clean stop");
     let left_after_stop = store.outbox_len();
+    // A clean stop removes exactly the entries it saw acknowledged, and no others.
+    assert_eq!(left_after_stop as u64, ENTRIES as u64 - first.published);
     let in_stream_after_stop = stream_count(&js, ORDER_STREAM).await;
     // And a second relay is aborted once it made progress (a crash: entries the server
     // acknowledged may stay in the outbox and be published again)
@@ -95,7 +97,10 @@ async fn every_outbox_entry_is_published_exactly_once_across_relay_restarts() {
     }
     crashed.abort();
     let aborted = crashed.await.expect_err("the relay only ends when told");
-    assert!(aborted.is_cancelled(), "the relay was aborted, not failed: {aborted}");
+    assert!(
+        aborted.is_cancelled(),
+        "the relay was aborted, not failed: {aborted}"
+    );
     let left_after_crash = store.outbox_len();
     // And a third relay runs until the outbox is empty
     let token = CancellationToken::new();

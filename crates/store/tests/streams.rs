@@ -21,7 +21,11 @@ async fn assert_as_designed(js: &jetstream::Context, wanted: &stream::Config) ->
     let have = &info.config;
     assert_eq!(have.subjects, wanted.subjects, "{} subjects", wanted.name);
     assert_eq!(have.storage, wanted.storage, "{} storage", wanted.name);
-    assert_eq!(have.retention, wanted.retention, "{} retention", wanted.name);
+    assert_eq!(
+        have.retention, wanted.retention,
+        "{} retention",
+        wanted.name
+    );
     assert_eq!(have.discard, wanted.discard, "{} discard", wanted.name);
     assert_eq!(have.max_age, wanted.max_age, "{} max_age", wanted.name);
     assert_eq!(
@@ -59,7 +63,11 @@ async fn declaring_the_streams_twice_changes_nothing_the_second_time() {
     assert_eq!(stream_configs().len(), 7);
     for (wanted, before) in stream_configs().iter().zip(&first) {
         let after = assert_as_designed(&js, wanted).await;
-        assert_eq!(after.created, before.created, "{} was not recreated", wanted.name);
+        assert_eq!(
+            after.created, before.created,
+            "{} was not recreated",
+            wanted.name
+        );
         assert_eq!(after.config, before.config, "{} unchanged", wanted.name);
     }
     assert_eq!(stream_count(&js, ORDER_STREAM).await, 1);
@@ -78,12 +86,17 @@ async fn a_drifted_stream_is_updated_in_place_to_the_design() {
         duplicate_window: Duration::from_secs(10),
         ..Default::default()
     };
-    let mut created = js.create_stream(drifted).await.expect("ORDER created by hand");
+    let mut created = js
+        .create_stream(drifted)
+        .await
+        .expect("ORDER created by hand");
     let created_at = created.info().await.expect("info").created;
     publish(&js, "order.placed").await;
 
     // When the streams are declared
-    ensure_streams(&js).await.expect("declaration repairs drift");
+    ensure_streams(&js)
+        .await
+        .expect("declaration repairs drift");
 
     // Then ORDER has the design's settings, is the same stream and kept its message
     let wanted = stream_configs()
@@ -128,7 +141,10 @@ async fn a_stream_on_the_wrong_storage_is_refused_not_recreated() {
 
     // Then the error names the stream and the fix, and the stream and its message are untouched
     let message = err.to_string();
-    assert!(message.contains(ORDER_STREAM) && message.contains("recreate"), "{message}");
+    assert!(
+        message.contains(ORDER_STREAM) && message.contains("recreate"),
+        "{message}"
+    );
     let mut order = js.get_stream(ORDER_STREAM).await.expect("ORDER exists");
     let info = order.info().await.expect("info");
     assert_eq!(info.config.storage, stream::StorageType::Memory);

@@ -150,8 +150,10 @@ pub async fn read_messages(
     out
 }
 
-/// A header of a stream message.
+/// A header of a stream message. The name is parsed so standard names (`Nats-Msg-Id`) match
+/// the way the client keys received headers; a `&str` key never would.
 pub fn header(message: &jetstream::Message, name: &str) -> Option<String> {
+    let name: async_nats::HeaderName = name.parse().expect("a valid header name");
     message
         .headers
         .as_ref()

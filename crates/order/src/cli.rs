@@ -1,0 +1,83 @@
+//! `order dlq list|show|redrive|discard`: a thin client of the order service's admin routes
+//! that prints the JSON answer.
+
+use std::time::Duration;
+
+use crate::config::{DlqAction, DlqArgs};
+
+/// How long one admin request may take.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The method and path of a DLQ operation.
+pub fn request_of(action: &DlqAction) -> (reqwest::Method, String) {
+    match action {
+        DlqAction::List { limit: None } => (reqwest::Method::GET, "/admin/dlq".to_owned()),
+        DlqAction::List { limit: Some(limit) } => {
+            (reqwest::Method::GET, format!("/admin/dlq?limit={limit}"))
+        }
+        DlqAction::Show { seq } => (reqwest::Method::GET, format!("/admin/dlq/{seq}")),
+        DlqAction::Redrive { seq } => (reqwest::Method::POST, format!("/admin/dlq/{seq}/redrive")),
+        DlqAction::Discard { seq } => (reqwest::Method::POST, format!("/admin/dlq/{seq}/discard")),
+    }
+}
+
+/// Runs one DLQ operation and prints the answer; the exit code is 0 on a 2xx answer, else 1.
+pub async fn run_dlq(args: &DlqArgs, token: Option<&str>) -> Result<i32, String> {
+    let (method, path) = request_of(&args.action);
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(CLI_TIMEOUT)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let mut request = client.request(method, &url);
+    match token {
+        Some(token) => request = request.bearer_auth(token),
+        None => eprintln!("ADMIN_TOKEN is not set; the service will refuse the request"),
+    }
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let shown = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    println!("{shown}");
+    if status.is_success() {
+        Ok(0)
+    } else {
+        eprintln!("{url}: HTTP {status}");
+        Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_operation_maps_to_its_admin_route() {
+        let cases = [
+            (DlqAction::List { limit: None }, "GET", "/admin/dlq"),
+            (
+                DlqAction::List { limit: Some(5) },
+                "GET",
+                "/admin/dlq?limit=5",
+            ),
+            (DlqAction::Show { seq: 3 }, "GET", "/admin/dlq/3"),
+            (
+                DlqAction::Redrive { seq: 3 },
+                "POST",
+                "/admin/dlq/3/redrive",
+            ),
+            (
+                DlqAction::Discard { seq: 3 },
+                "POST",
+                "/admin/dlq/3/discard",
+            ),
+        ];
+        for (action, method, path) in cases {
+            let (m, p) = request_of(&action);
+            assert_eq!((m.as_str(), p.as_str()), (method, path));
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Bad HTTP input: every service answers 4xx with a JSON error naming the field, and writes
+//! nothing. Real nats-server, five real services.
+
+use e2e::{order_body, System, ADMIN_TOKEN};
+use serde_json::{json, Value};
+
+/// POST a raw body (any bytes) with the admin token; status and JSON body (Null if not JSON).
+async fn post_raw(system: &System, service: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = system
+        .http
+        .post(format!("{}{path}", system.url(service)))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("service reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The head of a service's log (0 = nothing was ever written).
+async fn log_head(system: &System, service: &str) -> u64 {
+    let (status, body) = system.get(service, "/readyz").await;
+    assert_eq!(status, 200, "{service} ready: {body}");
+    body["head"].as_u64().expect("a log head")
+}
+
+fn line(sku: Value, qty: Value, price: Value) -> Value {
+    json!({"sku": sku, "qty": qty, "price": price})
+}
+
+fn order(items: Value, amount: Value) -> Value {
+    json!({"userId": "alice", "items": items, "couponId": null, "points": 0, "amount": amount})
+}
+
+fn with(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
+}
+
+fn good() -> Value {
+    order(
+        json!([line(json!("apple"), json!(1), json!(100))]),
+        json!(100),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_order_requests_get_a_4xx_naming_the_field_and_nothing_is_written() {
+    // Given
+    let system = System::start_default().await;
+    let many_lines: Vec<Value> = (0..101)
+        .map(|i| line(json!(format!("sku-{i}")), json!(1), json!(1)))
+        .collect();
+    let one =
+        |qty: Value, price: Value| order(json!([line(json!("apple"), qty, price)]), json!(100));
+    let json_cases: Vec<(&str, Value, &str)> = vec![
+        ("not an object", json!([1, 2, 3]), "body"),
+        ("no userId", with(good(), "userId", Value::Null), "userId"),
+        (
+            "a numeric userId",
+            with(good(), "userId", json!(5)),
+            "userId",
+        ),
+        (
+            "an empty userId",
+            with(good(), "userId", json!("  ")),
+            "userId",
+        ),
+        (
+            "a userId too long",
+            with(good(), "userId", json!("u".repeat(65))),
+            "userId",
+        ),
+        ("no items", with(good(), "items", Value::Null), "items"),
+        (
+            "items as a string",
+            with(good(), "items", json!("apple")),
+            "items",
+        ),
+        ("no lines", with(good(), "items", json!([])), "items"),
+        (
+            "more than 100 lines",
+            with(good(), "items", json!(many_lines)),
+            "items",
+        ),
+        (
+            "a line without sku",
+            order(json!([{"qty": 1, "price": 1}]), json!(1)),
+            "items[0].sku",
+        ),
+        (
+            "a numeric sku",
+            order(json!([line(json!(7), json!(1), json!(1))]), json!(1)),
+            "items[0].sku",
+        ),
+        ("a string qty", one(json!("2"), json!(100)), "items[0].qty"),
+        ("a zero qty", one(json!(0), json!(100)), "items[0].qty"),
+        ("a negative qty", one(json!(-1), json!(100)), "items[0].qty"),
+        (
+            "a fractional qty",
+            one(json!(1.5), json!(100)),
+            "items[0].qty",
+        ),
+        ("a huge qty", one(json!(10_001), json!(100)), "items[0].qty"),
+        (
+            "a qty beyond u64",
+            one(json!(1e30), json!(100)),
+            "items[0].qty",
+        ),
+        (
+            "a negative price",
+            one(json!(1), json!(-100)),
+            "items[0].price",
+        ),
+        (
+            "a huge price",
+            one(json!(1), json!(1_000_000_000_001_u64)),
+            "items[0].price",
+        ),
+        (
+            "a string amount",
+            with(good(), "amount", json!("100")),
+            "amount",
+        ),
+        ("a zero amount", with(good(), "amount", json!(0)), "amount"),
+        (
+            "a negative amount",
+            with(good(), "amount", json!(-5)),
+            "amount",
+        ),
+        (
+            "a huge amount",
+            with(good(), "amount", json!(u64::MAX)),
+            "amount",
+        ),
+        ("no amount", with(good(), "amount", Value::Null), "amount"),
+        (
+            "negative points",
+            with(good(), "points", json!(-1)),
+            "points",
+        ),
+        (
+            "huge points",
+            with(good(), "points", json!(1_000_000_001)),
+            "points",
+        ),
+        (
+            "a numeric couponId",
+            with(good(), "couponId", json!(7)),
+            "couponId",
+        ),
+    ];
+    let mut raw_cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "malformed JSON",
+            b"{\"userId\": \"alice\", \"items\": [".to_vec(),
+            "body",
+        ),
+        ("not JSON at all", b"hello".to_vec(), "body"),
+        ("an empty body", Vec::new(), "body"),
+    ];
+    for (what, body, field) in json_cases {
+        raw_cases.push((what, serde_json::to_vec(&body).expect("serialises"), field));
+    }
+
+    for (what, body, field) in raw_cases {
+        // When
+        let (status, reply) = post_raw(&system, "order", "/orders", body).await;
+        // Then
+        assert_eq!(status, 400, "{what}: {reply}");
+        assert!(reply["error"].is_string(), "{what}: {reply}");
+        assert_eq!(reply["field"], field, "{what}: {reply}");
+    }
+
+    // When a request's query is bad
+    let (status, reply) = post_raw(
+        &system,
+        "order",
+        "/orders?wait=soon",
+        serde_json::to_vec(&good()).expect("serialises"),
+    )
+    .await;
+    // Then
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["field"], "wait", "{reply}");
+
+    // ... and nothing was written
+    let (status, orders) = system.get("order", "/orders").await;
+    assert_eq!(status, 200, "{orders}");
+    assert_eq!(orders["orders"], json!([]), "{orders}");
+    assert_eq!(
+        log_head(&system, "order").await,
+        0,
+        "the order log is empty"
+    );
+    let (status, reply) = system.get("order", "/orders?status=DONE").await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["field"], "status", "{reply}");
+    let (status, reply) = system.get("order", "/orders/not-a-uuid").await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["field"], "orderId", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_order_body_gets_a_413_json_error_naming_the_body_and_nothing_is_written() {
+    // Given
+    let system = System::start_default().await;
+    let oversized = with(good(), "padding", json!("x".repeat(70 * 1024)));
+    // When the body is larger than the service accepts (64 KiB)
+    let (status, reply) = post_raw(
+        &system,
+        "order",
+        "/orders",
+        serde_json::to_vec(&oversized).expect("serialises"),
+    )
+    .await;
+    // Then
+    assert_eq!(status, 413, "{reply}");
+    assert!(
+        reply["error"].is_string(),
+        "an oversized body gets a JSON error: {reply}"
+    );
+    assert_eq!(reply["field"], "body", "{reply}");
+    let (_, orders) = system.get("order", "/orders").await;
+    assert_eq!(orders["orders"], json!([]), "{orders}");
+    assert_eq!(
+        log_head(&system, "order").await,
+        0,
+        "the order log is empty"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_to_participants_get_a_400_naming_the_field_and_unknown_ids_a_404() {
+    // Given
+    let system = System::start_default().await;
+    let cases: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
+        (
+            "a zero restock",
+            "stock",
+            "/stock/apple/restock",
+            br#"{"qty": 0}"#.to_vec(),
+            "qty",
+        ),
+        (
+            "a negative restock",
+            "stock",
+            "/stock/apple/restock",
+            br#"{"qty": -3}"#.to_vec(),
+            "qty",
+        ),
+        (
+            "a string restock",
+            "stock",
+            "/stock/apple/restock",
+            br#"{"qty": "5"}"#.to_vec(),
+            "qty",
+        ),
+        (
+            "a restock without qty",
+            "stock",
+            "/stock/apple/restock",
+            br#"{}"#.to_vec(),
+            "qty",
+        ),
+        (
+            "a malformed restock",
+            "stock",
+            "/stock/apple/restock",
+            br#"{"qty": "#.to_vec(),
+            "qty",
+        ),
+        (
+            "a zero credit",
+            "point",
+            "/points/alice/credit",
+            br#"{"points": 0}"#.to_vec(),
+            "points",
+        ),
+        (
+            "a negative credit",
+            "point",
+            "/points/alice/credit",
+            br#"{"points": -1}"#.to_vec(),
+            "points",
+        ),
+        (
+            "a string credit",
+            "point",
+            "/points/alice/credit",
+            br#"{"points": "9"}"#.to_vec(),
+            "points",
+        ),
+        (
+            "a coupon without couponId",
+            "coupon",
+            "/coupons",
+            br#"{"userId": "alice", "discount": 100, "expiresAt": null}"#.to_vec(),
+            "couponId",
+        ),
+        (
+            "a coupon with a numeric couponId",
+            "coupon",
+            "/coupons",
+            br#"{"couponId": 7, "userId": null, "discount": 100}"#.to_vec(),
+            "couponId",
+        ),
+        (
+            "a coupon without discount",
+            "coupon",
+            "/coupons",
+            br#"{"couponId": "C9", "userId": null}"#.to_vec(),
+            "discount",
+        ),
+        (
+            "a coupon with a bad expiry",
+            "coupon",
+            "/coupons",
+            br#"{"couponId": "C9", "userId": null, "discount": 100, "expiresAt": "someday"}"#
+                .to_vec(),
+            "expiresAt",
+        ),
+    ];
+    for (what, service, path, body, field) in cases {
+        // When
+        let (status, reply) = post_raw(&system, service, path, body).await;
+        // Then
+        assert_eq!(status, 400, "{what}: {reply}");
+        assert!(reply["error"].is_string(), "{what}: {reply}");
+        assert_eq!(reply["field"], field, "{what}: {reply}");
+    }
+
+    // When unknown ids are looked up
+    for (service, path) in [
+        ("stock", "/stock/no-such-sku"),
+        ("point", "/points/no-such-user"),
+        ("coupon", "/coupons/no-such-coupon"),
+        ("payment", "/payments/4f9e3c1a-0000-4000-8000-000000000000"),
+    ] {
+        let (status, reply) = system.get(service, path).await;
+        // Then
+        assert_eq!(status, 404, "{service} {path}: {reply}");
+        assert!(reply["error"].is_string(), "{service} {path}: {reply}");
+    }
+
+    // ... and nothing was written anywhere
+    for service in ["stock", "point", "coupon", "payment", "order"] {
+        assert_eq!(
+            log_head(&system, service).await,
+            0,
+            "{service} wrote nothing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_for_an_unknown_sku_or_coupon_is_accepted_and_then_fails_in_the_saga() {
+    // Given
+    let system = System::start_default().await;
+    system.restock("apple", 5).await;
+    system.credit("alice", 100).await;
+    let cases = [
+        (
+            "an unknown sku",
+            order_body("alice", &[("no-such-sku", 1, 100)], None, 0, 100),
+            "stock insufficient",
+        ),
+        (
+            "an unknown coupon",
+            order_body(
+                "alice",
+                &[("apple", 1, 100)],
+                Some("NO-SUCH-COUPON"),
+                10,
+                100,
+            ),
+            "coupon rejected",
+        ),
+    ];
+    for (what, body, reason) in cases {
+        // When
+        let (status, reply) = system.place(body).await;
+        // Then it is accepted ...
+        assert_eq!(status, 202, "{what}: {reply}");
+        let id = reply["orderId"].as_str().expect("an orderId").to_owned();
+        // ... and the saga fails it, undoing everything
+        let order = system.settled(&id).await;
+        assert_eq!(order["status"], "FAILED", "{what}: {order}");
+        let failure = order["failureReason"].as_str().unwrap_or_default();
+        assert!(failure.starts_with(reason), "{what}: {failure}");
+        assert_eq!(system.available("apple").await, 5, "{what}: stock restored");
+        assert_eq!(
+            system.balance("alice").await,
+            100,
+            "{what}: points refunded"
+        );
+    }
+    let (status, reply) = system.get("stock", "/stock/no-such-sku").await;
+    assert_eq!(status, 404, "an order does not create a SKU: {reply}");
+    let (status, reply) = system.get("coupon", "/coupons/NO-SUCH-COUPON").await;
+    assert_eq!(status, 404, "an order does not create a coupon: {reply}");
+}
