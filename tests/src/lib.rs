@@ -27,6 +27,8 @@ pub struct Options {
     pub saga_deadline: Duration,
     /// Rules of the simulated PG.
     pub pg: SimulatedRules,
+    /// Operator alert webhook of the order service.
+    pub alert_webhook_url: Option<String>,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
         Self {
             saga_deadline: Duration::from_secs(30),
             pg: SimulatedRules::default(),
+            alert_webhook_url: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl System {
                         self.url("point"),
                     ],
                     dataplatform_url: None,
+                    alert_webhook_url: self.options.alert_webhook_url.clone(),
                 };
                 order::app::build(settings).await
             }

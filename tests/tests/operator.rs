@@ -1,5 +1,6 @@
 //! Failures that need an operator reach one, and the operator's retry settles them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::{order_body, Options, System, ADMIN_TOKEN};
@@ -8,12 +9,15 @@ use store::testing::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_after_an_operator_retry() {
-    // Given: a gateway whose cancellations fail
+    // Given: a gateway whose cancellations fail, and an operator's webhook
+    let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let webhook = webhook_receiver(received.clone()).await;
     let mut system = System::start(Options {
         pg: SimulatedRules {
             cancel_fails: true,
             ..SimulatedRules::default()
         },
+        alert_webhook_url: Some(webhook),
         ..Options::default()
     })
     .await;
@@ -37,6 +41,12 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
     let body: serde_json::Value = serde_json::from_slice(&alert.payload).expect("json alert");
     assert_eq!(body["orderId"], id.as_str());
     assert_eq!(body["domain"], "payment");
+    let hooked = eventually(Duration::from_secs(30), "the webhook to receive the alert", || async {
+        let alerts = received.lock().expect("lock").clone();
+        alerts.into_iter().find(|a| a["kind"] == "compensation_failed")
+    })
+    .await;
+    assert_eq!(hooked["orderId"], id.as_str());
 
     // When: the operator fixes the gateway and retries
     system.options.pg.cancel_fails = false;
@@ -67,4 +77,22 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
     assert_eq!(system.payment_status(&id).await.as_deref(), Some("CANCELLED"));
     let types = system.log_types("payment", &id).await;
     assert_eq!(types, ["Approved", "CancelFailed", "Cancelled"], "{types:?}");
+}
+
+/// A local HTTP endpoint that keeps every JSON body POSTed to it; returns its URL.
+async fn webhook_receiver(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let received = received.clone();
+            async move {
+                received.lock().expect("lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/alerts")
 }

@@ -12,7 +12,7 @@ use crate::admin::{self, AdminState};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::domain::Order;
-use crate::handler::{run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler};
+use crate::handler::{run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler};
 
 /// Starts the order service.
 pub async fn build(settings: Settings) -> store::Result<App> {
@@ -48,6 +48,12 @@ pub async fn build(settings: Settings) -> store::Result<App> {
             "dataplatform forwarder",
             run_consumer(parts.js.clone(), spec, forwarder, parts.shutdown.clone()).boxed(),
         ));
+        if let Some(url) = settings.alert_webhook_url.clone() {
+            tasks.push((
+                "alert webhook",
+                run_alert_webhook(parts.js.clone(), url, parts.shutdown.clone()).boxed(),
+            ));
+        }
         tasks.push((
             "saga supervisor",
             run_supervisor(parts.live.clone(), parts.js.clone(), parts.shutdown.clone()).boxed(),

@@ -96,6 +96,9 @@ pub struct OrderArgs {
     /// Data platform endpoint; without it completed orders go to `<data dir>/dataplatform.jsonl`.
     #[arg(long, env = "DATAPLATFORM_URL", global = true)]
     pub dataplatform_url: Option<String>,
+    /// Webhook that receives every operator alert (`ops.alert.*`) as a JSON POST.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", global = true)]
+    pub alert_webhook_url: Option<String>,
 }
 
 /// Everything the order service needs to run.
@@ -109,6 +112,8 @@ pub struct Settings {
     pub participant_urls: [String; 4],
     /// Data platform endpoint.
     pub dataplatform_url: Option<String>,
+    /// Operator alert webhook.
+    pub alert_webhook_url: Option<String>,
 }
 
 impl Settings {
@@ -119,6 +124,7 @@ impl Settings {
             saga_deadline: order.saga_deadline.into(),
             participant_urls: [order.payment_url, order.stock_url, order.coupon_url, order.point_url],
             dataplatform_url: order.dataplatform_url,
+            alert_webhook_url: order.alert_webhook_url,
         }
     }
 }
