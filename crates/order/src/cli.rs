@@ -1,4 +1,4 @@
-//! `order dlq list|show|redrive|discard`: a thin client of the order service's admin routes
+//! `order dlq list|show|redrive|discard` and `order retry-compensation`: a thin client of the order service's admin routes
 //! that prints the JSON answer.
 
 use std::time::Duration;
@@ -24,7 +24,18 @@ pub fn request_of(action: &DlqAction) -> (reqwest::Method, String) {
 /// Runs one DLQ operation and prints the answer; the exit code is 0 on a 2xx answer, else 1.
 pub async fn run_dlq(args: &DlqArgs, token: Option<&str>) -> Result<i32, String> {
     let (method, path) = request_of(&args.action);
-    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    send(&args.url, method, &path, token).await
+}
+
+/// Asks a running order service to retry the failed compensations of an order.
+pub async fn run_retry_compensation(base: &str, order_id: &str, token: Option<&str>) -> Result<i32, String> {
+    let path = format!("/orders/{order_id}/retry-compensation");
+    send(base, reqwest::Method::POST, &path, token).await
+}
+
+/// Sends one admin request, prints the JSON answer; 0 on a 2xx answer, else 1.
+async fn send(base: &str, method: reqwest::Method, path: &str, token: Option<&str>) -> Result<i32, String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(CLI_TIMEOUT)
         .build()

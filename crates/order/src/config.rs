@@ -33,6 +33,14 @@ pub enum Command {
     /// Operate the dead-letter queue through a running order service's admin API
     /// (token from ADMIN_TOKEN or --admin-token).
     Dlq(DlqArgs),
+    /// Ask a running order service to retry the failed compensations of a NEEDS_ATTENTION order.
+    RetryCompensation {
+        /// The order.
+        order_id: String,
+        /// Base URL of the order service.
+        #[arg(long, default_value = DEFAULT_ADMIN_URL)]
+        url: String,
+    },
 }
 
 /// Default base URL the `dlq` commands talk to.

@@ -77,6 +77,9 @@ pub struct Orders {
     pub by_trace: HashMap<String, Uuid>,
     /// Order id by the client's `Idempotency-Key`.
     pub by_idempotency_key: HashMap<String, Uuid>,
+    /// Orders the supervisor still watches: not FAILED, and not COMPLETED-and-delivered.
+    /// Kept so its periodic scan costs the open orders, not the whole history.
+    pub open: std::collections::BTreeSet<Uuid>,
 }
 
 /// One order's saga as projected from its events.
@@ -597,6 +600,7 @@ impl Domain for Order {
                 order.order_id
             );
             state.by_trace.insert(trace_id.clone(), order.order_id);
+            state.open.insert(order.order_id);
             if let Some(key) = idempotency_key {
                 state.by_idempotency_key.insert(key.clone(), order.order_id);
             }
@@ -660,6 +664,11 @@ impl Domain for Order {
             }
             // A no-op on purpose: a redelivery must not look like activity.
             OrderEvent::DuplicateIgnored { .. } => {}
+        }
+        let settled = saga.status == OrderStatus::Failed
+            || (saga.status == OrderStatus::Completed && saga.data_platform_delivered);
+        if settled {
+            state.open.remove(&order_id);
         }
     }
 

@@ -28,6 +28,8 @@ pub const REDRIVE_MAX: u32 = 20;
 pub const REDRIVE_BACKOFF_MS_MIN: u64 = 2_000;
 /// Cap of the re-drive backoff.
 pub const REDRIVE_BACKOFF_MS_MAX: u64 = 60_000;
+/// A saga still compensating this long after its deadline raises `ops.alert.saga_stuck`.
+pub const SAGA_STUCK_AFTER_MS: u64 = 60_000;
 /// A completed order not yet delivered to the data platform after this long is re-published.
 pub const COMPLETED_REDELIVER_AFTER_MS: u64 = 10_000;
 /// Attempts of one data platform HTTP delivery within one message delivery.
@@ -215,8 +217,9 @@ pub async fn run_supervisor(
         let due: Vec<(OrderSaga, &'static str)> = live
             .read(|state| {
                 state
-                    .orders
-                    .values()
+                    .open
+                    .iter()
+                    .filter_map(|id| state.orders.get(id))
                     .filter_map(|saga| {
                         let idle = now.saturating_sub(saga.updated_at_ms);
                         match saga.status {
@@ -228,6 +231,12 @@ pub async fn run_supervisor(
                                     && idle >= redrive_backoff_ms(saga.redrives) =>
                             {
                                 Some((saga.clone(), "redrive"))
+                            }
+                            OrderStatus::Compensating
+                                if now >= saga.order.deadline_ms.saturating_add(SAGA_STUCK_AFTER_MS)
+                                    && !alerted.contains(&saga.order.order_id) =>
+                            {
+                                Some((saga.clone(), "stuck"))
                             }
                             OrderStatus::Completed
                                 if !saga.data_platform_delivered
@@ -254,9 +263,12 @@ pub async fn run_supervisor(
                     tracing::warn!(%order_id, attempt = saga.redrives + 1, waiting_for = ?saga.waiting_for(), "re-publishing order.failed");
                     run_own(&live, &saga, "supervisor:redrive", OrderCommand::Redrive { order_id, now_ms: now }).await
                 }
-                "redrive" => {
+                "redrive" | "stuck" => {
                     if alerted.insert(order_id) {
-                        let detail = format!("order {order_id} still waits for {:?} after {} re-drives", saga.waiting_for(), saga.redrives);
+                        let detail = format!(
+                            "order {order_id} is {} past its deadline, waiting for {:?} after {} re-drives",
+                            saga.status, saga.waiting_for(), saga.redrives
+                        );
                         alert(&js, "saga_stuck", order_id, &detail).await;
                     }
                     Ok(false)

@@ -1,4 +1,4 @@
-//! `order [serve|replay|verify|export|dlq]`.
+//! `order [serve|replay|verify|export|dlq|retry-compensation]`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -20,6 +20,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => {
             let token = cli.common.admin_token.as_deref();
             let code = order::cli::run_dlq(&args, token).await.map_err(anyhow::Error::msg)?;
+            std::process::exit(code);
+        }
+        Command::RetryCompensation { order_id, url } => {
+            let token = cli.common.admin_token.as_deref();
+            let code = order::cli::run_retry_compensation(&url, &order_id, token).await.map_err(anyhow::Error::msg)?;
             std::process::exit(code);
         }
         Command::Serve => {
