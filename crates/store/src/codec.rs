@@ -173,4 +173,43 @@ mod tests {
         let (_, decoded) = decode(&bytes).expect("decodes");
         assert_eq!(decoded.subject(), "stock.reserved");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = decode(&bytes);
+            }
+
+            #[test]
+            fn a_flipped_byte_never_panics_and_never_changes_the_order_silently(at in 0usize..4096, xor in 1u8..=255) {
+                let message = placed();
+                let mut bytes = encode(&message, "t", 5).expect("encodes");
+                let at = at % bytes.len();
+                bytes[at] ^= xor;
+                if let Ok((envelope, decoded)) = decode(&bytes) {
+                    // Whatever survives a corruption is still self-consistent.
+                    prop_assert_eq!(envelope.order_id, decoded.order_id());
+                    prop_assert_eq!(envelope.event_type, decoded.subject());
+                }
+            }
+
+            #[test]
+            fn every_participant_event_round_trips(p in 0usize..4, k in 0usize..4, reason in proptest::option::of(".{0,40}")) {
+                let event = ParticipantEvent {
+                    order_id: Uuid::new_v4(),
+                    participant: Participant::ALL[p],
+                    kind: OutcomeKind::ALL[k],
+                    reason,
+                };
+                let message = SagaMessage::Participant(event);
+                let bytes = encode(&message, "trace", 9).expect("encodes");
+                let (_, decoded) = decode(&bytes).expect("decodes");
+                prop_assert_eq!(decoded, message);
+            }
+        }
+    }
 }
