@@ -214,17 +214,24 @@ impl<D: Domain> Live<D> {
                 Ok(events) => events,
                 Err(rejection) => return Ok(Err(rejection)),
             };
-            // Build everything fallible before touching the state, so an encoding error
-            // leaves the state as it was.
-            let mut after = inner.state.clone();
+            // Encode the events before the state moves, so an encoding error changes nothing.
+            let appends = plan_appends::<D>(&inner.versions, &events)?;
+            // Evolve in place: cloning the whole state per command would make every decision
+            // cost the size of the history.
             for event in &events {
-                D::evolve(&mut after, event);
+                D::evolve(&mut inner.state, event);
             }
-            let outbox = publish(&after, &events)?;
+            let outbox = match publish(&inner.state, &events) {
+                Ok(outbox) => outbox,
+                Err(err) => {
+                    // The state moved but nothing was written: it no longer equals the log.
+                    self.fatal.cancel();
+                    return Err(err);
+                }
+            };
             if events.is_empty() && outbox.is_empty() && execution.dedup_key.is_none() {
                 return Ok(Ok(Executed::Committed { events, outbox }));
             }
-            let appends = plan_appends::<D>(&inner.versions, &events)?;
             let commit = Commit {
                 meta: execution.meta,
                 appends,
@@ -236,8 +243,13 @@ impl<D: Domain> Live<D> {
                 .iter()
                 .map(|a| (a.stream.clone(), a.expected_version + a.events.len() as u64))
                 .collect();
-            let durable = self.store.enqueue(commit).await?;
-            inner.state = after;
+            let durable = match self.store.enqueue(commit).await {
+                Ok(durable) => durable,
+                Err(err) => {
+                    self.fatal.cancel();
+                    return Err(err);
+                }
+            };
             for (stream, version) in new_versions {
                 inner.versions.insert(stream, version);
             }
