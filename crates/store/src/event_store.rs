@@ -1,7 +1,7 @@
 //! The append-only event log on sled, with group commit.
 //!
-//! One writer thread owns every write. It takes a batch of commits from its queue, applies each in
-//! its own sled transaction (events + dedup record + outbox entries + indexes), then makes the whole
+//! One writer thread owns every write. It takes a batch of commits from its queue, applies each as
+//! one atomic sled batch (events + dedup record + outbox entries + indexes), then makes the whole
 //! batch durable with a single `flush`. Callers are answered only after that flush, so an append
 //! that returned survives a crash, and N concurrent appends cost one fsync instead of N.
 
@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -26,12 +25,16 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4096;
 /// Longest stream id accepted.
 pub const STREAM_ID_MAX_LEN: usize = 256;
 
-const TREE_EVENTS: &str = "events";
-const TREE_STREAMS: &str = "streams";
-const TREE_HEADS: &str = "heads";
-const TREE_DEDUP: &str = "dedup";
-const TREE_OUTBOX: &str = "outbox";
-const TREE_CORRELATION: &str = "by_correlation";
+/// The one sled tree that holds the whole log. Everything lives in it, under one-byte prefixes,
+/// because sled applies a batch atomically only within one tree, and a cross-tree transaction
+/// costs several times a batch on the hot path.
+const LOG_TREE: &str = "log";
+const PREFIX_EVENTS: u8 = b'e';
+const PREFIX_STREAMS: u8 = b's';
+const PREFIX_HEADS: u8 = b'h';
+const PREFIX_DEDUP: u8 = b'd';
+const PREFIX_OUTBOX: u8 = b'o';
+const PREFIX_CORRELATION: u8 = b'c';
 
 /// When the writer flushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,25 +125,91 @@ struct Inner {
     path: PathBuf,
 }
 
+/// One prefix's slice of the log tree, used like a tree of its own.
+#[derive(Clone)]
+struct Keyspace {
+    tree: sled::Tree,
+    prefix: u8,
+}
+
+impl Keyspace {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(key.len() + 1);
+        full.push(self.prefix);
+        full.extend_from_slice(key);
+        full
+    }
+
+    fn strip(&self, (key, value): (sled::IVec, sled::IVec)) -> (Vec<u8>, sled::IVec) {
+        (key[1..].to_vec(), value)
+    }
+
+    fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>> {
+        Ok(self.tree.get(self.key(key.as_ref()))?)
+    }
+
+    fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) -> Result<()> {
+        self.tree.insert(self.key(key.as_ref()), value)?;
+        Ok(())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
+        self.tree.scan_prefix(self.key(prefix)).map(move |e| Ok(self.strip(e?)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
+        self.scan_prefix(&[])
+    }
+
+    /// Entries keyed by big-endian u64 in `from..=to`.
+    fn range_u64(&self, from: u64, to: u64) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
+        self.tree
+            .range(self.key(&from.to_be_bytes())..=self.key(&to.to_be_bytes()))
+            .map(move |e| Ok(self.strip(e?)))
+    }
+
+    fn first(&self) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+        self.iter().next().transpose()
+    }
+
+    fn last(&self) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+        match self.tree.scan_prefix([self.prefix]).next_back() {
+            Some(entry) => Ok(Some(self.strip(entry?))),
+            None => Ok(None),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tree.scan_prefix([self.prefix]).count()
+    }
+}
+
 #[derive(Clone)]
 struct Trees {
-    events: sled::Tree,
-    streams: sled::Tree,
-    heads: sled::Tree,
-    dedup: sled::Tree,
-    outbox: sled::Tree,
-    correlation: sled::Tree,
+    log: sled::Tree,
+    events: Keyspace,
+    streams: Keyspace,
+    heads: Keyspace,
+    dedup: Keyspace,
+    outbox: Keyspace,
+    correlation: Keyspace,
 }
 
 impl Trees {
     fn open(db: &sled::Db) -> Result<Self> {
+        let log = db.open_tree(LOG_TREE)?;
+        let space = |prefix| Keyspace {
+            tree: log.clone(),
+            prefix,
+        };
         Ok(Self {
-            events: db.open_tree(TREE_EVENTS)?,
-            streams: db.open_tree(TREE_STREAMS)?,
-            heads: db.open_tree(TREE_HEADS)?,
-            dedup: db.open_tree(TREE_DEDUP)?,
-            outbox: db.open_tree(TREE_OUTBOX)?,
-            correlation: db.open_tree(TREE_CORRELATION)?,
+            events: space(PREFIX_EVENTS),
+            streams: space(PREFIX_STREAMS),
+            heads: space(PREFIX_HEADS),
+            dedup: space(PREFIX_DEDUP),
+            outbox: space(PREFIX_OUTBOX),
+            correlation: space(PREFIX_CORRELATION),
+            log,
         })
     }
 }
@@ -305,7 +374,7 @@ impl EventStore {
         self.inner
             .trees
             .events
-            .range(from_seq.to_be_bytes()..)
+            .range_u64(from_seq, upper)
             .map(|entry| {
                 let (key, value) = entry?;
                 Ok(Record::open(be_u64(&key), &value)?.0)
@@ -338,7 +407,7 @@ impl EventStore {
             .inner
             .trees
             .outbox
-            .range(start.to_be_bytes()..=upto.to_be_bytes())
+            .range_u64(start, upto)
             .take(limit)
         {
             let (key, value) = entry?;
@@ -362,9 +431,9 @@ impl EventStore {
     pub fn outbox_remove(&self, seqs: &[u64]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
+            batch.remove(self.inner.trees.outbox.key(&seq.to_be_bytes()));
         }
-        self.inner.trees.outbox.apply_batch(batch)?;
+        self.inner.trees.log.apply_batch(batch)?;
         Ok(())
     }
 
@@ -541,15 +610,6 @@ struct Writer {
     streams: HashMap<String, u64>,
 }
 
-enum Abort {
-    Conflict {
-        stream: String,
-        expected: u64,
-        actual: u64,
-    },
-    Duplicate(DedupRecord),
-    Codec(postcard::Error),
-}
 
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
@@ -683,52 +743,28 @@ impl Writer {
         };
         let correlation = &commit.meta.correlation_id;
         let t = &self.trees;
-        let result = (
-            &t.events,
-            &t.streams,
-            &t.heads,
-            &t.dedup,
-            &t.outbox,
-            &t.correlation,
-        )
-            .transaction(|(events, streams, heads, dedup, outbox, by_corr)| {
-                if let (Some(key), Some(_)) = (&commit.dedup_key, &dedup_value) {
-                    if let Some(existing) = dedup.get(key.as_bytes())? {
-                        let record: DedupRecord = postcard::from_bytes(&existing)
-                            .map_err(|e| ConflictableTransactionError::Abort(Abort::Codec(e)))?;
-                        return Err(ConflictableTransactionError::Abort(Abort::Duplicate(record)));
-                    }
-                }
-                for (stream, expected, _) in &new_heads {
-                    let actual = heads.get(stream.as_bytes())?.map(|v| be_u64(&v)).unwrap_or(0);
-                    if actual != *expected {
-                        return Err(ConflictableTransactionError::Abort(Abort::Conflict {
-                            stream: stream.clone(),
-                            expected: *expected,
-                            actual,
-                        }));
-                    }
-                }
-                for (seq, bytes) in &planned {
-                    events.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                    if !correlation.is_empty() {
-                        by_corr.insert(correlation_key(correlation, *seq), &[])?;
-                    }
-                }
-                for (key, seq) in &stream_index {
-                    streams.insert(key.as_slice(), &seq.to_be_bytes())?;
-                }
-                for (stream, _, head) in &new_heads {
-                    heads.insert(stream.as_bytes(), &head.to_be_bytes())?;
-                }
-                for (seq, bytes) in &outbox_rows {
-                    outbox.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                }
-                if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
-                    dedup.insert(key.as_bytes(), value.as_slice())?;
-                }
-                Ok(())
-            });
+        // The writer is the only one writing these keys, so the checks above (dedup record,
+        // stream versions from its cache) cannot go stale before this batch lands.
+        let mut batch = sled::Batch::default();
+        for (seq, bytes) in &planned {
+            batch.insert(t.events.key(&seq.to_be_bytes()), bytes.as_slice());
+            if !correlation.is_empty() {
+                batch.insert(t.correlation.key(&correlation_key(correlation, *seq)), &[] as &[u8]);
+            }
+        }
+        for (key, seq) in &stream_index {
+            batch.insert(t.streams.key(key), &seq.to_be_bytes());
+        }
+        for (stream, _, head) in &new_heads {
+            batch.insert(t.heads.key(stream.as_bytes()), &head.to_be_bytes());
+        }
+        for (seq, bytes) in &outbox_rows {
+            batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());
+        }
+        if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
+            batch.insert(t.dedup.key(key.as_bytes()), value.as_slice());
+        }
+        let result = t.log.apply_batch(batch);
         match result {
             Ok(()) => {
                 let first_seq = self.head.global_seq + 1;
@@ -744,20 +780,7 @@ impl Writer {
                     last_seq: seq,
                 })
             }
-            Err(TransactionError::Abort(Abort::Duplicate(record))) => {
-                Ok(CommitOutcome::Duplicate(record))
-            }
-            Err(TransactionError::Abort(Abort::Conflict {
-                stream,
-                expected,
-                actual,
-            })) => Err(Error::VersionConflict {
-                stream,
-                expected,
-                actual,
-            }),
-            Err(TransactionError::Abort(Abort::Codec(e))) => Err(Error::Codec(e)),
-            Err(TransactionError::Storage(e)) => Err(Error::Storage(e)),
+            Err(e) => Err(Error::Storage(e)),
         }
     }
 }
