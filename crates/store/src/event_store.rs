@@ -148,6 +148,7 @@ impl Keyspace {
         Ok(self.tree.get(self.key(key.as_ref()))?)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) -> Result<()> {
         self.tree.insert(self.key(key.as_ref()), value)?;
         Ok(())

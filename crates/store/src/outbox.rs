@@ -109,7 +109,13 @@ pub async fn run_relay(
         if !failed && in_flight.len() < RELAY_MAX_IN_FLIGHT {
             let upto = durable.borrow_and_update().outbox_seq;
             let room = RELAY_MAX_IN_FLIGHT - in_flight.len();
-            for (seq, message) in store.outbox_batch(cursor, upto, room)? {
+            let batch = store.outbox_batch(cursor, upto, room)?;
+            if batch.is_empty() && cursor < upto {
+                // Entries below the mark were already published and removed (by an earlier
+                // pass, or another relay): skip the gap instead of polling it forever.
+                cursor = upto;
+            }
+            for (seq, message) in batch {
                 let publish = Publish::build()
                     .payload(message.payload.into())
                     .headers(headers_of_parts(&message.msg_id, &message.headers));
