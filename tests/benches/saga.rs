@@ -9,7 +9,10 @@ use e2e::{order_body, System};
 use futures::StreamExt;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -27,7 +30,13 @@ async fn main() {
             let system = &system;
             async move {
                 // Every participant acts: payment, stock, points (and coupons are per-use only).
-                let body = order_body(&format!("user-{}", i % 100), &[("apple", 1, 100)], None, 1, 100);
+                let body = order_body(
+                    &format!("user-{}", i % 100),
+                    &[("apple", 1, 100)],
+                    None,
+                    1,
+                    100,
+                );
                 system.place(body).await.0
             }
         })
@@ -38,17 +47,74 @@ async fn main() {
     let placing = started.elapsed();
     loop {
         let (_, stats) = system.get("order", "/stats").await;
-        let done = stats["orders"]["COMPLETED"].as_u64().unwrap_or(0) + stats["orders"]["FAILED"].as_u64().unwrap_or(0);
+        let done = stats["orders"]["COMPLETED"].as_u64().unwrap_or(0)
+            + stats["orders"]["FAILED"].as_u64().unwrap_or(0);
         if done as usize >= placed {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "orders did not settle: {stats}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "orders did not settle: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
     let (_, stats) = system.get("order", "/stats").await;
     println!("saga benchmark: {placed} orders, {clients} concurrent HTTP clients, 3 participants each (payment, stock, point)");
-    println!("  placed in        {:>8.2} s  ({:>7.0} orders/s accepted)", placing.as_secs_f64(), placed as f64 / placing.as_secs_f64());
-    println!("  all terminal in  {:>8.2} s  ({:>7.0} orders/s end to end)", total.as_secs_f64(), placed as f64 / total.as_secs_f64());
+    println!(
+        "  placed in        {:>8.2} s  ({:>7.0} orders/s accepted)",
+        placing.as_secs_f64(),
+        placed as f64 / placing.as_secs_f64()
+    );
+    println!(
+        "  all terminal in  {:>8.2} s  ({:>7.0} orders/s end to end)",
+        total.as_secs_f64(),
+        placed as f64 / total.as_secs_f64()
+    );
     println!("  statuses: {}", stats["orders"]);
+    if std::env::var("SAGA_BENCH_TRACE").is_ok() {
+        let metrics = system
+            .http
+            .get(format!("{}/metrics", system.url("order")))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("store_")
+                && (l.contains("quantile=\"0.5\"")
+                    || l.contains("quantile=\"0.99\"")
+                    || l.contains("_sum")
+                    || l.contains("_count"))
+        }) {
+            println!("  {line}");
+        }
+        // One order from the middle of the run, step by step, to see where its time went.
+        let (_, listing) = system
+            .get("order", &format!("/orders?limit={}", placed / 2))
+            .await;
+        if let Some(id) = listing["orders"]
+            .as_array()
+            .and_then(|o| o.last())
+            .and_then(|o| o["orderId"].as_str())
+        {
+            let (_, timeline) = system.get("order", &format!("/orders/{id}/timeline")).await;
+            let steps = timeline["steps"].as_array().cloned().unwrap_or_default();
+            let start = steps
+                .first()
+                .and_then(|s| s["recordedAtMs"].as_u64())
+                .unwrap_or(0);
+            for step in steps {
+                let at = step["recordedAtMs"].as_u64().unwrap_or(0);
+                println!(
+                    "  +{:>5} ms  {:<8} {}",
+                    at.saturating_sub(start),
+                    step["domain"].as_str().unwrap_or(""),
+                    step["type"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
 }

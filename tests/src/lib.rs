@@ -181,7 +181,13 @@ impl System {
 
     /// Restocks a SKU.
     pub async fn restock(&self, sku: &str, qty: u64) {
-        let (status, body) = self.post("stock", &format!("/stock/{sku}/restock"), json!({"qty": qty})).await;
+        let (status, body) = self
+            .post(
+                "stock",
+                &format!("/stock/{sku}/restock"),
+                json!({"qty": qty}),
+            )
+            .await;
         assert_eq!(status, 200, "restock: {body}");
     }
 
@@ -195,7 +201,13 @@ impl System {
 
     /// Credits points.
     pub async fn credit(&self, user_id: &str, points: u64) {
-        let (status, body) = self.post("point", &format!("/points/{user_id}/credit"), json!({"points": points})).await;
+        let (status, body) = self
+            .post(
+                "point",
+                &format!("/points/{user_id}/credit"),
+                json!({"points": points}),
+            )
+            .await;
         assert_eq!(status, 200, "credit: {body}");
     }
 
@@ -223,7 +235,10 @@ impl System {
     pub async fn settled(&self, order_id: &str) -> Value {
         eventually(SETTLE, &format!("order {order_id} to settle"), || async {
             let (status, order) = self.get("order", &format!("/orders/{order_id}")).await;
-            let done = matches!(order["status"].as_str(), Some("COMPLETED" | "FAILED" | "NEEDS_ATTENTION"));
+            let done = matches!(
+                order["status"].as_str(),
+                Some("COMPLETED" | "FAILED" | "NEEDS_ATTENTION")
+            );
             (status == 200 && done).then_some(order)
         })
         .await
@@ -231,12 +246,16 @@ impl System {
 
     /// Available units of a SKU.
     pub async fn available(&self, sku: &str) -> u64 {
-        self.get("stock", &format!("/stock/{sku}")).await.1["available"].as_u64().unwrap_or(0)
+        self.get("stock", &format!("/stock/{sku}")).await.1["available"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// A user's point balance.
     pub async fn balance(&self, user_id: &str) -> u64 {
-        self.get("point", &format!("/points/{user_id}")).await.1["balance"].as_u64().unwrap_or(0)
+        self.get("point", &format!("/points/{user_id}")).await.1["balance"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// A coupon's state.
@@ -254,7 +273,12 @@ impl System {
     pub async fn log_types(&self, service: &str, order_id: &str) -> Vec<String> {
         let (_, body) = self.get(service, &format!("/log/{order_id}")).await;
         body.as_array()
-            .map(|records| records.iter().filter_map(|r| r["type"].as_str().map(str::to_owned)).collect())
+            .map(|records| {
+                records
+                    .iter()
+                    .filter_map(|r| r["type"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -269,13 +293,21 @@ impl System {
 
     /// A JetStream context of its own (for injecting messages).
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(self.nats.url()).await.expect("nats reachable");
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("nats reachable");
         async_nats::jetstream::new(client)
     }
 }
 
 /// An order body.
-pub fn order_body(user: &str, lines: &[(&str, u64, u64)], coupon: Option<&str>, points: u64, amount: u64) -> Value {
+pub fn order_body(
+    user: &str,
+    lines: &[(&str, u64, u64)],
+    coupon: Option<&str>,
+    points: u64,
+    amount: u64,
+) -> Value {
     json!({
         "userId": user,
         "items": lines.iter().map(|(sku, qty, price)| json!({"sku": sku, "qty": qty, "price": price})).collect::<Vec<_>>(),

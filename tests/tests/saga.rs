@@ -30,7 +30,13 @@ async fn an_order_with_every_participant_completes_and_reaches_the_data_platform
     let system = seeded().await;
     // When
     let id = system
-        .place_id(order_body("alice", &[("apple", 2, 500)], Some("C1"), 100, 900))
+        .place_id(order_body(
+            "alice",
+            &[("apple", 2, 500)],
+            Some("C1"),
+            100,
+            900,
+        ))
         .await;
     let order = system.settled(&id).await;
     // Then
@@ -38,10 +44,15 @@ async fn an_order_with_every_participant_completes_and_reaches_the_data_platform
     assert_eq!(system.available("apple").await, 8);
     assert_eq!(system.balance("alice").await, 400);
     assert_eq!(system.coupon("C1").await["status"], "USED");
-    assert_eq!(system.payment_status(&id).await.as_deref(), Some("APPROVED"));
-    eventually(Duration::from_secs(30), "the data platform to receive the order", || async {
-        (system.dataplatform_lines(&id) == 1).then_some(())
-    })
+    assert_eq!(
+        system.payment_status(&id).await.as_deref(),
+        Some("APPROVED")
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the data platform to receive the order",
+        || async { (system.dataplatform_lines(&id) == 1).then_some(()) },
+    )
     .await;
     let delivered = eventually(Duration::from_secs(30), "delivery recorded", || async {
         let (_, order) = system.get("order", &format!("/orders/{id}")).await;
@@ -58,18 +69,39 @@ async fn each_rejection_fails_the_order_and_every_other_participant_compensates(
     let system = seeded().await;
     system.issue_coupon("USED1", Some("alice")).await;
     let used = system
-        .place_id(order_body("alice", &[("apple", 1, 100)], Some("USED1"), 0, 100))
+        .place_id(order_body(
+            "alice",
+            &[("apple", 1, 100)],
+            Some("USED1"),
+            0,
+            100,
+        ))
         .await;
     assert_eq!(system.settled(&used).await["status"], "COMPLETED");
     let stock_before = system.available("apple").await;
     let points_before = system.balance("alice").await;
 
     let cases = [
-        ("payment declined", order_body("alice", &[("apple", 1, 100)], Some("C1"), 50, 200_000)),
-        ("stock insufficient", order_body("alice", &[("apple", 50, 100)], Some("C1"), 50, 5_000)),
-        ("coupon rejected", order_body("alice", &[("apple", 1, 100)], Some("USED1"), 50, 100)),
-        ("coupon rejected", order_body("alice", &[("apple", 1, 100)], Some("NOPE"), 50, 100)),
-        ("point rejected", order_body("alice", &[("apple", 1, 100)], Some("C1"), 9_999, 100)),
+        (
+            "payment declined",
+            order_body("alice", &[("apple", 1, 100)], Some("C1"), 50, 200_000),
+        ),
+        (
+            "stock insufficient",
+            order_body("alice", &[("apple", 50, 100)], Some("C1"), 50, 5_000),
+        ),
+        (
+            "coupon rejected",
+            order_body("alice", &[("apple", 1, 100)], Some("USED1"), 50, 100),
+        ),
+        (
+            "coupon rejected",
+            order_body("alice", &[("apple", 1, 100)], Some("NOPE"), 50, 100),
+        ),
+        (
+            "point rejected",
+            order_body("alice", &[("apple", 1, 100)], Some("C1"), 9_999, 100),
+        ),
     ];
     for (expected_reason, body) in cases {
         // When
@@ -78,20 +110,41 @@ async fn each_rejection_fails_the_order_and_every_other_participant_compensates(
         // Then
         assert_eq!(order["status"], "FAILED", "{expected_reason}: {order}");
         let reason = order["failureReason"].as_str().unwrap_or_default();
-        assert!(reason.starts_with(expected_reason), "{reason} should start with {expected_reason}");
-        assert_eq!(system.available("apple").await, stock_before, "{expected_reason}: stock restored");
-        assert_eq!(system.balance("alice").await, points_before, "{expected_reason}: points refunded");
-        assert_eq!(system.coupon("C1").await["status"], "AVAILABLE", "{expected_reason}: coupon released");
+        assert!(
+            reason.starts_with(expected_reason),
+            "{reason} should start with {expected_reason}"
+        );
+        assert_eq!(
+            system.available("apple").await,
+            stock_before,
+            "{expected_reason}: stock restored"
+        );
+        assert_eq!(
+            system.balance("alice").await,
+            points_before,
+            "{expected_reason}: points refunded"
+        );
+        assert_eq!(
+            system.coupon("C1").await["status"],
+            "AVAILABLE",
+            "{expected_reason}: coupon released"
+        );
         let payment = system.payment_status(&id).await;
         assert!(
             matches!(payment.as_deref(), Some("CANCELLED" | "DECLINED")),
             "{expected_reason}: payment {payment:?}"
         );
         for participant in ["payment", "stock", "coupon", "point"] {
-            assert_eq!(order["outcomes"][participant], "COMPENSATED", "{expected_reason}: {order}");
+            assert_eq!(
+                order["outcomes"][participant], "COMPENSATED",
+                "{expected_reason}: {order}"
+            );
         }
     }
-    assert_eq!(system.coupon("USED1").await["usedBy"].as_str(), Some(used.as_str()));
+    assert_eq!(
+        system.coupon("USED1").await["usedBy"].as_str(),
+        Some(used.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +152,9 @@ async fn an_order_without_coupon_or_points_leaves_those_services_out() {
     // Given
     let system = seeded().await;
     // When
-    let id = system.place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500)).await;
+    let id = system
+        .place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500))
+        .await;
     let order = system.settled(&id).await;
     // Then
     assert_eq!(order["status"], "COMPLETED", "{order}");
@@ -110,7 +165,8 @@ async fn an_order_without_coupon_or_points_leaves_those_services_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_participant_down_during_placement_fails_the_order_at_the_deadline_and_settles_when_back() {
+async fn a_participant_down_during_placement_fails_the_order_at_the_deadline_and_settles_when_back()
+{
     // Given
     let mut system = System::start(Options {
         saga_deadline: Duration::from_secs(2),
@@ -121,21 +177,36 @@ async fn a_participant_down_during_placement_fails_the_order_at_the_deadline_and
     system.credit("alice", 100).await;
     system.stop_service("stock").await;
     // When
-    let id = system.place_id(order_body("alice", &[("apple", 3, 100)], None, 40, 300)).await;
-    eventually(Duration::from_secs(30), "the deadline to fail the order", || async {
-        let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-        (order["status"] == "COMPENSATING").then_some(())
-    })
+    let id = system
+        .place_id(order_body("alice", &[("apple", 3, 100)], None, 40, 300))
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the deadline to fail the order",
+        || async {
+            let (_, order) = system.get("order", &format!("/orders/{id}")).await;
+            (order["status"] == "COMPENSATING").then_some(())
+        },
+    )
     .await;
     let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-    assert!(order["failureReason"].as_str().unwrap_or_default().contains("deadline"), "{order}");
+    assert!(
+        order["failureReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{order}"
+    );
     system.start_service("stock").await;
     let order = system.settled(&id).await;
     // Then
     assert_eq!(order["status"], "FAILED", "{order}");
     assert_eq!(system.available("apple").await, 10);
     assert_eq!(system.balance("alice").await, 100);
-    assert_eq!(system.payment_status(&id).await.as_deref(), Some("CANCELLED"));
+    assert_eq!(
+        system.payment_status(&id).await.as_deref(),
+        Some("CANCELLED")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +218,11 @@ async fn order_failed_before_order_placed_leaves_a_tombstone_and_the_late_placem
     let placed = OrderPlaced {
         order_id,
         user_id: "alice".into(),
-        items: vec![OrderLine { sku: "apple".into(), qty: 2, price: 100 }],
+        items: vec![OrderLine {
+            sku: "apple".into(),
+            qty: 2,
+            price: 100,
+        }],
         coupon_id: None,
         points: 0,
         amount: 200,
@@ -172,16 +247,29 @@ async fn order_failed_before_order_placed_leaves_a_tombstone_and_the_late_placem
     let message = first_publish(&SagaMessage::Placed(placed), &trace, &tp, 2).expect("encodes");
     publish_now(&js, &message).await.expect("published");
     // Then
-    eventually(Duration::from_secs(30), "the late placement to be ignored", || async {
-        (system.log_types("stock", &id).await == ["Tombstoned", "PlacementIgnored"]).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the late placement to be ignored",
+        || async {
+            (system.log_types("stock", &id).await == ["Tombstoned", "PlacementIgnored"])
+                .then_some(())
+        },
+    )
     .await;
-    eventually(Duration::from_secs(30), "payment to ignore it too", || async {
-        (system.log_types("payment", &id).await == ["Tombstoned", "PlacementIgnored"]).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "payment to ignore it too",
+        || async {
+            (system.log_types("payment", &id).await == ["Tombstoned", "PlacementIgnored"])
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(system.available("apple").await, 10);
-    assert_eq!(system.payment_status(&id).await.as_deref(), Some("TOMBSTONED"));
+    assert_eq!(
+        system.payment_status(&id).await.as_deref(),
+        Some("TOMBSTONED")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +277,13 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
     // Given
     let system = seeded().await;
     let id = system
-        .place_id(order_body("alice", &[("apple", 2, 100)], Some("C1"), 50, 200))
+        .place_id(order_body(
+            "alice",
+            &[("apple", 2, 100)],
+            Some("C1"),
+            50,
+            200,
+        ))
         .await;
     assert_eq!(system.settled(&id).await["status"], "COMPLETED");
     let (_, before) = system.get("order", &format!("/orders/{id}")).await;
@@ -197,7 +291,11 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
     let placed: OrderPlaced = OrderPlaced {
         order_id: id.parse().expect("uuid"),
         user_id: "alice".into(),
-        items: vec![OrderLine { sku: "apple".into(), qty: 2, price: 100 }],
+        items: vec![OrderLine {
+            sku: "apple".into(),
+            qty: 2,
+            price: 100,
+        }],
         coupon_id: Some("C1".into()),
         points: 50,
         amount: 200,
@@ -207,8 +305,13 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
     let js = system.jetstream().await;
     let trace = before["traceId"].as_str().unwrap_or_default().to_owned();
     for copy in 0..2 {
-        let mut message = first_publish(&SagaMessage::Placed(placed.clone()), &trace, &store::contract::traceparent(&trace), 1)
-            .expect("encodes");
+        let mut message = first_publish(
+            &SagaMessage::Placed(placed.clone()),
+            &trace,
+            &store::contract::traceparent(&trace),
+            1,
+        )
+        .expect("encodes");
         message.msg_id = format!("{}~test-copy-{copy}", message.msg_id);
         publish_now(&js, &message).await.expect("published");
     }
@@ -225,15 +328,19 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
         })
         .await;
     }
-    eventually(Duration::from_secs(30), "the order to ignore the re-published outcomes", || async {
-        let notes = system
-            .log_types("order", &id)
-            .await
-            .iter()
-            .filter(|t| *t == "note.duplicate_ignored")
-            .count();
-        (notes >= 8).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the order to ignore the re-published outcomes",
+        || async {
+            let notes = system
+                .log_types("order", &id)
+                .await
+                .iter()
+                .filter(|t| *t == "note.duplicate_ignored")
+                .count();
+            (notes >= 8).then_some(())
+        },
+    )
     .await;
     let (_, after) = system.get("order", &format!("/orders/{id}")).await;
     assert_eq!(after["status"], "COMPLETED");
@@ -255,7 +362,10 @@ async fn an_idempotency_key_returns_the_same_order_and_wait_returns_the_terminal
             .json(&body);
         async move {
             let response = request.send().await.expect("reachable");
-            (response.status().as_u16(), response.json::<serde_json::Value>().await.expect("json"))
+            (
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
         }
     };
     // When
@@ -276,7 +386,13 @@ async fn the_timeline_by_order_id_and_by_trace_id_lists_every_step_in_order() {
     // Given
     let system = seeded().await;
     let id = system
-        .place_id(order_body("alice", &[("apple", 50, 100)], Some("C1"), 10, 5_000))
+        .place_id(order_body(
+            "alice",
+            &[("apple", 50, 100)],
+            Some("C1"),
+            10,
+            5_000,
+        ))
         .await;
     assert_eq!(system.settled(&id).await["status"], "FAILED");
     // When
@@ -290,7 +406,12 @@ async fn the_timeline_by_order_id_and_by_trace_id_lists_every_step_in_order() {
         .as_array()
         .expect("steps")
         .iter()
-        .map(|s| (s["domain"].as_str().unwrap_or_default().to_owned(), s["type"].as_str().unwrap_or_default().to_owned()))
+        .map(|s| {
+            (
+                s["domain"].as_str().unwrap_or_default().to_owned(),
+                s["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let position = |domain: &str, kind: &str| {
         steps
@@ -304,7 +425,10 @@ async fn the_timeline_by_order_id_and_by_trace_id_lists_every_step_in_order() {
     assert!(position("order", "Failed") < position("coupon", "Released"));
     assert!(position("order", "Failed") < position("point", "Refunded"));
     assert!(position("point", "Refunded") < position("order", "Compensated"));
-    assert_eq!(steps.last().map(|(d, t)| (d.as_str(), t.as_str())), Some(("order", "Compensated")));
+    assert_eq!(
+        steps.last().map(|(d, t)| (d.as_str(), t.as_str())),
+        Some(("order", "Compensated"))
+    );
     for step in timeline["steps"].as_array().expect("steps") {
         assert_eq!(step["traceId"], trace.as_str(), "{step}");
         assert!(step["recordedAtMs"].as_u64().is_some());
@@ -319,23 +443,35 @@ async fn the_timeline_by_order_id_and_by_trace_id_lists_every_step_in_order() {
 async fn replay_verify_and_export_round_trip_on_a_service_data_dir() {
     // Given
     let mut system = seeded().await;
-    let id = system.place_id(order_body("alice", &[("apple", 3, 100)], None, 0, 300)).await;
+    let id = system
+        .place_id(order_body("alice", &[("apple", 3, 100)], None, 0, 300))
+        .await;
     assert_eq!(system.settled(&id).await["status"], "COMPLETED");
     system.stop_all().await;
     let dir = system.data_dir("stock");
     let out = system.root.path().join("stock.jsonl");
     // When
     let render = |s: &stock::domain::StockState| json!({ "available": s.available });
-    let verify = store::service::run_offline::<stock::domain::Stock>("stock", &dir, &store::service::Offline::Verify, render);
+    let verify = store::service::run_offline::<stock::domain::Stock>(
+        "stock",
+        &dir,
+        &store::service::Offline::Verify,
+        render,
+    );
     let export = store::service::run_offline::<stock::domain::Stock>(
         "stock",
         &dir,
-        &store::service::Offline::Export { out: Some(out.clone()) },
+        &store::service::Offline::Export {
+            out: Some(out.clone()),
+        },
         render,
     );
     let (state, _, folded) = store::live::rebuild::<stock::domain::Stock>(
         &store::EventStore::open(store::StoreConfig::new(&dir)).expect("opens"),
-        store::ReplayBound { upto_seq: Some(1), upto_time_ms: None },
+        store::ReplayBound {
+            upto_seq: Some(1),
+            upto_time_ms: None,
+        },
     )
     .expect("replays");
     // Then

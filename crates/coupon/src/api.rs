@@ -35,7 +35,10 @@ fn coupon_json(entry: &CouponEntry) -> serde_json::Value {
     })
 }
 
-async fn coupon(State(api): State<ApiState>, Path(coupon_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn coupon(
+    State(api): State<ApiState>,
+    Path(coupon_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     api.live
         .read(|s| s.coupon(&coupon_id).map(coupon_json))
         .await
@@ -66,9 +69,19 @@ async fn issue(
         .ok_or_else(|| ApiError::bad_field("discount", "required non-negative integer"))?;
     let expires_at_ms = match body.get("expiresAt") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or_else(|| ApiError::bad_field("expiresAt", "ms since epoch"))?),
-        Some(serde_json::Value::String(s)) => Some(parse_time_ms(s).map_err(|e| ApiError::bad_field("expiresAt", e))?),
-        Some(_) => return Err(ApiError::bad_field("expiresAt", "RFC 3339 string, ms since epoch, or null")),
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| ApiError::bad_field("expiresAt", "ms since epoch"))?,
+        ),
+        Some(serde_json::Value::String(s)) => {
+            Some(parse_time_ms(s).map_err(|e| ApiError::bad_field("expiresAt", e))?)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "expiresAt",
+                "RFC 3339 string, ms since epoch, or null",
+            ))
+        }
     };
     let execution = Execution {
         meta: EventMeta {
@@ -77,12 +90,27 @@ async fn issue(
         },
         dedup_key: None,
     };
-    let command = CouponCommand::Issue { coupon_id: coupon_id.clone(), user_id, discount, expires_at_ms };
-    match api.live.execute(execution, command, |_, _| Ok(Vec::new())).await? {
+    let command = CouponCommand::Issue {
+        coupon_id: coupon_id.clone(),
+        user_id,
+        discount,
+        expires_at_ms,
+    };
+    match api
+        .live
+        .execute(execution, command, |_, _| Ok(Vec::new()))
+        .await?
+    {
         Ok(_) => {
-            let entry = api.live.read(|s| s.coupon(&coupon_id).map(coupon_json)).await;
+            let entry = api
+                .live
+                .read(|s| s.coupon(&coupon_id).map(coupon_json))
+                .await;
             Ok((StatusCode::CREATED, Json(entry.unwrap_or_default())))
         }
-        Err(rejection) => Err(ApiError::bad_field(rejection.field(), rejection.to_string())),
+        Err(rejection) => Err(ApiError::bad_field(
+            rejection.field(),
+            rejection.to_string(),
+        )),
     }
 }

@@ -12,5 +12,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8083";
 pub async fn build(common: &CommonArgs) -> store::Result<App> {
     let config = common.service_config("coupon", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
-    start_participant(config, CouponParticipant, |live| crate::api::router(live.clone(), token)).await
+    start_participant(config, CouponParticipant, |live| {
+        crate::api::router(live.clone(), token)
+    })
+    .await
 }

@@ -14,12 +14,25 @@ impl ParticipantDomain for CouponParticipant {
     type D = Coupon;
     const PARTICIPANT: Participant = Participant::Coupon;
 
-    async fn on_placed(&self, _: &Live<Coupon>, placed: &OrderPlaced) -> Result<Option<CouponCommand>, HandleError> {
-        Ok(Some(CouponCommand::HandlePlaced { placed: placed.clone(), now_ms: store::service::now_ms() }))
+    async fn on_placed(
+        &self,
+        _: &Live<Coupon>,
+        placed: &OrderPlaced,
+    ) -> Result<Option<CouponCommand>, HandleError> {
+        Ok(Some(CouponCommand::HandlePlaced {
+            placed: placed.clone(),
+            now_ms: store::service::now_ms(),
+        }))
     }
 
-    async fn on_failed(&self, _: &Live<Coupon>, failed: &OrderFailed) -> Result<Option<CouponCommand>, HandleError> {
-        Ok(Some(CouponCommand::HandleFailed { order_id: failed.order_id }))
+    async fn on_failed(
+        &self,
+        _: &Live<Coupon>,
+        failed: &OrderFailed,
+    ) -> Result<Option<CouponCommand>, HandleError> {
+        Ok(Some(CouponCommand::HandleFailed {
+            order_id: failed.order_id,
+        }))
     }
 
     fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {

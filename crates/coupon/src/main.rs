@@ -7,10 +7,15 @@ use store::service::{init_telemetry, run_binary, ServiceCli};
 async fn main() -> anyhow::Result<()> {
     init_telemetry();
     let cli = ServiceCli::parse();
-    let render = |state: &coupon::domain::CouponState| serde_json::json!({ "coupons": state.coupons });
-    let code = run_binary::<coupon::domain::Coupon, _, _>("coupon", cli.command, &cli.common, render, || {
-        coupon::app::build(&cli.common)
-    })
+    let render =
+        |state: &coupon::domain::CouponState| serde_json::json!({ "coupons": state.coupons });
+    let code = run_binary::<coupon::domain::Coupon, _, _>(
+        "coupon",
+        cli.command,
+        &cli.common,
+        render,
+        || coupon::app::build(&cli.common),
+    )
     .await
     .map_err(anyhow::Error::msg)?;
     std::process::exit(code)

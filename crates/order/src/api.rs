@@ -59,7 +59,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{order_id}", get(get_order))
         .route("/orders/{order_id}/timeline", get(order_timeline))
-        .route("/orders/{order_id}/retry-compensation", post(retry_compensation))
+        .route(
+            "/orders/{order_id}/retry-compensation",
+            post(retry_compensation),
+        )
         .route("/traces/{trace_id}", get(trace_timeline))
         .route("/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -95,10 +98,16 @@ pub fn parse_order_request(body: &[u8]) -> Result<NewOrder, ApiError> {
         .and_then(|v| v.as_array())
         .ok_or_else(|| ApiError::bad_field("items", "required: a list of {sku, qty, price}"))?;
     if items.is_empty() {
-        return Err(ApiError::bad_field("items", "at least one line is required"));
+        return Err(ApiError::bad_field(
+            "items",
+            "at least one line is required",
+        ));
     }
     if items.len() > MAX_LINES {
-        return Err(ApiError::bad_field("items", format!("at most {MAX_LINES} lines")));
+        return Err(ApiError::bad_field(
+            "items",
+            format!("at most {MAX_LINES} lines"),
+        ));
     }
     let mut lines = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -134,7 +143,10 @@ fn id_field(value: Option<&serde_json::Value>, field: &str) -> Result<Option<Str
         Some(serde_json::Value::String(s)) => {
             let s = s.trim();
             if s.is_empty() || s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
-                Err(ApiError::bad_field(field, format!("must be 1..={MAX_ID_LEN} printable characters")))
+                Err(ApiError::bad_field(
+                    field,
+                    format!("must be 1..={MAX_ID_LEN} printable characters"),
+                ))
             } else {
                 Ok(Some(s.to_owned()))
             }
@@ -143,13 +155,21 @@ fn id_field(value: Option<&serde_json::Value>, field: &str) -> Result<Option<Str
     }
 }
 
-fn number(value: Option<&serde_json::Value>, field: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+fn number(
+    value: Option<&serde_json::Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     let n = value
         .ok_or_else(|| ApiError::bad_field(field, "required"))?
         .as_u64()
         .ok_or_else(|| ApiError::bad_field(field, "must be a non-negative integer"))?;
     if n < min || n > max {
-        return Err(ApiError::bad_field(field, format!("must be between {min} and {max}")));
+        return Err(ApiError::bad_field(
+            field,
+            format!("must be between {min} and {max}"),
+        ));
     }
     Ok(n)
 }
@@ -229,7 +249,13 @@ async fn place_order(
         correlation_id: order_id.to_string(),
         trace_id: trace_id.clone(),
         traceparent: contract::traceparent(&trace_id),
-        causation_id: format!("http:POST /orders{}", idempotency_key.as_deref().map(|k| format!(" key={k}")).unwrap_or_default()),
+        causation_id: format!(
+            "http:POST /orders{}",
+            idempotency_key
+                .as_deref()
+                .map(|k| format!(" key={k}"))
+                .unwrap_or_default()
+        ),
     };
     let executed = api
         .live
@@ -285,7 +311,10 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
 }
 
-async fn get_order(State(api): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
+async fn get_order(
+    State(api): State<ApiState>,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
     let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await;
     match saga {
@@ -300,11 +329,17 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_orders(State(api): State<ApiState>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list_orders(
+    State(api): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
-            ApiError::bad_field("status", "one of PENDING, COMPLETED, COMPENSATING, FAILED, NEEDS_ATTENTION")
+            ApiError::bad_field(
+                "status",
+                "one of PENDING, COMPLETED, COMPENSATING, FAILED, NEEDS_ATTENTION",
+            )
         })?),
     };
     let limit = query.limit.unwrap_or(100).min(LIST_LIMIT_MAX);
@@ -316,8 +351,17 @@ async fn list_orders(State(api): State<ApiState>, Query(query): Query<ListQuery>
                 .values()
                 .filter(|o| status.is_none_or(|st| o.status == st))
                 .collect();
-            sagas.sort_by(|a, b| b.order.placed_at_ms.cmp(&a.order.placed_at_ms).then(b.order.order_id.cmp(&a.order.order_id)));
-            sagas.into_iter().take(limit).map(order_json).collect::<Vec<_>>()
+            sagas.sort_by(|a, b| {
+                b.order
+                    .placed_at_ms
+                    .cmp(&a.order.placed_at_ms)
+                    .then(b.order.order_id.cmp(&a.order.order_id))
+            });
+            sagas
+                .into_iter()
+                .take(limit)
+                .map(order_json)
+                .collect::<Vec<_>>()
         })
         .await;
     Ok(Json(serde_json::json!({ "orders": orders })).into_response())
@@ -342,12 +386,18 @@ async fn stats(State(api): State<ApiState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "orders": counts }))
 }
 
-async fn order_timeline(State(api): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
+async fn order_timeline(
+    State(api): State<ApiState>,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
     timeline(&api, order_id).await
 }
 
-async fn trace_timeline(State(api): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+async fn trace_timeline(
+    State(api): State<ApiState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
     let order_id = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
@@ -376,7 +426,12 @@ async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> 
         let client = api.client.clone();
         async move {
             let result = async {
-                let response = client.get(&url).timeout(TIMELINE_FETCH_TIMEOUT).send().await?.error_for_status()?;
+                let response = client
+                    .get(&url)
+                    .timeout(TIMELINE_FETCH_TIMEOUT)
+                    .send()
+                    .await?
+                    .error_for_status()?;
                 response.json::<Vec<serde_json::Value>>().await
             }
             .await;
@@ -386,13 +441,17 @@ async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> 
     for (participant, result) in futures::future::join_all(fetches).await {
         match result {
             Ok(records) => steps.extend(records),
-            Err(err) => unreachable.push(serde_json::json!({"domain": participant.name(), "error": err.to_string()})),
+            Err(err) => unreachable
+                .push(serde_json::json!({"domain": participant.name(), "error": err.to_string()})),
         }
     }
     steps.sort_by_key(|s| {
         (
             s.get("recordedAtMs").and_then(|v| v.as_u64()).unwrap_or(0),
-            s.get("domain").and_then(|v| v.as_str()).map(domain_rank).unwrap_or(9),
+            s.get("domain")
+                .and_then(|v| v.as_str())
+                .map(domain_rank)
+                .unwrap_or(9),
             s.get("globalSeq").and_then(|v| v.as_u64()).unwrap_or(0),
         )
     });
@@ -436,13 +495,23 @@ async fn retry_compensation(
                 meta: own_meta(&saga, "admin:retry-compensation"),
                 dedup_key: None,
             },
-            OrderCommand::RetryCompensation { order_id, now_ms: now_ms() },
+            OrderCommand::RetryCompensation {
+                order_id,
+                now_ms: now_ms(),
+            },
             outbox_for,
         )
         .await?;
     match executed {
-        Ok(_) => Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"orderId": order_id, "status": "COMPENSATING"}))).into_response()),
-        Err(rejection) => Err(ApiError::client(StatusCode::CONFLICT, rejection.to_string())),
+        Ok(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"orderId": order_id, "status": "COMPENSATING"})),
+        )
+            .into_response()),
+        Err(rejection) => Err(ApiError::client(
+            StatusCode::CONFLICT,
+            rejection.to_string(),
+        )),
     }
 }
 
@@ -471,9 +540,18 @@ mod tests {
         let cases = [
             ("userId", serde_json::json!({"userId": 5})),
             ("items", serde_json::json!({"items": []})),
-            ("items[0].qty", serde_json::json!({"items": [{"sku": "a", "qty": 0, "price": 1}]})),
-            ("items[0].qty", serde_json::json!({"items": [{"sku": "a", "qty": -3, "price": 1}]})),
-            ("items[0].sku", serde_json::json!({"items": [{"qty": 1, "price": 1}]})),
+            (
+                "items[0].qty",
+                serde_json::json!({"items": [{"sku": "a", "qty": 0, "price": 1}]}),
+            ),
+            (
+                "items[0].qty",
+                serde_json::json!({"items": [{"sku": "a", "qty": -3, "price": 1}]}),
+            ),
+            (
+                "items[0].sku",
+                serde_json::json!({"items": [{"qty": 1, "price": 1}]}),
+            ),
             ("amount", serde_json::json!({"amount": 0})),
             ("amount", serde_json::json!({"amount": "ten"})),
             ("points", serde_json::json!({"points": 1.5})),
@@ -493,7 +571,10 @@ mod tests {
     #[test]
     fn too_many_lines_are_refused() {
         let mut body = valid();
-        body["items"] = serde_json::Value::Array(vec![serde_json::json!({"sku": "a", "qty": 1, "price": 1}); MAX_LINES + 1]);
+        body["items"] = serde_json::Value::Array(vec![
+            serde_json::json!({"sku": "a", "qty": 1, "price": 1});
+            MAX_LINES + 1
+        ]);
         let err = parse_order_request(body.to_string().as_bytes()).expect_err("too many");
         assert_eq!(err.field.as_deref(), Some("items"));
     }

@@ -12,11 +12,15 @@ use crate::admin::{self, AdminState};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::domain::Order;
-use crate::handler::{run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler};
+use crate::handler::{
+    run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler,
+};
 
 /// Starts the order service.
 pub async fn build(settings: Settings) -> store::Result<App> {
-    let config = settings.common.service_config("order", crate::config::DEFAULT_HTTP_ADDR);
+    let config = settings
+        .common
+        .service_config("order", crate::config::DEFAULT_HTTP_ADDR);
     App::start::<Order>(config, |parts| {
         let mut tasks: Vec<Task> = Vec::new();
         let outcomes = Arc::new(OutcomeHandler {
@@ -28,7 +32,12 @@ pub async fn build(settings: Settings) -> store::Result<App> {
                 participant.order_consumer(),
                 &format!("{}.>", participant.name()),
             );
-            let run = run_consumer(parts.js.clone(), spec, outcomes.clone(), parts.shutdown.clone());
+            let run = run_consumer(
+                parts.js.clone(),
+                spec,
+                outcomes.clone(),
+                parts.shutdown.clone(),
+            );
             tasks.push((participant.order_consumer(), run.boxed()));
         }
         let sink = match &settings.dataplatform_url {

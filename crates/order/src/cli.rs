@@ -28,13 +28,22 @@ pub async fn run_dlq(args: &DlqArgs, token: Option<&str>) -> Result<i32, String>
 }
 
 /// Asks a running order service to retry the failed compensations of an order.
-pub async fn run_retry_compensation(base: &str, order_id: &str, token: Option<&str>) -> Result<i32, String> {
+pub async fn run_retry_compensation(
+    base: &str,
+    order_id: &str,
+    token: Option<&str>,
+) -> Result<i32, String> {
     let path = format!("/orders/{order_id}/retry-compensation");
     send(base, reqwest::Method::POST, &path, token).await
 }
 
 /// Sends one admin request, prints the JSON answer; 0 on a 2xx answer, else 1.
-async fn send(base: &str, method: reqwest::Method, path: &str, token: Option<&str>) -> Result<i32, String> {
+async fn send(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> Result<i32, String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(CLI_TIMEOUT)

@@ -9,7 +9,10 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 
 /// The order service's command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "order", about = "Order service: accepts orders, tracks the saga, answers timelines")]
+#[command(
+    name = "order",
+    about = "Order service: accepts orders, tracks the saga, answers timelines"
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -90,16 +93,36 @@ pub struct OrderArgs {
     #[arg(long, env = "SAGA_DEADLINE", default_value = "30s", global = true)]
     pub saga_deadline: humantime::Duration,
     /// Base URL of the payment service (for timelines).
-    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "PAYMENT_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
     pub payment_url: String,
     /// Base URL of the stock service.
-    #[arg(long, env = "STOCK_URL", default_value = "http://127.0.0.1:8082", global = true)]
+    #[arg(
+        long,
+        env = "STOCK_URL",
+        default_value = "http://127.0.0.1:8082",
+        global = true
+    )]
     pub stock_url: String,
     /// Base URL of the coupon service.
-    #[arg(long, env = "COUPON_URL", default_value = "http://127.0.0.1:8083", global = true)]
+    #[arg(
+        long,
+        env = "COUPON_URL",
+        default_value = "http://127.0.0.1:8083",
+        global = true
+    )]
     pub coupon_url: String,
     /// Base URL of the point service.
-    #[arg(long, env = "POINT_URL", default_value = "http://127.0.0.1:8084", global = true)]
+    #[arg(
+        long,
+        env = "POINT_URL",
+        default_value = "http://127.0.0.1:8084",
+        global = true
+    )]
     pub point_url: String,
     /// Data platform endpoint; without it completed orders go to `<data dir>/dataplatform.jsonl`.
     #[arg(long, env = "DATAPLATFORM_URL", global = true)]
@@ -130,7 +153,12 @@ impl Settings {
         Self {
             common,
             saga_deadline: order.saga_deadline.into(),
-            participant_urls: [order.payment_url, order.stock_url, order.coupon_url, order.point_url],
+            participant_urls: [
+                order.payment_url,
+                order.stock_url,
+                order.coupon_url,
+                order.point_url,
+            ],
             dataplatform_url: order.dataplatform_url,
             alert_webhook_url: order.alert_webhook_url,
         }

@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use store::consumer::{Delivery, HandleError, Handler};
-use store::contract::{
-    self, OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED,
-};
+use store::contract::{self, OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
 use store::live::{Executed, Execution, Live};
 use store::outbox;
 use store::participant::{meta_of, republish_recorded, transient};
@@ -74,14 +72,20 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<Ou
             )?),
             OrderEvent::FailureRedriven { attempt, .. } => out.push(outbox::outbox_message(
                 &failed(&reason),
-                format!("{}~redrive-{attempt}", contract::message_id(order_id, ORDER_FAILED)),
+                format!(
+                    "{}~redrive-{attempt}",
+                    contract::message_id(order_id, ORDER_FAILED)
+                ),
                 &saga.trace_id,
                 &traceparent,
                 now,
             )?),
             OrderEvent::CompensationRetried { attempt, .. } => out.push(outbox::outbox_message(
                 &failed(&reason),
-                format!("{}~retry-{attempt}", contract::message_id(order_id, ORDER_FAILED)),
+                format!(
+                    "{}~retry-{attempt}",
+                    contract::message_id(order_id, ORDER_FAILED)
+                ),
                 &saga.trace_id,
                 &traceparent,
                 now,
@@ -173,7 +177,12 @@ impl Handler for OutcomeHandler {
 }
 
 /// Runs a command the order service causes itself; rejections are expected races and ignored.
-pub async fn run_own(live: &Live<Order>, saga: &OrderSaga, cause: &str, command: OrderCommand) -> store::Result<bool> {
+pub async fn run_own(
+    live: &Live<Order>,
+    saga: &OrderSaga,
+    cause: &str,
+    command: OrderCommand,
+) -> store::Result<bool> {
     let executed = live
         .execute(
             Execution {
@@ -233,7 +242,11 @@ pub async fn run_supervisor(
                                 Some((saga.clone(), "redrive"))
                             }
                             OrderStatus::Compensating
-                                if now >= saga.order.deadline_ms.saturating_add(SAGA_STUCK_AFTER_MS)
+                                if now
+                                    >= saga
+                                        .order
+                                        .deadline_ms
+                                        .saturating_add(SAGA_STUCK_AFTER_MS)
                                     && !alerted.contains(&saga.order.order_id) =>
                             {
                                 Some((saga.clone(), "stuck"))
@@ -241,9 +254,13 @@ pub async fn run_supervisor(
                             OrderStatus::Completed
                                 if !saga.data_platform_delivered
                                     && idle >= COMPLETED_REDELIVER_AFTER_MS
-                                    && redelivered.get(&saga.order.order_id).is_none_or(|(attempts, last)| {
-                                        now.saturating_sub(*last) >= redrive_backoff_ms(*attempts).max(COMPLETED_REDELIVER_AFTER_MS)
-                                    }) =>
+                                    && redelivered.get(&saga.order.order_id).is_none_or(
+                                        |(attempts, last)| {
+                                            now.saturating_sub(*last)
+                                                >= redrive_backoff_ms(*attempts)
+                                                    .max(COMPLETED_REDELIVER_AFTER_MS)
+                                        },
+                                    ) =>
                             {
                                 Some((saga.clone(), "redeliver"))
                             }
@@ -257,11 +274,29 @@ pub async fn run_supervisor(
             let order_id = saga.order.order_id;
             let result = match why {
                 "deadline" => {
-                    run_own(&live, &saga, "supervisor:deadline", OrderCommand::Expire { order_id, now_ms: now }).await
+                    run_own(
+                        &live,
+                        &saga,
+                        "supervisor:deadline",
+                        OrderCommand::Expire {
+                            order_id,
+                            now_ms: now,
+                        },
+                    )
+                    .await
                 }
                 "redrive" if saga.redrives < REDRIVE_MAX => {
                     tracing::warn!(%order_id, attempt = saga.redrives + 1, waiting_for = ?saga.waiting_for(), "re-publishing order.failed");
-                    run_own(&live, &saga, "supervisor:redrive", OrderCommand::Redrive { order_id, now_ms: now }).await
+                    run_own(
+                        &live,
+                        &saga,
+                        "supervisor:redrive",
+                        OrderCommand::Redrive {
+                            order_id,
+                            now_ms: now,
+                        },
+                    )
+                    .await
                 }
                 "redrive" | "stuck" => {
                     if alerted.insert(order_id) {
@@ -280,13 +315,22 @@ pub async fn run_supervisor(
                     let message = completed_message(&saga);
                     let copy = outbox::outbox_message(
                         &message,
-                        format!("{}~redeliver-{now}", contract::message_id(order_id, contract::ORDER_COMPLETED)),
+                        format!(
+                            "{}~redeliver-{now}",
+                            contract::message_id(order_id, contract::ORDER_COMPLETED)
+                        ),
                         &saga.trace_id,
                         &contract::traceparent(&saga.trace_id),
                         now,
                     )?;
-                    live.note(own_meta(&saga, "supervisor:redeliver"), "redrive_sent", "order.completed re-published: data platform has not confirmed".into()).await?;
-                    live.publish_only(own_meta(&saga, "supervisor:redeliver"), vec![copy]).await?;
+                    live.note(
+                        own_meta(&saga, "supervisor:redeliver"),
+                        "redrive_sent",
+                        "order.completed re-published: data platform has not confirmed".into(),
+                    )
+                    .await?;
+                    live.publish_only(own_meta(&saga, "supervisor:redeliver"), vec![copy])
+                        .await?;
                     Ok(true)
                 }
             };
@@ -309,8 +353,10 @@ pub async fn alert(js: &async_nats::jetstream::Context, kind: &str, order_id: Uu
             (contract::HEADER_ORDER_ID.to_owned(), order_id.to_string()),
             ("Content-Type".to_owned(), "application/json".to_owned()),
         ],
-        payload: serde_json::to_vec(&serde_json::json!({"kind": kind, "orderId": order_id, "detail": detail}))
-            .unwrap_or_default(),
+        payload: serde_json::to_vec(
+            &serde_json::json!({"kind": kind, "orderId": order_id, "detail": detail}),
+        )
+        .unwrap_or_default(),
     };
     tracing::error!(%order_id, kind, detail, "operator alert");
     if let Err(err) = outbox::publish_now(js, &message).await {
@@ -344,7 +390,11 @@ impl DataPlatformSink {
             for line in text.lines() {
                 if let Some(id) = serde_json::from_str::<serde_json::Value>(line)
                     .ok()
-                    .and_then(|v| v.get("orderId").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()))
+                    .and_then(|v| {
+                        v.get("orderId")
+                            .and_then(|v| v.as_str())
+                            .and_then(|s| s.parse().ok())
+                    })
                 {
                     written.insert(id);
                 }
@@ -363,7 +413,9 @@ impl DataPlatformSink {
                 let path = path.clone();
                 let id = order.order_id;
                 {
-                    let seen = written.lock().map_err(|_| "sink lock poisoned".to_owned())?;
+                    let seen = written
+                        .lock()
+                        .map_err(|_| "sink lock poisoned".to_owned())?;
                     if seen.contains(&id) {
                         return Ok(());
                     }
@@ -371,14 +423,20 @@ impl DataPlatformSink {
                 let line = format!("{body}\n");
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     use std::io::Write;
-                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
                     file.write_all(line.as_bytes())?;
                     file.sync_data()
                 })
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-                written.lock().map_err(|_| "sink lock poisoned".to_owned())?.insert(id);
+                written
+                    .lock()
+                    .map_err(|_| "sink lock poisoned".to_owned())?
+                    .insert(id);
                 Ok(())
             }
             DataPlatformSink::Http { url, client } => {
@@ -417,7 +475,10 @@ impl Handler for DataPlatformForwarder {
     #[tracing::instrument(skip_all, fields(order_id = %delivery.message.order_id()))]
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let SagaMessage::Completed(order) = &delivery.message else {
-            return Err(HandleError::Poison(format!("dataplatform does not consume {}", delivery.subject)));
+            return Err(HandleError::Poison(format!(
+                "dataplatform does not consume {}",
+                delivery.subject
+            )));
         };
         let order_id = order.order_id;
         let delivered = self
@@ -443,7 +504,10 @@ impl Handler for DataPlatformForwarder {
                     meta: meta_of(&delivery),
                     dedup_key: Some(key),
                 },
-                OrderCommand::MarkDelivered { order_id, now_ms: now_ms() },
+                OrderCommand::MarkDelivered {
+                    order_id,
+                    now_ms: now_ms(),
+                },
                 outbox_for,
             )
             .await
@@ -472,7 +536,11 @@ pub async fn run_alert_webhook(
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
-    let spec = store::jetstream::ConsumerSpec::new(contract::OPS_STREAM, ALERT_WEBHOOK_CONSUMER, "ops.alert.>");
+    let spec = store::jetstream::ConsumerSpec::new(
+        contract::OPS_STREAM,
+        ALERT_WEBHOOK_CONSUMER,
+        "ops.alert.>",
+    );
     while !shutdown.is_cancelled() {
         let consumer = match store::jetstream::ensure_consumer(&js, &spec).await {
             Ok(consumer) => consumer,
@@ -516,7 +584,9 @@ pub async fn run_alert_webhook(
             } else {
                 tracing::warn!(subject = %message.subject, "alert webhook did not accept the alert; retrying later");
                 message
-                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(5))))
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                        Duration::from_secs(5),
+                    )))
                     .await
             };
             if let Err(err) = ack {

@@ -11,20 +11,30 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Offline(offline) => {
             let dir = cli.common.data_dir("order");
-            let code = store::service::run_offline::<order::domain::Order>("order", &dir, &offline, |state| {
-                serde_json::to_value(state.orders.values().collect::<Vec<_>>()).unwrap_or_default()
-            })
+            let code = store::service::run_offline::<order::domain::Order>(
+                "order",
+                &dir,
+                &offline,
+                |state| {
+                    serde_json::to_value(state.orders.values().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                },
+            )
             .map_err(anyhow::Error::msg)?;
             std::process::exit(code);
         }
         Command::Dlq(args) => {
             let token = cli.common.admin_token.as_deref();
-            let code = order::cli::run_dlq(&args, token).await.map_err(anyhow::Error::msg)?;
+            let code = order::cli::run_dlq(&args, token)
+                .await
+                .map_err(anyhow::Error::msg)?;
             std::process::exit(code);
         }
         Command::RetryCompensation { order_id, url } => {
             let token = cli.common.admin_token.as_deref();
-            let code = order::cli::run_retry_compensation(&url, &order_id, token).await.map_err(anyhow::Error::msg)?;
+            let code = order::cli::run_retry_compensation(&url, &order_id, token)
+                .await
+                .map_err(anyhow::Error::msg)?;
             std::process::exit(code);
         }
         Command::Serve => {

@@ -16,7 +16,10 @@ pub fn router(live: Live<Payment>) -> Router {
         .with_state(live)
 }
 
-async fn payment(State(live): State<Live<Payment>>, Path(order_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn payment(
+    State(live): State<Live<Payment>>,
+    Path(order_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let order_id: Uuid = order_id
         .parse()
         .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))?;

@@ -14,7 +14,11 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
 pub const PG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the payment service with a real PG (`pg_url`) or the simulated one.
-pub async fn build(common: &CommonArgs, pg_url: Option<String>, rules: SimulatedRules) -> store::Result<App> {
+pub async fn build(
+    common: &CommonArgs,
+    pg_url: Option<String>,
+    rules: SimulatedRules,
+) -> store::Result<App> {
     let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(HttpGateway {
@@ -26,5 +30,8 @@ pub async fn build(common: &CommonArgs, pg_url: Option<String>, rules: Simulated
         }),
         None => Gateway::Simulated(SimulatedGateway { rules }),
     };
-    start_participant(config, PaymentParticipant { gateway }, |live| crate::api::router(live.clone())).await
+    start_participant(config, PaymentParticipant { gateway }, |live| {
+        crate::api::router(live.clone())
+    })
+    .await
 }

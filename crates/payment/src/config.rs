@@ -6,7 +6,10 @@ use crate::gateway::SimulatedRules;
 
 /// The payment service's command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "payment", about = "Payment service: approves and cancels at the payment gateway")]
+#[command(
+    name = "payment",
+    about = "Payment service: approves and cancels at the payment gateway"
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]

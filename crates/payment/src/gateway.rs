@@ -79,7 +79,10 @@ impl SimulatedGateway {
         let rules = &self.rules;
         if order.amount > rules.decline_above {
             return GatewayDecision::Declined {
-                reason: format!("amount {} above limit {}", order.amount, rules.decline_above),
+                reason: format!(
+                    "amount {} above limit {}",
+                    order.amount, rules.decline_above
+                ),
             };
         }
         if rules.decline_users.contains(&order.user_id) {
@@ -116,7 +119,9 @@ impl PaymentGateway for SimulatedGateway {
             tokio::time::sleep(Duration::from_millis(self.rules.latency_ms)).await;
         }
         if self.rules.cancel_fails {
-            return Err(GatewayUnavailable(format!("simulated cancel failure for {order_id}")));
+            return Err(GatewayUnavailable(format!(
+                "simulated cancel failure for {order_id}"
+            )));
         }
         Ok(())
     }
@@ -145,7 +150,10 @@ impl PaymentGateway for HttpGateway {
         if !response.status().is_success() {
             return Err(GatewayUnavailable(format!("HTTP {}", response.status())));
         }
-        let body: serde_json::Value = response.json().await.map_err(|e| GatewayUnavailable(e.to_string()))?;
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| GatewayUnavailable(e.to_string()))?;
         if body.get("approved").and_then(|v| v.as_bool()) == Some(true) {
             let authorization = body
                 .get("authorization")
@@ -154,7 +162,11 @@ impl PaymentGateway for HttpGateway {
                 .to_owned();
             Ok(GatewayDecision::Approved { authorization })
         } else {
-            let reason = body.get("reason").and_then(|v| v.as_str()).unwrap_or("declined").to_owned();
+            let reason = body
+                .get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or("declined")
+                .to_owned();
             Ok(GatewayDecision::Declined { reason })
         }
     }
@@ -162,7 +174,10 @@ impl PaymentGateway for HttpGateway {
     async fn cancel(&self, order_id: Uuid, authorization: &str) -> Result<(), GatewayUnavailable> {
         let response = self
             .client
-            .post(format!("{}/cancellations", self.base_url.trim_end_matches('/')))
+            .post(format!(
+                "{}/cancellations",
+                self.base_url.trim_end_matches('/')
+            ))
             .header("Idempotency-Key", order_id.to_string())
             .json(&serde_json::json!({"orderId": order_id, "authorization": authorization}))
             .send()

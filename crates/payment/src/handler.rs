@@ -25,9 +25,15 @@ impl ParticipantDomain for PaymentParticipant {
     type D = Payment;
     const PARTICIPANT: Participant = Participant::Payment;
 
-    async fn on_placed(&self, live: &Live<Payment>, placed: &OrderPlaced) -> Result<Option<PaymentCommand>, HandleError> {
+    async fn on_placed(
+        &self,
+        live: &Live<Payment>,
+        placed: &OrderPlaced,
+    ) -> Result<Option<PaymentCommand>, HandleError> {
         let order_id = placed.order_id;
-        let needed = live.read(|s| domain::needs_gateway_approval(s, order_id)).await;
+        let needed = live
+            .read(|s| domain::needs_gateway_approval(s, order_id))
+            .await;
         let decision = if needed {
             // The PG is idempotent on the order id, so a redelivery after a crash between this
             // call and the commit gets the same approval back, not a second charge.
@@ -48,12 +54,19 @@ impl ParticipantDomain for PaymentParticipant {
         }))
     }
 
-    async fn on_failed(&self, live: &Live<Payment>, failed: &OrderFailed) -> Result<Option<PaymentCommand>, HandleError> {
+    async fn on_failed(
+        &self,
+        live: &Live<Payment>,
+        failed: &OrderFailed,
+    ) -> Result<Option<PaymentCommand>, HandleError> {
         let order_id = failed.order_id;
         let authorization = live
             .read(|s| {
-                domain::needs_gateway_cancel(s, order_id)
-                    .then(|| s.payment(order_id).and_then(|p| p.authorization.clone()).unwrap_or_default())
+                domain::needs_gateway_cancel(s, order_id).then(|| {
+                    s.payment(order_id)
+                        .and_then(|p| p.authorization.clone())
+                        .unwrap_or_default()
+                })
             })
             .await;
         let cancel = match authorization {

@@ -12,9 +12,13 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({ "payments": state.payments.values().map(|p| serde_json::json!({
             "orderId": p.order_id, "status": p.status.as_str(), "amount": p.amount })).collect::<Vec<_>>() })
     };
-    let code = run_binary::<payment::domain::Payment, _, _>("payment", cli.command, &cli.common, render, || {
-        payment::app::build(&cli.common, cli.pg_url.clone(), cli.simulated.clone())
-    })
+    let code = run_binary::<payment::domain::Payment, _, _>(
+        "payment",
+        cli.command,
+        &cli.common,
+        render,
+        || payment::app::build(&cli.common, cli.pg_url.clone(), cli.simulated.clone()),
+    )
     .await
     .map_err(anyhow::Error::msg)?;
     std::process::exit(code)

@@ -25,12 +25,20 @@ pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
         .with_state(ApiState { live, admin_token })
 }
 
-async fn balance(State(api): State<ApiState>, Path(user_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let (known, balance) = api.live.read(|s| (s.knows_user(&user_id), s.balance(&user_id))).await;
+async fn balance(
+    State(api): State<ApiState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (known, balance) = api
+        .live
+        .read(|s| (s.knows_user(&user_id), s.balance(&user_id)))
+        .await;
     if !known {
         return Err(ApiError::not_found(format!("unknown user {user_id}")));
     }
-    Ok(Json(serde_json::json!({ "userId": user_id, "balance": balance })))
+    Ok(Json(
+        serde_json::json!({ "userId": user_id, "balance": balance }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,12 +61,25 @@ async fn credit(
         },
         dedup_key: None,
     };
-    let command = PointCommand::Credit { user_id: user_id.clone(), points: body.points };
-    match api.live.execute(execution, command, |_, _| Ok(Vec::new())).await? {
+    let command = PointCommand::Credit {
+        user_id: user_id.clone(),
+        points: body.points,
+    };
+    match api
+        .live
+        .execute(execution, command, |_, _| Ok(Vec::new()))
+        .await?
+    {
         Ok(_) => {
             let balance = api.live.read(|s| s.balance(&user_id)).await;
-            Ok((StatusCode::OK, Json(serde_json::json!({ "userId": user_id, "balance": balance }))))
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "userId": user_id, "balance": balance })),
+            ))
         }
-        Err(rejection) => Err(ApiError::bad_field(rejection.field(), rejection.to_string())),
+        Err(rejection) => Err(ApiError::bad_field(
+            rejection.field(),
+            rejection.to_string(),
+        )),
     }
 }

@@ -14,12 +14,24 @@ impl ParticipantDomain for PointParticipant {
     type D = Point;
     const PARTICIPANT: Participant = Participant::Point;
 
-    async fn on_placed(&self, _: &Live<Point>, placed: &OrderPlaced) -> Result<Option<PointCommand>, HandleError> {
-        Ok(Some(PointCommand::HandlePlaced { placed: placed.clone() }))
+    async fn on_placed(
+        &self,
+        _: &Live<Point>,
+        placed: &OrderPlaced,
+    ) -> Result<Option<PointCommand>, HandleError> {
+        Ok(Some(PointCommand::HandlePlaced {
+            placed: placed.clone(),
+        }))
     }
 
-    async fn on_failed(&self, _: &Live<Point>, failed: &OrderFailed) -> Result<Option<PointCommand>, HandleError> {
-        Ok(Some(PointCommand::HandleFailed { order_id: failed.order_id }))
+    async fn on_failed(
+        &self,
+        _: &Live<Point>,
+        failed: &OrderFailed,
+    ) -> Result<Option<PointCommand>, HandleError> {
+        Ok(Some(PointCommand::HandleFailed {
+            order_id: failed.order_id,
+        }))
     }
 
     fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {

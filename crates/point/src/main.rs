@@ -7,11 +7,13 @@ use store::service::{init_telemetry, run_binary, ServiceCli};
 async fn main() -> anyhow::Result<()> {
     init_telemetry();
     let cli = ServiceCli::parse();
-    let render = |state: &point::domain::PointState| serde_json::json!({ "balances": state.balances });
-    let code = run_binary::<point::domain::Point, _, _>("point", cli.command, &cli.common, render, || {
-        point::app::build(&cli.common)
-    })
-    .await
-    .map_err(anyhow::Error::msg)?;
+    let render =
+        |state: &point::domain::PointState| serde_json::json!({ "balances": state.balances });
+    let code =
+        run_binary::<point::domain::Point, _, _>("point", cli.command, &cli.common, render, || {
+            point::app::build(&cli.common)
+        })
+        .await
+        .map_err(anyhow::Error::msg)?;
     std::process::exit(code)
 }

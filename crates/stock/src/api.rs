@@ -25,9 +25,14 @@ pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
         .with_state(ApiState { live, admin_token })
 }
 
-async fn available(State(api): State<ApiState>, Path(sku): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn available(
+    State(api): State<ApiState>,
+    Path(sku): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     match api.live.read(|s| s.available(&sku)).await {
-        Some(available) => Ok(Json(serde_json::json!({ "sku": sku, "available": available }))),
+        Some(available) => Ok(Json(
+            serde_json::json!({ "sku": sku, "available": available }),
+        )),
         None => Err(ApiError::not_found(format!("unknown sku {sku}"))),
     }
 }
@@ -52,12 +57,25 @@ async fn restock(
         },
         dedup_key: None,
     };
-    let command = StockCommand::Restock { sku: sku.clone(), qty: body.qty };
-    match api.live.execute(execution, command, |_, _| Ok(Vec::new())).await? {
+    let command = StockCommand::Restock {
+        sku: sku.clone(),
+        qty: body.qty,
+    };
+    match api
+        .live
+        .execute(execution, command, |_, _| Ok(Vec::new()))
+        .await?
+    {
         Ok(_) => {
             let available = api.live.read(|s| s.available(&sku)).await.unwrap_or(0);
-            Ok((StatusCode::OK, Json(serde_json::json!({ "sku": sku, "available": available }))))
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "sku": sku, "available": available })),
+            ))
         }
-        Err(rejection) => Err(ApiError::bad_field(rejection.field(), rejection.to_string())),
+        Err(rejection) => Err(ApiError::bad_field(
+            rejection.field(),
+            rejection.to_string(),
+        )),
     }
 }

@@ -12,5 +12,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8082";
 pub async fn build(common: &CommonArgs) -> store::Result<App> {
     let config = common.service_config("stock", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
-    start_participant(config, StockParticipant, |live| crate::api::router(live.clone(), token)).await
+    start_participant(config, StockParticipant, |live| {
+        crate::api::router(live.clone(), token)
+    })
+    .await
 }

@@ -14,12 +14,24 @@ impl ParticipantDomain for StockParticipant {
     type D = Stock;
     const PARTICIPANT: Participant = Participant::Stock;
 
-    async fn on_placed(&self, _: &Live<Stock>, placed: &OrderPlaced) -> Result<Option<StockCommand>, HandleError> {
-        Ok(Some(StockCommand::HandlePlaced { placed: placed.clone() }))
+    async fn on_placed(
+        &self,
+        _: &Live<Stock>,
+        placed: &OrderPlaced,
+    ) -> Result<Option<StockCommand>, HandleError> {
+        Ok(Some(StockCommand::HandlePlaced {
+            placed: placed.clone(),
+        }))
     }
 
-    async fn on_failed(&self, _: &Live<Stock>, failed: &OrderFailed) -> Result<Option<StockCommand>, HandleError> {
-        Ok(Some(StockCommand::HandleFailed { order_id: failed.order_id }))
+    async fn on_failed(
+        &self,
+        _: &Live<Stock>,
+        failed: &OrderFailed,
+    ) -> Result<Option<StockCommand>, HandleError> {
+        Ok(Some(StockCommand::HandleFailed {
+            order_id: failed.order_id,
+        }))
     }
 
     fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {

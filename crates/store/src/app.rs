@@ -62,6 +62,8 @@ impl App {
         config: ServiceConfig,
         wire: impl FnOnce(&Parts<D>) -> Result<(Router, Vec<Task>)>,
     ) -> Result<App> {
+        // Install the Prometheus recorder before anything records.
+        let _ = crate::service::metrics_handle();
         let store = open_store(&config.data_dir)?;
         let live = Live::<D>::open(store.clone())?;
         let nats = js_setup::connect(&config.nats).await?;
@@ -78,7 +80,9 @@ impl App {
         let (router, tasks) = wire(&parts)?;
         let router = router
             .merge(common_routes(&live, config.domain, nats.clone()))
-            .layer(axum::extract::DefaultBodyLimit::max(crate::service::MAX_REQUEST_BODY_BYTES))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                crate::service::MAX_REQUEST_BODY_BYTES,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 crate::service::RateLimit::new(config.rate_limit),
                 crate::service::rate_limited,
@@ -89,7 +93,10 @@ impl App {
         let mut set = JoinSet::new();
         let relay_shutdown = shutdown.clone();
         set.spawn(async move {
-            ("outbox relay", run_relay(store, js, relay_shutdown).await.map(|_| ()))
+            (
+                "outbox relay",
+                run_relay(store, js, relay_shutdown).await.map(|_| ()),
+            )
         });
         for (name, task) in tasks {
             set.spawn(async move { (name, task.await) });
@@ -184,13 +191,10 @@ pub async fn start_participant<P: crate::participant::ParticipantDomain>(
         ));
         // One filter for both inputs keeps nats-server 2.9 (single filter subject) supported;
         // order.completed is acked and ignored by the handler.
-        let spec = crate::jetstream::ConsumerSpec::new(crate::contract::ORDER_STREAM, name, "order.>");
-        let consumer = crate::consumer::run_consumer(
-            parts.js.clone(),
-            spec,
-            handler,
-            parts.shutdown.clone(),
-        );
+        let spec =
+            crate::jetstream::ConsumerSpec::new(crate::contract::ORDER_STREAM, name, "order.>");
+        let consumer =
+            crate::consumer::run_consumer(parts.js.clone(), spec, handler, parts.shutdown.clone());
         Ok((routes(&parts.live), vec![(name, consumer.boxed())]))
     })
     .await

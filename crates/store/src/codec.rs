@@ -55,7 +55,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, SagaMessage)> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(Error::Corrupt {
             seq: 0,
-            reason: format!("payload of {} bytes exceeds {MAX_PAYLOAD_BYTES}", bytes.len()),
+            reason: format!(
+                "payload of {} bytes exceeds {MAX_PAYLOAD_BYTES}",
+                bytes.len()
+            ),
         });
     }
     let (envelope, rest): (Envelope, &[u8]) = postcard::take_from_bytes(bytes)?;
@@ -139,7 +142,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let bytes = encode(&placed(), "t", 5).expect("encodes");
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 

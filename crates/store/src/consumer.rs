@@ -210,9 +210,8 @@ async fn process<H: Handler>(
             return;
         }
         Err(HandleError::Transient(reason)) => {
-            let delay = Duration::from_millis(
-                (100u64 << delivered.min(16)).min(NAK_BACKOFF_MS_MAX),
-            );
+            let delay =
+                Duration::from_millis((100u64 << delivered.min(16)).min(NAK_BACKOFF_MS_MAX));
             tracing::warn!(%order_id, consumer, delivered, %reason, "handler failed; retrying later");
             message.ack_with(AckKind::Nak(Some(delay))).await
         }
@@ -284,7 +283,9 @@ async fn dead_letter(
             // Without a DLQ copy the message must stay: nak it so it comes back later.
             tracing::error!(error = %err, "DLQ publish failed; message kept");
             let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(NAK_BACKOFF_MS_MAX))))
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(
+                    NAK_BACKOFF_MS_MAX,
+                ))))
                 .await;
         }
     }

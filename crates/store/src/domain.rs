@@ -10,14 +10,24 @@ pub trait Domain: 'static {
     /// The folded state. `Default` is the state of an empty log.
     type State: Default + Clone + Send + Sync + 'static;
     /// A fact the domain recorded. Postcard-encoded in the log: never reorder or remove variants.
-    type Event: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static;
+    type Event: Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + PartialEq
+        + Send
+        + Sync
+        + 'static;
     /// An intention to change the state.
     type Command: std::fmt::Debug + Send;
     /// Why a command was refused (a client error: nothing is written).
     type Rejection: std::fmt::Debug + PartialEq + Send;
 
     /// Decides which events a command produces, given the current state.
-    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Rejection>;
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Rejection>;
 
     /// Applies one event. Cannot fail: an impossible event is a bug and trips an assertion.
     fn evolve(state: &mut Self::State, event: &Self::Event);

@@ -154,8 +154,13 @@ impl Keyspace {
         Ok(())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
-        self.tree.scan_prefix(self.key(prefix)).map(move |e| Ok(self.strip(e?)))
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
+        self.tree
+            .scan_prefix(self.key(prefix))
+            .map(move |e| Ok(self.strip(e?)))
     }
 
     fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
@@ -163,7 +168,11 @@ impl Keyspace {
     }
 
     /// Entries keyed by big-endian u64 in `from..=to`.
-    fn range_u64(&self, from: u64, to: u64) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
+    fn range_u64(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + '_ {
         self.tree
             .range(self.key(&from.to_be_bytes())..=self.key(&to.to_be_bytes()))
             .map(move |e| Ok(self.strip(e?)))
@@ -404,13 +413,7 @@ impl EventStore {
             return Ok(out);
         }
         let start = after + 1;
-        for entry in self
-            .inner
-            .trees
-            .outbox
-            .range_u64(start, upto)
-            .take(limit)
-        {
+        for entry in self.inner.trees.outbox.range_u64(start, upto).take(limit) {
             let (key, value) = entry?;
             out.push((be_u64(&key), postcard::from_bytes(&value)?));
         }
@@ -611,7 +614,6 @@ struct Writer {
     streams: HashMap<String, u64>,
 }
 
-
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
         let max_batch = match self.flush {
@@ -628,10 +630,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let applying = std::time::Instant::now();
             for request in &batch {
                 results.push(self.apply(&request.commit));
             }
+            let flushing = std::time::Instant::now();
             let flushed = self.db.flush();
+            metrics::histogram!("store_commit_batch_size").record(batch.len() as f64);
+            metrics::histogram!("store_apply_seconds")
+                .record(flushing.duration_since(applying).as_secs_f64());
+            metrics::histogram!("store_flush_seconds").record(flushing.elapsed().as_secs_f64());
             match flushed {
                 Ok(_) => {
                     self.durable.send_replace(Durable {
@@ -750,7 +758,10 @@ impl Writer {
         for (seq, bytes) in &planned {
             batch.insert(t.events.key(&seq.to_be_bytes()), bytes.as_slice());
             if !correlation.is_empty() {
-                batch.insert(t.correlation.key(&correlation_key(correlation, *seq)), &[] as &[u8]);
+                batch.insert(
+                    t.correlation.key(&correlation_key(correlation, *seq)),
+                    &[] as &[u8],
+                );
             }
         }
         for (key, seq) in &stream_index {

@@ -84,8 +84,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client> {
     loop {
         attempt += 1;
         let options = settings.options().await?;
-        match tokio::time::timeout(Duration::from_secs(5), options.connect(&settings.url)).await
-        {
+        match tokio::time::timeout(Duration::from_secs(5), options.connect(&settings.url)).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(source)) if attempt >= CONNECT_ATTEMPTS_MAX => {
                 return Err(Error::Connect {
@@ -133,7 +132,10 @@ pub fn stream_configs() -> Vec<stream::Config> {
     };
     let mut configs = vec![saga(ORDER_STREAM, "order.>")];
     for participant in Participant::ALL {
-        configs.push(saga(participant.stream(), &format!("{}.>", participant.name())));
+        configs.push(saga(
+            participant.stream(),
+            &format!("{}.>", participant.name()),
+        ));
     }
     configs.push(stream::Config {
         max_age: Duration::from_secs(DLQ_MAX_AGE_SECS),

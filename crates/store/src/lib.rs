@@ -29,9 +29,9 @@ pub mod live;
 pub mod outbox;
 pub mod participant;
 pub mod record;
-pub mod service;
 #[cfg(any(test, feature = "test-util"))]
 pub mod scenario;
+pub mod service;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

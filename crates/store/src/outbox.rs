@@ -225,12 +225,15 @@ pub async fn publish_now(js: &jetstream::Context, message: &OutboxMessage) -> Re
         )
         .await
         .map_err(|e| crate::Error::jetstream("publish", e))?;
-    tokio::time::timeout(Duration::from_millis(RELAY_ACK_TIMEOUT_MS), std::future::IntoFuture::into_future(ack))
-        .await
-        .map_err(|_| crate::Error::Timeout {
-            op: "publish ack",
-            after: Duration::from_millis(RELAY_ACK_TIMEOUT_MS),
-        })?
-        .map_err(|e| crate::Error::jetstream("publish ack", e))?;
+    tokio::time::timeout(
+        Duration::from_millis(RELAY_ACK_TIMEOUT_MS),
+        std::future::IntoFuture::into_future(ack),
+    )
+    .await
+    .map_err(|_| crate::Error::Timeout {
+        op: "publish ack",
+        after: Duration::from_millis(RELAY_ACK_TIMEOUT_MS),
+    })?
+    .map_err(|e| crate::Error::jetstream("publish ack", e))?;
     Ok(())
 }

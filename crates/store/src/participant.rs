@@ -93,7 +93,11 @@ pub async fn republish_recorded<D: Domain>(
 }
 
 /// The operator alert for a compensation that kept failing (`ops.alert.compensation_failed`).
-pub fn compensation_alert(event: &contract::ParticipantEvent, trace_id: &str, cause: &Option<String>) -> OutboxMessage {
+pub fn compensation_alert(
+    event: &contract::ParticipantEvent,
+    trace_id: &str,
+    cause: &Option<String>,
+) -> OutboxMessage {
     let body = serde_json::json!({
         "kind": "compensation_failed",
         "orderId": event.order_id,
@@ -108,12 +112,21 @@ pub fn compensation_alert(event: &contract::ParticipantEvent, trace_id: &str, ca
             "{}.ops.alert.compensation_failed.{}{}",
             event.order_id,
             event.participant.name(),
-            cause.as_deref().map(|c| format!("~{c}")).unwrap_or_default()
+            cause
+                .as_deref()
+                .map(|c| format!("~{c}"))
+                .unwrap_or_default()
         ),
         headers: vec![
-            (contract::HEADER_ORDER_ID.to_owned(), event.order_id.to_string()),
+            (
+                contract::HEADER_ORDER_ID.to_owned(),
+                event.order_id.to_string(),
+            ),
             (contract::HEADER_TRACE_ID.to_owned(), trace_id.to_owned()),
-            (contract::HEADER_CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+            (
+                contract::HEADER_CONTENT_TYPE.to_owned(),
+                "application/json".to_owned(),
+            ),
         ],
         payload: serde_json::to_vec(&body).unwrap_or_default(),
     }

@@ -131,10 +131,13 @@ impl Record {
 
     /// Decodes a stored value, checking the record against its own hash.
     pub(crate) fn open(seq: u64, bytes: &[u8]) -> Result<(Record, [u8; HASH_LEN])> {
-        let split = bytes.len().checked_sub(HASH_LEN).ok_or_else(|| Error::Corrupt {
-            seq,
-            reason: "record shorter than its hash".into(),
-        })?;
+        let split = bytes
+            .len()
+            .checked_sub(HASH_LEN)
+            .ok_or_else(|| Error::Corrupt {
+                seq,
+                reason: "record shorter than its hash".into(),
+            })?;
         let (body, stored) = bytes.split_at(split);
         let computed = blake3::hash(body);
         if computed.as_bytes()[..] != stored[..] {

@@ -24,7 +24,12 @@ use crate::live::{self, Live};
 #[derive(Clone, clap::Args)]
 pub struct CommonArgs {
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     pub nats_url: String,
     /// NATS user (with --nats-password).
     #[arg(long, env = "NATS_USER", global = true)]
@@ -88,7 +93,10 @@ impl RateLimit {
         let per_sec = f64::from(per_sec.max(1));
         Self {
             per_sec,
-            bucket: std::sync::Arc::new(std::sync::Mutex::new((per_sec, std::time::Instant::now()))),
+            bucket: std::sync::Arc::new(std::sync::Mutex::new((
+                per_sec,
+                std::time::Instant::now(),
+            ))),
         }
     }
 
@@ -118,7 +126,11 @@ pub async fn rate_limited(
     if limit.admit() {
         next.run(request).await
     } else {
-        ApiError::client(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry shortly").into_response()
+        ApiError::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded; retry shortly",
+        )
+        .into_response()
     }
 }
 
@@ -137,7 +149,11 @@ impl CommonArgs {
     }
 
     /// Where and how a service runs, with its default HTTP address.
-    pub fn service_config(&self, domain: &'static str, default_addr: &str) -> crate::app::ServiceConfig {
+    pub fn service_config(
+        &self,
+        domain: &'static str,
+        default_addr: &str,
+    ) -> crate::app::ServiceConfig {
         crate::app::ServiceConfig {
             domain,
             data_dir: self.data_dir(domain),
@@ -271,7 +287,10 @@ pub fn run_offline<D: Domain>(
                 "bound": { "uptoSeq": bound.upto_seq, "uptoTimeMs": bound.upto_time_ms },
                 "state": render_state(&state),
             });
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             Ok(0)
         }
         Offline::Verify => {
@@ -331,7 +350,11 @@ pub struct CommonState {
 }
 
 /// `/healthz`, `/readyz`, `/metrics` and `/log/{orderId}` (this domain's records of an order).
-pub fn common_routes<D: Domain>(live: &Live<D>, domain: &'static str, nats: async_nats::Client) -> Router {
+pub fn common_routes<D: Domain>(
+    live: &Live<D>,
+    domain: &'static str,
+    nats: async_nats::Client,
+) -> Router {
     let state = CommonState {
         domain,
         store: live.store().clone(),
@@ -350,7 +373,8 @@ pub fn common_routes<D: Domain>(live: &Live<D>, domain: &'static str, nats: asyn
 async fn readyz(State(state): State<CommonState>) -> Response {
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
     let store_up = !state.fatal.is_cancelled();
-    let body = serde_json::json!({ "nats": nats_up, "store": store_up, "head": state.store.head() });
+    let body =
+        serde_json::json!({ "nats": nats_up, "store": store_up, "head": state.store.head() });
     let status = if nats_up && store_up {
         StatusCode::OK
     } else {
@@ -371,7 +395,10 @@ async fn metrics(State(state): State<CommonState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn order_log(State(state): State<CommonState>, UrlPath(order_id): UrlPath<String>) -> Response {
+async fn order_log(
+    State(state): State<CommonState>,
+    UrlPath(order_id): UrlPath<String>,
+) -> Response {
     match state.store.read_correlated(&order_id) {
         Ok(records) => Json(
             records
@@ -382,7 +409,11 @@ async fn order_log(State(state): State<CommonState>, UrlPath(order_id): UrlPath<
         .into_response(),
         Err(err) => {
             tracing::error!(error = %err, "reading the order's log failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": "internal error"}))).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({"error": "internal error"})),
+            )
+                .into_response()
         }
     }
 }
@@ -437,7 +468,9 @@ impl ApiError {
 impl From<crate::Error> for ApiError {
     fn from(err: crate::Error) -> Self {
         match err {
-            crate::Error::Busy(_) => Self::client(StatusCode::CONFLICT, "request already in progress"),
+            crate::Error::Busy(_) => {
+                Self::client(StatusCode::CONFLICT, "request already in progress")
+            }
             other => Self::internal(other),
         }
     }
@@ -455,7 +488,10 @@ impl IntoResponse for ApiError {
 
 /// Checks `Authorization: Bearer <token>` for admin routes. Without a configured token admin
 /// routes are off (403).
-pub fn check_admin(headers: &axum::http::HeaderMap, token: Option<&str>) -> std::result::Result<(), ApiError> {
+pub fn check_admin(
+    headers: &axum::http::HeaderMap,
+    token: Option<&str>,
+) -> std::result::Result<(), ApiError> {
     let Some(expected) = token else {
         return Err(ApiError::client(
             StatusCode::FORBIDDEN,
@@ -468,7 +504,10 @@ pub fn check_admin(headers: &axum::http::HeaderMap, token: Option<&str>) -> std:
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err(ApiError::client(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")),
+        _ => Err(ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        )),
     }
 }
 
@@ -530,7 +569,9 @@ where
                 .await
                 .map_err(|e| format!("starting the {domain} service: {e}"))?;
             tokio::spawn(shutdown_on_signal(app.shutdown_token()));
-            app.wait().await.map_err(|e| format!("{domain} service: {e}"))?;
+            app.wait()
+                .await
+                .map_err(|e| format!("{domain} service: {e}"))?;
             Ok(0)
         }
     }

@@ -105,7 +105,14 @@ impl NatsServer {
         let log = std::fs::File::create(self.store_dir.with_extension("log"))
             .expect("a log file for nats-server");
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store_dir)
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -146,7 +153,9 @@ impl NatsServer {
 
 /// Whether the server answers JetStream API requests (it may accept connections earlier).
 async fn jetstream_ready(url: &str) -> bool {
-    let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await else {
+    let Ok(Ok(client)) =
+        tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
+    else {
         return false;
     };
     let reply = tokio::time::timeout(
