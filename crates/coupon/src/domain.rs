@@ -7,38 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+pub use store::participant::{
+    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+};
 use uuid::Uuid;
 
 /// Longest coupon or user id accepted, in characters.
 pub const MAX_ID_LEN: usize = 64;
 
-/// Reason published when `order.failed` arrives before `order.placed`.
-pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
-
-/// Reason published when a rejected order fails.
-pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
-
-/// Reason recorded when `order.placed` arrives after the order's tombstone.
-pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
-
 /// The coupon domain: issued coupons and which order uses each.
 pub struct Coupon;
-
-/// Where one order stands in the coupon service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ParticipantOrderStatus {
-    /// The order's coupon is marked used.
-    Succeeded,
-    /// The order's coupon could not be used.
-    Rejected,
-    /// The order failed and its part is settled (released, or nothing to undo).
-    Compensated,
-    /// Undoing failed; never reached here, since releasing is a pure state change.
-    CompensationFailed,
-    /// `order.failed` came first; a late `order.placed` is ignored.
-    Tombstoned,
-}
 
 /// What the coupon service remembers about one order it took part in.
 #[derive(Debug, Clone, PartialEq, Eq)]

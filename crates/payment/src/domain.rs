@@ -8,16 +8,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+pub use store::participant::{LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON};
 use uuid::Uuid;
-
-/// Reason published when `order.failed` arrives before `order.placed`.
-pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
-
-/// Reason published when a declined order fails.
-pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
-
-/// Reason recorded when `order.placed` arrives after the order's tombstone.
-pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
 
 /// The payment domain: one payment per order, approved or declined at the gateway.
 pub struct Payment;

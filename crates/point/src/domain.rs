@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+pub use store::participant::{
+    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+};
 use uuid::Uuid;
 
 /// Longest user id accepted, in characters.
@@ -17,33 +20,8 @@ pub const MAX_USER_ID_LEN: usize = 64;
 /// Far below `u64::MAX` so that refunds on top of a full balance can never overflow.
 pub const MAX_BALANCE: u64 = 1 << 50;
 
-/// Reason published when `order.failed` arrives before `order.placed`.
-pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
-
-/// Reason published when a rejected order fails.
-pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
-
-/// Reason recorded when `order.placed` arrives after the order's tombstone.
-pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
-
 /// The point domain: balances per user and the deductions made for orders.
 pub struct Point;
-
-/// Where one order stands in the point service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ParticipantOrderStatus {
-    /// The order's points are deducted.
-    Succeeded,
-    /// The balance was too low; nothing was deducted.
-    Rejected,
-    /// The order failed and its part is settled (refunded, or nothing to undo).
-    Compensated,
-    /// Undoing failed; never reached here, since refunding is a pure state change.
-    CompensationFailed,
-    /// `order.failed` came first; a late `order.placed` is ignored.
-    Tombstoned,
-}
 
 /// What the point service remembers about one order it took part in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+pub use store::participant::{
+    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+};
 use uuid::Uuid;
 
 /// Longest SKU accepted, in characters.
@@ -17,33 +20,8 @@ pub const MAX_SKU_LEN: usize = 64;
 /// Far below `u64::MAX` so that restoring reservations on top of a full shelf can never overflow.
 pub const MAX_AVAILABLE: u64 = 1 << 50;
 
-/// Reason published when `order.failed` arrives before `order.placed`.
-pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
-
-/// Reason published when a rejected order fails.
-pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
-
-/// Reason recorded when `order.placed` arrives after the order's tombstone.
-pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
-
 /// The stock domain: quantities per SKU and the reservations made for orders.
 pub struct Stock;
-
-/// Where one order stands in the stock service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ParticipantOrderStatus {
-    /// Every line is reserved.
-    Succeeded,
-    /// Some line could not be reserved; nothing was.
-    Rejected,
-    /// The order failed and its part is settled (restored, or nothing to undo).
-    Compensated,
-    /// Undoing failed; never reached here, since restoring is a pure state change.
-    CompensationFailed,
-    /// `order.failed` came first; a late `order.placed` is ignored.
-    Tombstoned,
-}
 
 /// What the stock service remembers about one order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,29 @@ use crate::outbox;
 use crate::record::{DedupRecord, EventMeta, OutboxMessage};
 use crate::service::now_ms;
 
+/// Reason published when `order.failed` arrives before `order.placed`.
+pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
+/// Reason published when a rejected order fails.
+pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
+/// Reason recorded when `order.placed` arrives after the order's tombstone.
+pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
+
+/// Where one order stands in a participant (stock, coupon, point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ParticipantOrderStatus {
+    /// It did its part.
+    Succeeded,
+    /// It refused; nothing was done.
+    Rejected,
+    /// The order failed and its part is settled (undone, or nothing to undo).
+    Compensated,
+    /// Undoing failed.
+    CompensationFailed,
+    /// `order.failed` came first; a late `order.placed` is ignored.
+    Tombstoned,
+}
+
 /// What a participant service plugs into the shared handler.
 pub trait ParticipantDomain: Send + Sync + 'static {
     /// The domain core.
