@@ -115,9 +115,14 @@ pub struct EventStore {
     inner: Arc<Inner>,
 }
 
+/// Every dedup key in the log, in memory: most inputs are new, and answering "not seen" without
+/// touching sled keeps readers out of the writer's way (a sled batch waits for every reader).
+type DedupKeys = Arc<std::sync::RwLock<std::collections::HashSet<Box<str>>>>;
+
 struct Inner {
     db: sled::Db,
     trees: Trees,
+    dedup_keys: DedupKeys,
     /// `None` only while dropping: closing the queue is what stops the writer.
     writer: Option<mpsc::Sender<WriteRequest>>,
     durable: watch::Receiver<Durable>,
@@ -249,9 +254,16 @@ impl EventStore {
             outbox_seq: head.outbox_seq,
         });
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let mut keys = std::collections::HashSet::new();
+        for entry in trees.dedup.iter() {
+            let (key, _) = entry?;
+            keys.insert(String::from_utf8_lossy(&key).into());
+        }
+        let dedup_keys: DedupKeys = Arc::new(std::sync::RwLock::new(keys));
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
+            dedup_keys: dedup_keys.clone(),
             head,
             flush: config.flush,
             durable: durable_tx,
@@ -264,6 +276,7 @@ impl EventStore {
             inner: Arc::new(Inner {
                 db,
                 trees,
+                dedup_keys,
                 writer: Some(writer_tx),
                 durable: durable_rx,
                 thread: Mutex::new(Some(thread)),
@@ -395,6 +408,17 @@ impl EventStore {
 
     /// The dedup record under a key, if that input was handled before.
     pub fn dedup(&self, key: &str) -> Result<Option<DedupRecord>> {
+        // The writer adds a key before the commit is acknowledged, so a key missing here
+        // belongs to no durable commit.
+        let known = self
+            .inner
+            .dedup_keys
+            .read()
+            .map(|keys| keys.contains(key))
+            .unwrap_or(true);
+        if !known {
+            return Ok(None);
+        }
         match self.inner.trees.dedup.get(key.as_bytes())? {
             Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
             None => Ok(None),
@@ -433,11 +457,14 @@ impl EventStore {
     /// Removes published outbox entries. Not flushed: losing a removal only re-publishes, and
     /// the server drops the re-publish by its message id.
     pub fn outbox_remove(&self, seqs: &[u64]) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        // One remove at a time: removals need no atomicity, and a sled batch would wait for,
+        // and hold up, every other reader and writer of the log.
         for seq in seqs {
-            batch.remove(self.inner.trees.outbox.key(&seq.to_be_bytes()));
+            self.inner
+                .trees
+                .log
+                .remove(self.inner.trees.outbox.key(&seq.to_be_bytes()))?;
         }
-        self.inner.trees.log.apply_batch(batch)?;
         Ok(())
     }
 
@@ -607,6 +634,7 @@ fn now_ms() -> u64 {
 struct Writer {
     db: sled::Db,
     trees: Trees,
+    dedup_keys: DedupKeys,
     head: Head,
     flush: FlushPolicy,
     durable: watch::Sender<Durable>,
@@ -779,6 +807,11 @@ impl Writer {
         let result = t.log.apply_batch(batch);
         match result {
             Ok(()) => {
+                if let Some(key) = &commit.dedup_key {
+                    if let Ok(mut keys) = self.dedup_keys.write() {
+                        keys.insert(key.as_str().into());
+                    }
+                }
                 let first_seq = self.head.global_seq + 1;
                 self.head.global_seq = seq;
                 self.head.hash = hash;
