@@ -659,8 +659,22 @@ impl Writer {
                 }
             }
             let applying = std::time::Instant::now();
+            // The whole group goes to sled as ONE atomic batch: a sled batch waits for every
+            // reader of the tree, so one per group instead of one per commit.
+            let mut group = Group::default();
             for request in &batch {
-                results.push(self.apply(&request.commit));
+                results.push(self.plan(&request.commit, &mut group));
+            }
+            if let Err(err) = self.trees.log.apply_batch(group.batch) {
+                // The planned head and caches are now ahead of the disk: stop writing.
+                tracing::error!(error = %err, "applying a commit group failed; the writer stops");
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(Error::Storage(err.clone())));
+                }
+                return;
+            }
+            if let Ok(mut keys) = self.dedup_keys.write() {
+                keys.extend(group.dedup.into_keys().map(String::into_boxed_str));
             }
             let flushing = std::time::Instant::now();
             let flushed = self.db.flush();
@@ -706,11 +720,16 @@ impl Writer {
         Ok(v)
     }
 
-    fn apply(&mut self, commit: &Commit) -> Result<CommitOutcome> {
+    /// Checks a commit and adds its writes to the group; head and caches move at once, so the
+    /// next commit of the group sees this one.
+    fn plan(&mut self, commit: &Commit, group: &mut Group) -> Result<CommitOutcome> {
         // A known input is answered with what it produced before any version check: a retried
         // commit (its expected versions now stale) must read as a duplicate, not a conflict.
         // The writer is the only one writing dedup records, so this read cannot go stale.
         if let Some(key) = &commit.dedup_key {
+            if let Some(record) = group.dedup.get(key) {
+                return Ok(CommitOutcome::Duplicate(record.clone()));
+            }
             if let Some(existing) = self.trees.dedup.get(key.as_bytes())? {
                 return Ok(CommitOutcome::Duplicate(postcard::from_bytes(&existing)?));
             }
@@ -782,7 +801,7 @@ impl Writer {
         let t = &self.trees;
         // The writer is the only one writing these keys, so the checks above (dedup record,
         // stream versions from its cache) cannot go stale before this batch lands.
-        let mut batch = sled::Batch::default();
+        let batch = &mut group.batch;
         for (seq, bytes) in &planned {
             batch.insert(t.events.key(&seq.to_be_bytes()), bytes.as_slice());
             if !correlation.is_empty() {
@@ -803,29 +822,29 @@ impl Writer {
         }
         if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
             batch.insert(t.dedup.key(key.as_bytes()), value.as_slice());
+            group
+                .dedup
+                .insert(key.clone(), postcard::from_bytes(value)?);
         }
-        let result = t.log.apply_batch(batch);
-        match result {
-            Ok(()) => {
-                if let Some(key) = &commit.dedup_key {
-                    if let Ok(mut keys) = self.dedup_keys.write() {
-                        keys.insert(key.as_str().into());
-                    }
-                }
-                let first_seq = self.head.global_seq + 1;
-                self.head.global_seq = seq;
-                self.head.hash = hash;
-                self.head.recorded_at_ms = recorded_at_ms;
-                self.head.outbox_seq = outbox_seq;
-                for (stream, _, head) in new_heads {
-                    self.streams.insert(stream, head);
-                }
-                Ok(CommitOutcome::Committed {
-                    first_seq,
-                    last_seq: seq,
-                })
-            }
-            Err(e) => Err(Error::Storage(e)),
+        let first_seq = self.head.global_seq + 1;
+        self.head.global_seq = seq;
+        self.head.hash = hash;
+        self.head.recorded_at_ms = recorded_at_ms;
+        self.head.outbox_seq = outbox_seq;
+        for (stream, _, head) in new_heads {
+            self.streams.insert(stream, head);
         }
+        Ok(CommitOutcome::Committed {
+            first_seq,
+            last_seq: seq,
+        })
     }
+}
+
+/// The writes of one commit group, applied together.
+#[derive(Default)]
+struct Group {
+    batch: sled::Batch,
+    /// Dedup records written by the group so far, so a repeated input within it is a duplicate.
+    dedup: HashMap<String, DedupRecord>,
 }
