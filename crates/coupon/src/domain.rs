@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+use store::participant;
 pub use store::participant::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
@@ -25,6 +26,23 @@ pub struct OrderEntry {
     pub status: ParticipantOrderStatus,
     /// The coupon the order asked for; `None` for a tombstone.
     pub coupon_id: Option<String>,
+}
+
+impl participant::OrderEntry for OrderEntry {
+    fn status(&self) -> ParticipantOrderStatus {
+        self.status
+    }
+
+    fn set_status(&mut self, status: ParticipantOrderStatus) {
+        self.status = status;
+    }
+
+    fn tombstone() -> Self {
+        OrderEntry {
+            status: ParticipantOrderStatus::Tombstoned,
+            coupon_id: None,
+        }
+    }
 }
 
 /// Whether a coupon can still be used, as the HTTP API shows it.
@@ -384,18 +402,11 @@ fn handle_failed(state: &CouponState, order_id: Uuid) -> Vec<CouponEvent> {
 }
 
 fn record_new_order(state: &mut CouponState, order_id: Uuid, entry: OrderEntry) {
-    let previous = state.orders.insert(order_id, entry);
-    assert!(
-        previous.is_none(),
-        "order {order_id} decided twice: decide must turn a repeat into a no-op"
-    );
+    participant::record_new_order(&mut state.orders, order_id, entry);
 }
 
 fn order_mut(state: &mut CouponState, order_id: Uuid) -> &mut OrderEntry {
-    match state.orders.get_mut(&order_id) {
-        Some(entry) => entry,
-        None => panic!("event about order {order_id}, which coupon has never seen"),
-    }
+    participant::order_mut(&mut state.orders, order_id, "coupon")
 }
 
 fn coupon_mut<'a>(state: &'a mut CouponState, coupon_id: &str) -> &'a mut CouponEntry {
@@ -498,27 +509,13 @@ impl Domain for Coupon {
                 coupon.used_by = None;
             }
             CouponEvent::Tombstoned { order_id } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Tombstoned,
-                    coupon_id: None,
-                };
-                record_new_order(state, *order_id, entry);
+                participant::evolve_tombstoned(&mut state.orders, *order_id)
             }
             CouponEvent::CompensationSkipped { order_id, .. } => {
-                let entry = order_mut(state, *order_id);
-                assert_eq!(
-                    entry.status,
-                    ParticipantOrderStatus::Rejected,
-                    "compensation of order {order_id} skipped although it was not rejected"
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
+                participant::evolve_compensation_skipped(&mut state.orders, *order_id, "coupon")
             }
             CouponEvent::PlacementIgnored { order_id, .. } => {
-                assert_eq!(
-                    state.order_status(*order_id),
-                    Some(ParticipantOrderStatus::Tombstoned),
-                    "placement of order {order_id} ignored without a tombstone"
-                );
+                participant::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }

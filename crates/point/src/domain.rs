@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
+use store::participant;
 pub use store::participant::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
@@ -32,6 +33,24 @@ pub struct OrderEntry {
     pub user_id: String,
     /// How many points were deducted; 0 unless the deduction succeeded.
     pub points: u64,
+}
+
+impl participant::OrderEntry for OrderEntry {
+    fn status(&self) -> ParticipantOrderStatus {
+        self.status
+    }
+
+    fn set_status(&mut self, status: ParticipantOrderStatus) {
+        self.status = status;
+    }
+
+    fn tombstone() -> Self {
+        OrderEntry {
+            status: ParticipantOrderStatus::Tombstoned,
+            user_id: String::new(),
+            points: 0,
+        }
+    }
 }
 
 /// The folded state: every balance and every order seen.
@@ -305,18 +324,11 @@ fn handle_failed(state: &PointState, order_id: Uuid) -> Vec<PointEvent> {
 }
 
 fn record_new_order(state: &mut PointState, order_id: Uuid, entry: OrderEntry) {
-    let previous = state.orders.insert(order_id, entry);
-    assert!(
-        previous.is_none(),
-        "order {order_id} decided twice: decide must turn a repeat into a no-op"
-    );
+    participant::record_new_order(&mut state.orders, order_id, entry);
 }
 
 fn order_mut(state: &mut PointState, order_id: Uuid) -> &mut OrderEntry {
-    match state.orders.get_mut(&order_id) {
-        Some(entry) => entry,
-        None => panic!("event about order {order_id}, which point has never seen"),
-    }
+    participant::order_mut(&mut state.orders, order_id, "point")
 }
 
 fn add_points(state: &mut PointState, user_id: &str, points: u64) {
@@ -393,28 +405,13 @@ impl Domain for Point {
                 add_points(state, user_id, *points);
             }
             PointEvent::Tombstoned { order_id } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Tombstoned,
-                    user_id: String::new(),
-                    points: 0,
-                };
-                record_new_order(state, *order_id, entry);
+                participant::evolve_tombstoned(&mut state.orders, *order_id)
             }
             PointEvent::CompensationSkipped { order_id, .. } => {
-                let entry = order_mut(state, *order_id);
-                assert_eq!(
-                    entry.status,
-                    ParticipantOrderStatus::Rejected,
-                    "compensation of order {order_id} skipped although it was not rejected"
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
+                participant::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
             }
             PointEvent::PlacementIgnored { order_id, .. } => {
-                assert_eq!(
-                    state.order_status(*order_id),
-                    Some(ParticipantOrderStatus::Tombstoned),
-                    "placement of order {order_id} ignored without a tombstone"
-                );
+                participant::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }

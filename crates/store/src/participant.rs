@@ -5,7 +5,10 @@
 //! repeated input re-publishes the outcome recorded the first time instead of deciding again, so
 //! re-sending an input recovers an outcome the broker lost.
 
+use std::collections::HashMap;
 use std::future::Future;
+
+use uuid::Uuid;
 
 use crate::consumer::{Delivery, HandleError, Handler};
 use crate::contract::{self, OrderFailed, OrderPlaced, OutcomeKind, Participant, SagaMessage};
@@ -36,6 +39,66 @@ pub enum ParticipantOrderStatus {
     CompensationFailed,
     /// `order.failed` came first; a late `order.placed` is ignored.
     Tombstoned,
+}
+
+/// What a participant (stock, coupon, point) remembers about one order.
+pub trait OrderEntry {
+    /// Where the order stands.
+    fn status(&self) -> ParticipantOrderStatus;
+    /// Moves the order on.
+    fn set_status(&mut self, status: ParticipantOrderStatus);
+    /// The entry of an order whose `order.failed` came before its `order.placed`.
+    fn tombstone() -> Self;
+}
+
+/// Records the first decision about an order; a second one is a bug in `decide`.
+pub fn record_new_order<E>(orders: &mut HashMap<Uuid, E>, order_id: Uuid, entry: E) {
+    let previous = orders.insert(order_id, entry);
+    assert!(
+        previous.is_none(),
+        "order {order_id} decided twice: decide must turn a repeat into a no-op"
+    );
+}
+
+/// The entry of an order an event is about; a missing one is a bug in `decide`.
+pub fn order_mut<'a, E>(
+    orders: &'a mut HashMap<Uuid, E>,
+    order_id: Uuid,
+    domain: &str,
+) -> &'a mut E {
+    match orders.get_mut(&order_id) {
+        Some(entry) => entry,
+        None => panic!("event about order {order_id}, which {domain} has never seen"),
+    }
+}
+
+/// Applies `Tombstoned`: the order failed before it was placed here.
+pub fn evolve_tombstoned<E: OrderEntry>(orders: &mut HashMap<Uuid, E>, order_id: Uuid) {
+    record_new_order(orders, order_id, E::tombstone());
+}
+
+/// Applies `CompensationSkipped`: a rejected order failed, so there is nothing to undo.
+pub fn evolve_compensation_skipped<E: OrderEntry>(
+    orders: &mut HashMap<Uuid, E>,
+    order_id: Uuid,
+    domain: &str,
+) {
+    let entry = order_mut(orders, order_id, domain);
+    assert_eq!(
+        entry.status(),
+        ParticipantOrderStatus::Rejected,
+        "compensation of order {order_id} skipped although it was not rejected"
+    );
+    entry.set_status(ParticipantOrderStatus::Compensated);
+}
+
+/// Checks `PlacementIgnored`: only a tombstoned order ignores its placement.
+pub fn evolve_placement_ignored<E: OrderEntry>(orders: &HashMap<Uuid, E>, order_id: Uuid) {
+    assert_eq!(
+        orders.get(&order_id).map(E::status),
+        Some(ParticipantOrderStatus::Tombstoned),
+        "placement of order {order_id} ignored without a tombstone"
+    );
 }
 
 /// What a participant service plugs into the shared handler.
