@@ -41,7 +41,7 @@ async fn coupon(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     api.live
         .read(|s| s.coupon(&coupon_id).map(coupon_json))
-        .await
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("unknown coupon {coupon_id}")))
 }
@@ -105,7 +105,7 @@ async fn issue(
             let entry = api
                 .live
                 .read(|s| s.coupon(&coupon_id).map(coupon_json))
-                .await;
+                .await?;
             Ok((StatusCode::CREATED, Json(entry.unwrap_or_default())))
         }
         Err(rejection) => Err(ApiError::bad_field(

@@ -167,7 +167,7 @@ async fn record(
     let Some(order_id) = entry.order_id else {
         return Ok(false);
     };
-    let Some(saga) = api.live.read(|s| s.orders.get(&order_id).cloned()).await else {
+    let Some(saga) = api.live.read(|s| s.orders.get(&order_id).cloned()).await? else {
         return Ok(false);
     };
     let cause = format!("admin:{kind} {}", entry.seq);

@@ -283,7 +283,7 @@ async fn place_order(
         let saga = api
             .live
             .read(|s| s.orders.get(&order_id).cloned())
-            .await
+            .await?
             .ok_or_else(|| ApiError::internal("placed order vanished"))?;
         let terminal = saga.status.is_terminal() || saga.status == OrderStatus::NeedsAttention;
         let waited_out = deadline.is_none_or(|d| Instant::now() >= d);
@@ -316,7 +316,7 @@ async fn get_order(
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
-    let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await;
+    let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await?;
     match saga {
         Some(saga) => Ok(Json(order_json(&saga)).into_response()),
         None => Err(ApiError::not_found(format!("no order {order_id}"))),
@@ -363,12 +363,12 @@ async fn list_orders(
                 .map(order_json)
                 .collect::<Vec<_>>()
         })
-        .await;
+        .await?;
     Ok(Json(serde_json::json!({ "orders": orders })).into_response())
 }
 
 /// Orders per status.
-async fn stats(State(api): State<ApiState>) -> Json<serde_json::Value> {
+async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = api
         .live
         .read(|s| {
@@ -382,8 +382,8 @@ async fn stats(State(api): State<ApiState>) -> Json<serde_json::Value> {
             }
             counts
         })
-        .await;
-    Json(serde_json::json!({ "orders": counts }))
+        .await?;
+    Ok(Json(serde_json::json!({ "orders": counts })))
 }
 
 async fn order_timeline(
@@ -401,7 +401,7 @@ async fn trace_timeline(
     let order_id = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
-        .await
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
     timeline(&api, order_id).await
 }
@@ -411,7 +411,7 @@ async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> 
     let saga = api
         .live
         .read(|s| s.orders.get(&order_id).cloned())
-        .await
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
     let mut steps: Vec<serde_json::Value> = api
         .live
@@ -486,7 +486,7 @@ async fn retry_compensation(
     let saga = api
         .live
         .read(|s| s.orders.get(&order_id).cloned())
-        .await
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
     let executed = api
         .live

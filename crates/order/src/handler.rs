@@ -269,7 +269,7 @@ pub async fn run_supervisor(
                     })
                     .collect()
             })
-            .await;
+            .await?;
         for (saga, why) in due {
             let order_id = saga.order.order_id;
             let result = match why {
@@ -484,7 +484,8 @@ impl Handler for DataPlatformForwarder {
         let delivered = self
             .live
             .read(|s| s.orders.get(&order_id).map(|o| o.data_platform_delivered))
-            .await;
+            .await
+            .map_err(transient)?;
         match delivered {
             Some(true) => return Ok(()),
             Some(false) => {}

@@ -34,7 +34,7 @@ async fn payment(
             })
         })
     })
-    .await
+    .await?
     .map(Json)
     .ok_or_else(|| ApiError::not_found(format!("no payment for order {order_id}")))
 }

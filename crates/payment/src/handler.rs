@@ -33,7 +33,8 @@ impl ParticipantDomain for PaymentParticipant {
         let order_id = placed.order_id;
         let needed = live
             .read(|s| domain::needs_gateway_approval(s, order_id))
-            .await;
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
         let decision = if needed {
             // The PG is idempotent on the order id, so a redelivery after a crash between this
             // call and the commit gets the same approval back, not a second charge.
@@ -68,7 +69,8 @@ impl ParticipantDomain for PaymentParticipant {
                         .unwrap_or_default()
                 })
             })
-            .await;
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
         let cancel = match authorization {
             None => CancelResult::NotNeeded,
             Some(authorization) => self.cancel_with_retries(order_id, &authorization).await,

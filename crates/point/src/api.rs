@@ -32,7 +32,7 @@ async fn balance(
     let (known, balance) = api
         .live
         .read(|s| (s.knows_user(&user_id), s.balance(&user_id)))
-        .await;
+        .await?;
     if !known {
         return Err(ApiError::not_found(format!("unknown user {user_id}")));
     }
@@ -71,7 +71,7 @@ async fn credit(
         .await?
     {
         Ok(_) => {
-            let balance = api.live.read(|s| s.balance(&user_id)).await;
+            let balance = api.live.read(|s| s.balance(&user_id)).await?;
             Ok((
                 StatusCode::OK,
                 Json(serde_json::json!({ "userId": user_id, "balance": balance })),

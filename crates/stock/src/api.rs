@@ -29,7 +29,7 @@ async fn available(
     State(api): State<ApiState>,
     Path(sku): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match api.live.read(|s| s.available(&sku)).await {
+    match api.live.read(|s| s.available(&sku)).await? {
         Some(available) => Ok(Json(
             serde_json::json!({ "sku": sku, "available": available }),
         )),
@@ -67,7 +67,7 @@ async fn restock(
         .await?
     {
         Ok(_) => {
-            let available = api.live.read(|s| s.available(&sku)).await.unwrap_or(0);
+            let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
             Ok((
                 StatusCode::OK,
                 Json(serde_json::json!({ "sku": sku, "available": available })),

@@ -72,6 +72,8 @@ pub struct Durable {
     pub global_seq: u64,
     /// Last durable outbox seq.
     pub outbox_seq: u64,
+    /// Ticket of the last commit answered after a flush (see [`EventStore::last_ticket`]).
+    pub ticket: u64,
 }
 
 /// Bounds for replaying the log.
@@ -106,6 +108,7 @@ pub struct VerifyReport {
 
 struct WriteRequest {
     commit: Commit,
+    ticket: u64,
     reply: oneshot::Sender<Result<CommitOutcome>>,
 }
 
@@ -126,6 +129,10 @@ struct Inner {
     /// `None` only while dropping: closing the queue is what stops the writer.
     writer: Option<mpsc::Sender<WriteRequest>>,
     durable: watch::Receiver<Durable>,
+    /// Ticket of the last commit queued. Tickets are handed out in queue order (under this lock),
+    /// and the writer answers in queue order, so "ticket t is durable" means "every commit
+    /// queued up to t is durable".
+    last_ticket: Mutex<u64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -252,6 +259,7 @@ impl EventStore {
         let (durable_tx, durable_rx) = watch::channel(Durable {
             global_seq: head.global_seq,
             outbox_seq: head.outbox_seq,
+            ticket: 0,
         });
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let mut keys = std::collections::HashSet::new();
@@ -267,6 +275,7 @@ impl EventStore {
             head,
             flush: config.flush,
             durable: durable_tx,
+            answered_ticket: 0,
             streams: HashMap::new(),
         };
         let thread = std::thread::Builder::new()
@@ -279,6 +288,7 @@ impl EventStore {
                 dedup_keys,
                 writer: Some(writer_tx),
                 durable: durable_rx,
+                last_ticket: Mutex::new(0),
                 thread: Mutex::new(Some(thread)),
                 path: config.path,
             }),
@@ -296,15 +306,56 @@ impl EventStore {
 
     /// Appends a commit atomically; resolves once it is on disk.
     pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.enqueue(commit).await?.await
+    }
+
+    /// Queues a commit behind every commit queued before it, with its ticket.
+    async fn send(&self, commit: Commit) -> Result<oneshot::Receiver<Result<CommitOutcome>>> {
         for append in &commit.appends {
             validate_stream_id(&append.stream)?;
         }
         let (reply, answer) = oneshot::channel();
-        self.writer()?
-            .send(WriteRequest { commit, reply })
+        // Reserve the slot first (it may wait for room), then number and send under the lock,
+        // so ticket order is queue order.
+        let permit = self
+            .writer()?
+            .reserve()
             .await
             .map_err(|_| Error::WriterGone)?;
-        answer.await.map_err(|_| Error::WriterGone)?
+        let mut last = self
+            .inner
+            .last_ticket
+            .lock()
+            .map_err(|_| Error::WriterGone)?;
+        *last += 1;
+        permit.send(WriteRequest {
+            commit,
+            ticket: *last,
+            reply,
+        });
+        Ok(answer)
+    }
+
+    /// Ticket of the last commit queued so far. Whatever a reader saw of the live state was
+    /// queued no later than this, so waiting for it ([`wait_durable`](Self::wait_durable)) makes
+    /// the reader's view durable before it is answered.
+    pub fn last_ticket(&self) -> u64 {
+        self.inner
+            .last_ticket
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once every commit queued up to `ticket` is durable (answered after a flush).
+    /// Fails when the writer stopped first: what was queued may never reach the disk.
+    pub async fn wait_durable(&self, ticket: u64) -> Result<()> {
+        let mut durable = self.inner.durable.clone();
+        durable
+            .wait_for(|d| d.ticket >= ticket)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::WriterGone)
     }
 
     /// Enqueues a commit without waiting for it; the returned future resolves once it is durable.
@@ -315,14 +366,7 @@ impl EventStore {
         &self,
         commit: Commit,
     ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>>> {
-        for append in &commit.appends {
-            validate_stream_id(&append.stream)?;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.writer()?
-            .send(WriteRequest { commit, reply })
-            .await
-            .map_err(|_| Error::WriterGone)?;
+        let answer = self.send(commit).await?;
         Ok(async move { answer.await.map_err(|_| Error::WriterGone)? })
     }
 
@@ -638,6 +682,8 @@ struct Writer {
     head: Head,
     flush: FlushPolicy,
     durable: watch::Sender<Durable>,
+    /// Ticket of the last request answered.
+    answered_ticket: u64,
     /// Cache of stream versions, filled on first use from the heads tree.
     streams: HashMap<String, u64>,
 }
@@ -673,10 +719,9 @@ impl Writer {
                 }
                 return;
             }
-            if let Ok(mut keys) = self.dedup_keys.write() {
-                keys.extend(group.dedup.into_keys().map(String::into_boxed_str));
-            }
             let flushing = std::time::Instant::now();
+            #[cfg(any(test, feature = "test-util"))]
+            crate::testing_hooks::hold_flush();
             let flushed = self.db.flush();
             metrics::histogram!("store_commit_batch_size").record(batch.len() as f64);
             metrics::histogram!("store_apply_seconds")
@@ -684,20 +729,31 @@ impl Writer {
             metrics::histogram!("store_flush_seconds").record(flushing.elapsed().as_secs_f64());
             match flushed {
                 Ok(_) => {
+                    // Dedup keys become visible only once durable: a lookup must never answer
+                    // "seen" for an input whose commit a crash could still undo.
+                    if let Ok(mut keys) = self.dedup_keys.write() {
+                        keys.extend(group.dedup.into_keys().map(String::into_boxed_str));
+                    }
+                    if let Some(last) = batch.last() {
+                        self.answered_ticket = last.ticket;
+                    }
                     self.durable.send_replace(Durable {
                         global_seq: self.head.global_seq,
                         outbox_seq: self.head.outbox_seq,
+                        ticket: self.answered_ticket,
                     });
                     for (request, result) in batch.drain(..).zip(results.drain(..)) {
                         let _ = request.reply.send(result);
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "flush failed; failing the whole batch");
+                    // What was applied may or may not be on disk, and later commits would build
+                    // on it: stop, so nothing after this point is ever reported durable.
+                    tracing::error!(error = %err, "flush failed; failing the whole batch and stopping the writer");
                     for request in batch.drain(..) {
                         let _ = request.reply.send(Err(Error::Storage(err.clone())));
                     }
-                    results.clear();
+                    return;
                 }
             }
         }

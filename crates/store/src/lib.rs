@@ -14,6 +14,7 @@
 //! - [`service`]: settings, telemetry, shutdown, common HTTP routes, replay/verify/export.
 //! - [`participant`]: the message handler shared by the four participant services.
 //! - `testing` (feature `test-util`): a real nats-server per test, and polling helpers.
+//! - `testing_hooks` (feature `test-util`): failure injection inside the store (hold the flush).
 //! - [`error`]: the crate's error type.
 
 pub mod app;
@@ -34,6 +35,8 @@ pub mod scenario;
 pub mod service;
 #[cfg(feature = "test-util")]
 pub mod testing;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing_hooks;
 
 pub use error::{Error, Result};
 pub use event_store::{EventStore, FlushPolicy, ReplayBound, StoreConfig};

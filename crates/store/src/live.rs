@@ -178,10 +178,37 @@ impl<D: Domain> Live<D> {
         self.fatal.clone()
     }
 
-    /// Reads the state.
-    pub async fn read<R>(&self, f: impl FnOnce(&D::State) -> R) -> R {
+    /// Reads the state, answering only once what was read is durable.
+    ///
+    /// The state moves as soon as a decision is queued, before its commit is flushed (so many
+    /// decisions share one flush); a reader may therefore see a commit that a crash would still
+    /// undo. This waits for every commit queued before the read to be flushed, so no HTTP reply
+    /// and no decision made from the read runs ahead of the disk. The wait is at most one group
+    /// commit, and none when nothing is in flight.
+    pub async fn read<R>(&self, f: impl FnOnce(&D::State) -> R) -> Result<R> {
+        let (value, ticket) = {
+            let inner = self.inner.lock().await;
+            (f(&inner.state), self.store.last_ticket())
+        };
+        self.settle(ticket).await?;
+        Ok(value)
+    }
+
+    /// Reads the state as it is in memory, durable or not: failure injection and diagnostics only.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn read_undurable<R>(&self, f: impl FnOnce(&D::State) -> R) -> R {
         let inner = self.inner.lock().await;
         f(&inner.state)
+    }
+
+    /// Waits until every commit queued up to `ticket` is durable; a writer that stopped first
+    /// means the state may hold commits the disk never got, so the service must stop.
+    async fn settle(&self, ticket: u64) -> Result<()> {
+        if let Err(err) = self.store.wait_durable(ticket).await {
+            self.fatal.cancel();
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// Decides a command and commits the result with its dedup record and outbox in one go.
@@ -212,7 +239,14 @@ impl<D: Domain> Live<D> {
             }
             let events = match D::decide(&inner.state, command) {
                 Ok(events) => events,
-                Err(rejection) => return Ok(Err(rejection)),
+                Err(rejection) => {
+                    // A rejection may rest on commits not yet durable (an Idempotency-Key
+                    // placed a moment ago): answer it only once they are.
+                    let ticket = self.store.last_ticket();
+                    drop(inner);
+                    self.settle(ticket).await?;
+                    return Ok(Err(rejection));
+                }
             };
             // Encode the events before the state moves, so an encoding error changes nothing.
             let appends = plan_appends::<D>(&inner.versions, &events)?;
@@ -230,6 +264,10 @@ impl<D: Domain> Live<D> {
                 }
             };
             if events.is_empty() && outbox.is_empty() && execution.dedup_key.is_none() {
+                // Nothing to write, but "nothing to do" was decided on the state as it is.
+                let ticket = self.store.last_ticket();
+                drop(inner);
+                self.settle(ticket).await?;
                 return Ok(Ok(Executed::Committed { events, outbox }));
             }
             let commit = Commit {
