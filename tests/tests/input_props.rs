@@ -303,8 +303,9 @@ fn arbitrary_ids_through_every_http_write_get_a_2xx_or_a_4xx_naming_a_field_and_
         panic!("{err}");
     }
     // ... every saga those writes started settled (no participant stopped on an id)
+    let placed = placed.into_inner();
     runtime.block_on(async {
-        for order_id in placed.borrow().iter() {
+        for order_id in &placed {
             system.settled(order_id).await;
         }
         // ... and every service is still ready
