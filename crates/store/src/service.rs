@@ -489,9 +489,13 @@ impl ApiError {
 impl From<crate::Error> for ApiError {
     fn from(err: crate::Error) -> Self {
         match err {
-            crate::Error::Busy(_) => {
-                Self::client(StatusCode::CONFLICT, "request already in progress")
-            }
+            // Over HTTP only an admin write's Idempotency-Key is a dedup key: the same key is
+            // still being written by another request.
+            crate::Error::Busy(_) => Self {
+                status: StatusCode::CONFLICT,
+                message: "a request with this key is already in progress; retry shortly".into(),
+                field: Some(IDEMPOTENCY_KEY_HEADER.into()),
+            },
             other => Self::internal(other),
         }
     }
@@ -763,6 +767,37 @@ mod tests {
             4 => any::<char>(),
         ];
         proptest::collection::vec(piece, 0..70).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    #[test]
+    fn admin_routes_are_off_without_a_token_and_need_the_right_bearer_with_one() {
+        let mut headers = axum::http::HeaderMap::new();
+        let status = |r: std::result::Result<(), ApiError>| r.err().map(|e| e.status);
+        assert_eq!(
+            status(check_admin(&headers, None)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(check_admin(&headers, Some("t"))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(
+            status(check_admin(&headers, Some("t"))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(check_admin(&headers, None)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer t"),
+        );
+        assert_eq!(status(check_admin(&headers, Some("t"))), None);
     }
 
     #[test]
