@@ -165,6 +165,19 @@ impl System {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET a path on a service with the admin token: status and JSON body.
+    pub async fn get_admin(&self, service: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url(service)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("service reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// POST JSON to a service, with the admin token.
     pub async fn post(&self, service: &str, path: &str, body: Value) -> (u16, Value) {
         let response = self
@@ -269,9 +282,9 @@ impl System {
         (status == 200).then(|| body["status"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// A participant's own log of an order.
+    /// A participant's own log of an order (an admin route).
     pub async fn log_types(&self, service: &str, order_id: &str) -> Vec<String> {
-        let (_, body) = self.get(service, &format!("/log/{order_id}")).await;
+        let (_, body) = self.get_admin(service, &format!("/log/{order_id}")).await;
         body.as_array()
             .map(|records| {
                 records

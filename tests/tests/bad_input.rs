@@ -151,6 +151,37 @@ async fn bad_order_requests_get_a_4xx_naming_the_field_and_nothing_is_written() 
             with(good(), "couponId", json!(7)),
             "couponId",
         ),
+        (
+            "a userId of 64 four-byte characters (256 bytes)",
+            with(good(), "userId", json!("😀".repeat(64))),
+            "userId",
+        ),
+        (
+            "a userId with NUL",
+            with(good(), "userId", json!("al\u{0}ice")),
+            "userId",
+        ),
+        (
+            "a sku with NUL",
+            order(
+                json!([line(json!("ap\u{0}ple"), json!(1), json!(1))]),
+                json!(1),
+            ),
+            "items[0].sku",
+        ),
+        (
+            "a sku of 17 four-byte characters (68 bytes)",
+            order(
+                json!([line(json!("😀".repeat(17)), json!(1), json!(1))]),
+                json!(1),
+            ),
+            "items[0].sku",
+        ),
+        (
+            "a couponId with a line break",
+            with(good(), "couponId", json!("C1\nC2")),
+            "couponId",
+        ),
     ];
     let mut raw_cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -236,6 +267,9 @@ async fn an_oversized_order_body_gets_a_413_json_error_naming_the_body_and_nothi
 async fn bad_admin_requests_to_participants_get_a_400_naming_the_field_and_unknown_ids_a_404() {
     // Given
     let system = System::start_default().await;
+    let emoji = "%F0%9F%98%80".repeat(17);
+    let emoji_path_stock = format!("/stock/{emoji}/restock");
+    let emoji_path_point = format!("/points/{emoji}/credit");
     let cases: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
         (
             "a zero restock",
@@ -313,6 +347,49 @@ async fn bad_admin_requests_to_participants_get_a_400_naming_the_field_and_unkno
             "/coupons",
             br#"{"couponId": "C9", "userId": null}"#.to_vec(),
             "discount",
+        ),
+        (
+            "a restock of a SKU with NUL",
+            "stock",
+            "/stock/ap%00ple/restock",
+            br#"{"qty": 1}"#.to_vec(),
+            "sku",
+        ),
+        (
+            "a restock of a SKU of 17 four-byte characters",
+            "stock",
+            &emoji_path_stock,
+            br#"{"qty": 1}"#.to_vec(),
+            "sku",
+        ),
+        (
+            "a credit of a user with NUL",
+            "point",
+            "/points/al%00ice/credit",
+            br#"{"points": 1}"#.to_vec(),
+            "userId",
+        ),
+        (
+            "a credit of a user of 17 four-byte characters",
+            "point",
+            &emoji_path_point,
+            br#"{"points": 1}"#.to_vec(),
+            "userId",
+        ),
+        (
+            "a coupon id of 64 four-byte characters",
+            "coupon",
+            "/coupons",
+            serde_json::to_vec(&json!({"couponId": "😀".repeat(64), "discount": 1}))
+                .expect("serialises"),
+            "couponId",
+        ),
+        (
+            "a coupon for a user with NUL",
+            "coupon",
+            "/coupons",
+            br#"{"couponId": "C9", "userId": "a\u0000b", "discount": 1}"#.to_vec(),
+            "userId",
         ),
         (
             "a coupon with a bad expiry",

@@ -338,7 +338,7 @@ async fn a_valid_message_without_any_headers_is_handled_normally_because_headers
             WAIT,
             &format!("{participant} to note the duplicate {cause}"),
             || async {
-                let (_, log) = system.get(participant, &format!("/log/{id}")).await;
+                let (_, log) = system.get_admin(participant, &format!("/log/{id}")).await;
                 let noted = log.as_array().is_some_and(|records| {
                     records.iter().any(|r| {
                         r["type"] == "note.duplicate_ignored" && r["causation"] == cause.as_str()
@@ -354,7 +354,7 @@ async fn a_valid_message_without_any_headers_is_handled_normally_because_headers
         WAIT,
         "the order service to note the duplicate outcome",
         || async {
-            let (_, log) = system.get("order", &format!("/log/{id}")).await;
+            let (_, log) = system.get_admin("order", &format!("/log/{id}")).await;
             let noted = log.as_array().is_some_and(|records| {
                 records.iter().any(|r| {
                     r["type"] == "note.duplicate_ignored" && r["causation"] == cause.as_str()

@@ -2,11 +2,15 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use store::live::{Execution, Live};
 use store::record::EventMeta;
-use store::service::{check_admin, parse_time_ms, ApiError};
+use store::service::{
+    admin_dedup_key, admin_replayed, admin_reply, check_admin, id_field, idempotency_key,
+    parse_time_ms, ApiError,
+};
 
 use crate::domain::{Coupon, CouponCommand, CouponEntry};
 
@@ -50,19 +54,13 @@ async fn issue(
     State(api): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
+    let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(|e| ApiError::bad_field("body", e.body_text()))?;
-    let coupon_id = body
-        .get("couponId")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| ApiError::bad_field("couponId", "required string"))?
-        .to_owned();
-    let user_id = match body.get("userId") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::bad_field("userId", "must be a string or null")),
-    };
+    let coupon_id = id_field(body.get("couponId"), "couponId")?
+        .ok_or_else(|| ApiError::bad_field("couponId", "required string"))?;
+    let user_id = id_field(body.get("userId"), "userId")?;
     let discount = body
         .get("discount")
         .and_then(|v| v.as_u64())
@@ -88,7 +86,8 @@ async fn issue(
             causation_id: format!("admin:issue {coupon_id}"),
             ..EventMeta::default()
         },
-        dedup_key: None,
+        // A retried issue with the same key is answered with the coupon it issued.
+        dedup_key: key.as_deref().map(|k| admin_dedup_key("coupons", k)),
     };
     let command = CouponCommand::Issue {
         coupon_id: coupon_id.clone(),
@@ -101,12 +100,18 @@ async fn issue(
         .execute(execution, command, |_, _| Ok(Vec::new()))
         .await?
     {
-        Ok(_) => {
+        Ok(executed) => {
+            let replayed =
+                admin_replayed(api.live.store(), &executed, &format!("coupon-{coupon_id}"))?;
             let entry = api
                 .live
                 .read(|s| s.coupon(&coupon_id).map(coupon_json))
                 .await?;
-            Ok((StatusCode::CREATED, Json(entry.unwrap_or_default())))
+            Ok(admin_reply(
+                StatusCode::CREATED,
+                entry.unwrap_or_default(),
+                replayed,
+            ))
         }
         Err(rejection) => Err(ApiError::bad_field(
             rejection.field(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use store::contract::{self, OrderLine, OrderPlaced, Participant};
 use store::live::{render_record, Executed, Execution, Live};
 use store::record::EventMeta;
-use store::service::{check_admin, now_ms, ApiError};
+use store::service::{check_admin, id_field, idempotency_key, now_ms, ApiError};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
@@ -28,8 +28,8 @@ pub const MAX_QTY: u64 = 10_000;
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 /// Largest points deduction.
 pub const MAX_POINTS: u64 = 1_000_000_000;
-/// Longest id (user, SKU, coupon, idempotency key).
-pub const MAX_ID_LEN: usize = 64;
+/// Longest id (user, SKU, coupon, idempotency key), in bytes: the one limit every service checks.
+pub const MAX_ID_LEN: usize = store::service::MAX_ID_BYTES;
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Default and largest `limit` of a listing.
@@ -137,24 +137,6 @@ pub fn parse_order_request(body: &[u8]) -> Result<NewOrder, ApiError> {
     })
 }
 
-fn id_field(value: Option<&serde_json::Value>, field: &str) -> Result<Option<String>, ApiError> {
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() || s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
-                Err(ApiError::bad_field(
-                    field,
-                    format!("must be 1..={MAX_ID_LEN} printable characters"),
-                ))
-            } else {
-                Ok(Some(s.to_owned()))
-            }
-        }
-        Some(_) => Err(ApiError::bad_field(field, "must be a string")),
-    }
-}
-
 fn number(
     value: Option<&serde_json::Value>,
     field: &str,
@@ -222,15 +204,7 @@ async fn place_order(
             Some(wait.min(MAX_WAIT))
         }
     };
-    let idempotency_key = id_field(
-        headers
-            .get("Idempotency-Key")
-            .map(|v| v.to_str().map(|s| serde_json::Value::String(s.to_owned())))
-            .transpose()
-            .map_err(|_| ApiError::bad_field("Idempotency-Key", "must be printable ASCII"))?
-            .as_ref(),
-        "Idempotency-Key",
-    )?;
+    let idempotency_key = idempotency_key(&headers)?;
     let request = parse_order_request(&body)?;
     let now = now_ms();
     let order_id = Uuid::now_v7();
@@ -388,26 +362,63 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
 
 async fn order_timeline(
     State(api): State<ApiState>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
-    timeline(&api, order_id).await
+    timeline(&api, order_id, admin).await
 }
 
 async fn trace_timeline(
     State(api): State<ApiState>,
+    headers: HeaderMap,
     Path(trace_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
-    timeline(&api, order_id).await
+    timeline(&api, order_id, admin).await
+}
+
+/// Whether a read route is asked by an admin: no `Authorization` header is an ordinary reader;
+/// a header that is given must carry the right token (401/403 otherwise).
+fn optional_admin(headers: &HeaderMap, token: Option<&str>) -> Result<bool, ApiError> {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        check_admin(headers, token)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Payload fields only an admin may read: a PG authorization is what cancels a charge.
+pub const SECRET_FIELDS: [&str; 1] = ["authorization"];
+
+/// Replaces every [`SECRET_FIELDS`] value in a rendered record, at any depth.
+fn redact_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if SECRET_FIELDS.contains(&key.as_str()) && !inner.is_null() {
+                    *inner = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact_secrets(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
 }
 
 /// Every step of the saga across all five domains, from each domain's own log, in time order.
-async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> {
+/// Participants' logs are admin routes and are fetched with the admin token; their secrets are
+/// shown only when the reader is an admin too.
+async fn timeline(api: &ApiState, order_id: Uuid, admin: bool) -> Result<Response, ApiError> {
     let saga = api
         .live
         .read(|s| s.orders.get(&order_id).cloned())
@@ -424,14 +435,15 @@ async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> 
     let fetches = api.participant_urls.iter().map(|(participant, base)| {
         let url = format!("{}/log/{order_id}", base.trim_end_matches('/'));
         let client = api.client.clone();
+        let admin_token = api.admin_token.clone();
         async move {
             let result = async {
-                let response = client
-                    .get(&url)
-                    .timeout(TIMELINE_FETCH_TIMEOUT)
-                    .send()
-                    .await?
-                    .error_for_status()?;
+                // A participant's log is an admin route: it holds full records.
+                let mut request = client.get(&url).timeout(TIMELINE_FETCH_TIMEOUT);
+                if let Some(token) = &admin_token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await?.error_for_status()?;
                 response.json::<Vec<serde_json::Value>>().await
             }
             .await;
@@ -444,6 +456,9 @@ async fn timeline(api: &ApiState, order_id: Uuid) -> Result<Response, ApiError> 
             Err(err) => unreachable
                 .push(serde_json::json!({"domain": participant.name(), "error": err.to_string()})),
         }
+    }
+    if !admin {
+        steps.iter_mut().for_each(redact_secrets);
     }
     steps.sort_by_key(|s| {
         (

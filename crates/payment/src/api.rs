@@ -1,40 +1,61 @@
-//! Payment's HTTP API: a payment's state.
+//! Payment's HTTP API: a payment's state. The PG authorization (what a cancel needs) and the
+//! gateway's reason are shown only with the admin token.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use store::live::Live;
-use store::service::ApiError;
+use store::service::{check_admin, ApiError};
 use uuid::Uuid;
 
 use crate::domain::Payment;
 
+#[derive(Clone)]
+struct ApiState {
+    live: Live<Payment>,
+    admin_token: Option<String>,
+}
+
 /// Payment's routes.
-pub fn router(live: Live<Payment>) -> Router {
+pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
     Router::new()
         .route("/payments/{order_id}", get(payment))
-        .with_state(live)
+        .with_state(ApiState { live, admin_token })
 }
 
 async fn payment(
-    State(live): State<Live<Payment>>,
+    State(api): State<ApiState>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let order_id: Uuid = order_id
         .parse()
         .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))?;
-    live.read(|s| {
-        s.payment(order_id).map(|p| {
-            serde_json::json!({
-                "orderId": p.order_id,
-                "status": p.status.as_str(),
-                "amount": p.amount,
-                "authorization": p.authorization,
-                "reason": p.reason,
+    // Without an Authorization header the public view is answered; a header that is given must
+    // be right, so a wrong token is told so instead of silently getting less.
+    let admin = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        check_admin(&headers, api.admin_token.as_deref())?;
+        true
+    } else {
+        false
+    };
+    api.live
+        .read(|s| {
+            s.payment(order_id).map(|p| {
+                let mut body = serde_json::json!({
+                    "orderId": p.order_id,
+                    "status": p.status.as_str(),
+                    "amount": p.amount,
+                });
+                if admin {
+                    body["authorization"] = serde_json::json!(p.authorization);
+                    body["reason"] = serde_json::json!(p.reason);
+                }
+                body
             })
         })
-    })
-    .await?
-    .map(Json)
-    .ok_or_else(|| ApiError::not_found(format!("no payment for order {order_id}")))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no payment for order {order_id}")))
 }

@@ -30,8 +30,9 @@ pub async fn build(
         }),
         None => Gateway::Simulated(SimulatedGateway { rules }),
     };
+    let token = common.admin_token.clone();
     start_participant(config, PaymentParticipant { gateway }, |live| {
-        crate::api::router(live.clone())
+        crate::api::router(live.clone(), token)
     })
     .await
 }

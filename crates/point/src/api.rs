@@ -2,12 +2,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use store::live::{Execution, Live};
 use store::record::EventMeta;
-use store::service::{check_admin, ApiError};
+use store::service::{
+    admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
+    ApiError,
+};
 
 use crate::domain::{Point, PointCommand};
 
@@ -51,15 +55,18 @@ async fn credit(
     headers: HeaderMap,
     Path(user_id): Path<String>,
     body: Result<Json<Credit>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
+    validate_id("userId", &user_id)?;
+    let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(|e| ApiError::bad_field("points", e.body_text()))?;
     let execution = Execution {
         meta: EventMeta {
             causation_id: format!("admin:credit {user_id}"),
             ..EventMeta::default()
         },
-        dedup_key: None,
+        // A retried credit with the same key is applied once.
+        dedup_key: key.as_deref().map(|k| admin_dedup_key("credit", k)),
     };
     let command = PointCommand::Credit {
         user_id: user_id.clone(),
@@ -70,11 +77,13 @@ async fn credit(
         .execute(execution, command, |_, _| Ok(Vec::new()))
         .await?
     {
-        Ok(_) => {
+        Ok(executed) => {
+            let replayed = admin_replayed(api.live.store(), &executed, &format!("user-{user_id}"))?;
             let balance = api.live.read(|s| s.balance(&user_id)).await?;
-            Ok((
+            Ok(admin_reply(
                 StatusCode::OK,
-                Json(serde_json::json!({ "userId": user_id, "balance": balance })),
+                serde_json::json!({ "userId": user_id, "balance": balance }),
+                replayed,
             ))
         }
         Err(rejection) => Err(ApiError::bad_field(

@@ -2,12 +2,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use store::live::{Execution, Live};
 use store::record::EventMeta;
-use store::service::{check_admin, ApiError};
+use store::service::{
+    admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
+    ApiError,
+};
 
 use crate::domain::{Stock, StockCommand};
 
@@ -47,15 +51,18 @@ async fn restock(
     headers: HeaderMap,
     Path(sku): Path<String>,
     body: Result<Json<Restock>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
+    validate_id("sku", &sku)?;
+    let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(|e| ApiError::bad_field("qty", e.body_text()))?;
     let execution = Execution {
         meta: EventMeta {
             causation_id: format!("admin:restock {sku}"),
             ..EventMeta::default()
         },
-        dedup_key: None,
+        // A retried restock with the same key is applied once.
+        dedup_key: key.as_deref().map(|k| admin_dedup_key("restock", k)),
     };
     let command = StockCommand::Restock {
         sku: sku.clone(),
@@ -66,11 +73,13 @@ async fn restock(
         .execute(execution, command, |_, _| Ok(Vec::new()))
         .await?
     {
-        Ok(_) => {
+        Ok(executed) => {
+            let replayed = admin_replayed(api.live.store(), &executed, &format!("sku-{sku}"))?;
             let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
-            Ok((
+            Ok(admin_reply(
                 StatusCode::OK,
-                Json(serde_json::json!({ "sku": sku, "available": available })),
+                serde_json::json!({ "sku": sku, "available": available }),
+                replayed,
             ))
         }
         Err(rejection) => Err(ApiError::bad_field(

@@ -44,6 +44,8 @@ pub struct ServiceConfig {
     pub nats: NatsSettings,
     /// HTTP requests per second accepted.
     pub rate_limit: u32,
+    /// Admin bearer token of the common admin routes (`/log/{orderId}`); `None` turns them off.
+    pub admin_token: Option<String>,
 }
 
 /// A running service.
@@ -79,7 +81,13 @@ impl App {
         };
         let (router, tasks) = wire(&parts)?;
         let router = router
-            .merge(common_routes(&live, config.domain, nats.clone()))
+            .merge(common_routes(
+                &live,
+                config.domain,
+                nats.clone(),
+                config.admin_token.clone(),
+            ))
+            .fallback(crate::service::route_not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::service::MAX_REQUEST_BODY_BYTES,
             ))

@@ -160,6 +160,7 @@ impl CommonArgs {
             http_addr: http_addr_or(self, default_addr),
             nats: self.nats(domain),
             rate_limit: self.rate_limit,
+            admin_token: self.admin_token.clone(),
         }
     }
 
@@ -357,13 +358,18 @@ pub struct CommonState {
     pub fatal: CancellationToken,
     /// Renders a record's payload.
     pub render: fn(&'static str, &crate::record::Record) -> serde_json::Value,
+    /// Admin bearer token: `/log/{orderId}` shows full records (PG authorizations among them),
+    /// so it is an admin route.
+    pub admin_token: Option<String>,
 }
 
-/// `/healthz`, `/readyz`, `/metrics` and `/log/{orderId}` (this domain's records of an order).
+/// `/healthz`, `/readyz`, `/metrics` and `/log/{orderId}` (this domain's records of an order;
+/// admin token required).
 pub fn common_routes<D: Domain>(
     live: &Live<D>,
     domain: &'static str,
     nats: async_nats::Client,
+    admin_token: Option<String>,
 ) -> Router {
     let state = CommonState {
         domain,
@@ -371,6 +377,7 @@ pub fn common_routes<D: Domain>(
         nats,
         fatal: live.fatal(),
         render: live::render_record::<D>,
+        admin_token,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -407,8 +414,12 @@ async fn metrics(State(state): State<CommonState>) -> Response {
 
 async fn order_log(
     State(state): State<CommonState>,
+    headers: axum::http::HeaderMap,
     UrlPath(order_id): UrlPath<String>,
 ) -> Response {
+    if let Err(err) = check_admin(&headers, state.admin_token.as_deref()) {
+        return err.into_response();
+    }
     match state.store.read_correlated(&order_id) {
         Ok(records) => Json(
             records
@@ -478,9 +489,13 @@ impl ApiError {
 impl From<crate::Error> for ApiError {
     fn from(err: crate::Error) -> Self {
         match err {
-            crate::Error::Busy(_) => {
-                Self::client(StatusCode::CONFLICT, "request already in progress")
-            }
+            // Over HTTP only an admin write's Idempotency-Key is a dedup key: the same key is
+            // still being written by another request.
+            crate::Error::Busy(_) => Self {
+                status: StatusCode::CONFLICT,
+                message: "a request with this key is already in progress; retry shortly".into(),
+                field: Some(IDEMPOTENCY_KEY_HEADER.into()),
+            },
             other => Self::internal(other),
         }
     }
@@ -493,6 +508,142 @@ impl IntoResponse for ApiError {
             None => serde_json::json!({ "error": self.message }),
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// Longest id a client may give (user, SKU, coupon, idempotency key), in bytes of UTF-8.
+///
+/// Bytes, not characters: the log's stream ids (`sku-<sku>`, `user-<id>`, `coupon-<id>`) are
+/// limited in bytes ([`crate::event_store::STREAM_ID_MAX_LEN`]), and 64 four-byte characters
+/// would not fit. Every id this accepts, with its longest prefix, is a valid stream id.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// The one check of a client-supplied id (body field, path parameter or header): 1 to
+/// [`MAX_ID_BYTES`] bytes, no control character (NUL, line breaks, DEL, C1), no leading or
+/// trailing whitespace, and not `.` or `..` (a URL path segment cannot carry those, so the id
+/// could never be read back by `GET /stock/{sku}` and the like). Any other printable text is
+/// allowed and must be escaped on output. The error is a 400 naming `field`; a caller checks
+/// before it writes anything.
+pub fn validate_id<'a>(field: &str, id: &'a str) -> std::result::Result<&'a str, ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::bad_field(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(ApiError::bad_field(
+            field,
+            format!(
+                "is {} bytes of UTF-8; at most {MAX_ID_BYTES} allowed",
+                id.len()
+            ),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::bad_field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
+        return Err(ApiError::bad_field(
+            field,
+            "must not start or end with whitespace",
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(ApiError::bad_field(
+            field,
+            "must not be `.` or `..` (not addressable in a URL path)",
+        ));
+    }
+    Ok(id)
+}
+
+/// An id from a JSON body: absent or `null` is `None`; anything but a valid id string is a 400
+/// naming `field`.
+pub fn id_field(
+    value: Option<&serde_json::Value>,
+    field: &str,
+) -> std::result::Result<Option<String>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => validate_id(field, s).map(|s| Some(s.to_owned())),
+        Some(_) => Err(ApiError::bad_field(field, "must be a string")),
+    }
+}
+
+/// Name of the header that makes a write idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// The `Idempotency-Key` header, validated like any id; `None` when absent.
+pub fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+) -> std::result::Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_field(IDEMPOTENCY_KEY_HEADER, "must be printable ASCII"))?;
+    validate_id(IDEMPOTENCY_KEY_HEADER, text).map(|k| Some(k.to_owned()))
+}
+
+/// The dedup key of an admin write: `admin/<route>/<key>`. A retried write with the same key is
+/// answered as a duplicate and writes nothing; the key is scoped to the route only, so reusing
+/// it for another target of the same route is also answered as a duplicate (as with any
+/// idempotency key, one key names one request).
+pub fn admin_dedup_key(route: &str, key: &str) -> String {
+    format!("admin/{route}/{key}")
+}
+
+/// Response header set on a write that was answered from an earlier one with the same key.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "Idempotent-Replayed";
+
+/// Whether an admin write was answered from an earlier one with the same `Idempotency-Key`
+/// (`Ok(true)`) or applied now (`Ok(false)`). A key the earlier write used for another target
+/// (its event is not on `stream`) is a 409 naming the header: that request was never applied.
+pub fn admin_replayed<E>(
+    store: &EventStore,
+    executed: &live::Executed<E>,
+    stream: &str,
+) -> std::result::Result<bool, ApiError> {
+    let live::Executed::Duplicate(earlier) = executed else {
+        return Ok(false);
+    };
+    let bound = ReplayBound {
+        upto_seq: Some(earlier.global_seq),
+        upto_time_ms: None,
+    };
+    let first = store.read_all(earlier.global_seq, bound).next();
+    match first {
+        Some(Ok(record)) if record.stream == stream => Ok(true),
+        Some(Err(err)) => Err(ApiError::internal(err)),
+        _ => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: "this key was already used for another request".into(),
+            field: Some(IDEMPOTENCY_KEY_HEADER.into()),
+        }),
+    }
+}
+
+/// An admin write's answer: `status` and `body`, marked [`IDEMPOTENT_REPLAYED_HEADER`] when an
+/// earlier write with the same `Idempotency-Key` had already been applied.
+pub fn admin_reply(status: StatusCode, body: serde_json::Value, replayed: bool) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            IDEMPOTENT_REPLAYED_HEADER,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// The answer to a request no route matches: a JSON 404 naming the path, like every other error.
+pub async fn route_not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such route".into(),
+        field: Some("path".into()),
     }
 }
 
@@ -592,4 +743,115 @@ pub fn http_addr_or(common: &CommonArgs, default: &str) -> SocketAddr {
     common
         .http_addr
         .unwrap_or_else(|| default.parse().expect("default addresses are valid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Commit, NewEvent, StreamAppend};
+    use proptest::prelude::*;
+
+    /// Ids mixing ASCII, 2-, 3- and 4-byte characters, NUL and other controls, at lengths
+    /// around the limit.
+    fn any_id() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            8 => Just('a'),
+            2 => Just(' '),
+            1 => Just('\0'),
+            1 => Just('\n'),
+            1 => Just('\u{7f}'),
+            2 => Just('é'),
+            2 => Just('€'),
+            2 => Just('😀'),
+            1 => Just('\u{10FFFF}'),
+            4 => any::<char>(),
+        ];
+        proptest::collection::vec(piece, 0..70).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    #[test]
+    fn admin_routes_are_off_without_a_token_and_need_the_right_bearer_with_one() {
+        let mut headers = axum::http::HeaderMap::new();
+        let status = |r: std::result::Result<(), ApiError>| r.err().map(|e| e.status);
+        assert_eq!(
+            status(check_admin(&headers, None)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(check_admin(&headers, Some("t"))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(
+            status(check_admin(&headers, Some("t"))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(check_admin(&headers, None)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer t"),
+        );
+        assert_eq!(status(check_admin(&headers, Some("t"))), None);
+    }
+
+    #[test]
+    fn an_id_of_64_four_byte_characters_is_refused_naming_the_field() {
+        let id = "😀".repeat(MAX_ID_BYTES);
+        let err = validate_id("sku", &id).expect_err("256 bytes");
+        assert_eq!(err.field.as_deref(), Some("sku"));
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(validate_id("sku", &"😀".repeat(MAX_ID_BYTES / 4)).is_ok());
+    }
+
+    #[test]
+    fn control_characters_empty_ids_and_surrounding_whitespace_are_refused() {
+        for id in [
+            "", "a\0b", "a\nb", "\u{85}", "a\u{7f}", " a", "a ", "\t", ".", "..",
+        ] {
+            let err = validate_id("userId", id).expect_err(id);
+            assert_eq!(err.field.as_deref(), Some("userId"), "{id:?}");
+        }
+        assert!(validate_id("userId", "<img src=x onerror=alert(1)>").is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every id the edge accepts can be stored under every stream id built from it.
+        #[test]
+        fn every_accepted_id_can_be_stored(id in any_id()) {
+            if validate_id("id", &id).is_err() {
+                return Ok(());
+            }
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = EventStore::open(StoreConfig::new(dir.path())).expect("a store");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            for prefix in ["sku-", "user-", "coupon-"] {
+                let commit = Commit {
+                    appends: vec![StreamAppend {
+                        stream: format!("{prefix}{id}"),
+                        expected_version: 0,
+                        events: vec![NewEvent {
+                            event_type: "test".into(),
+                            schema_version: 1,
+                            payload: vec![1],
+                        }],
+                    }],
+                    dedup_key: Some(admin_dedup_key("test", &format!("{prefix}{id}"))),
+                    ..Commit::default()
+                };
+                let outcome = runtime.block_on(store.commit(commit));
+                prop_assert!(outcome.is_ok(), "{prefix}{id:?}: {outcome:?}");
+            }
+        }
+    }
 }
