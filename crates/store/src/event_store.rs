@@ -404,14 +404,21 @@ impl EventStore {
         Ok(out)
     }
 
-    /// Every record with this correlation id (orderId), in log order.
+    /// Every durable record with this correlation id (orderId), in log order.
+    ///
+    /// Records applied but not yet flushed are left out: what this answers goes into replies
+    /// (timelines, `/log`), and a reply must not show what a crash could still undo.
     pub fn read_correlated(&self, correlation_id: &str) -> Result<Vec<Record>> {
+        let durable = self.head();
         let mut prefix = correlation_id.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
         for entry in self.inner.trees.correlation.scan_prefix(&prefix) {
             let (key, _) = entry?;
             let seq = be_u64(&key[prefix.len()..]);
+            if seq > durable {
+                break;
+            }
             out.push(self.get(seq)?);
         }
         Ok(out)
