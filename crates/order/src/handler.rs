@@ -529,10 +529,22 @@ pub enum DataPlatformSink {
 
 impl DataPlatformSink {
     /// The HTTP sink, with the settings' connect and request timeouts.
+    /// A request timeout at or above the consumer's ack wait is lowered below it (with a
+    /// warning): a call still running when the server redelivers would be made twice at once.
     pub fn http(url: String, settings: &DataPlatformSettings) -> store::Result<Self> {
+        let ceiling = Duration::from_secs(store::jetstream::ACK_WAIT_SECS.saturating_sub(1));
+        let mut request_timeout = settings.request_timeout;
+        if request_timeout > ceiling {
+            tracing::warn!(
+                configured = ?request_timeout,
+                used = ?ceiling,
+                "data platform timeout lowered below the consumer ack wait"
+            );
+            request_timeout = ceiling;
+        }
         let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
+            .connect_timeout(settings.connect_timeout.min(request_timeout))
+            .timeout(request_timeout)
             .build()
             .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
         Ok(Self::Http { url, client })
