@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use order::handler::{DataPlatformSettings, SupervisorPolicy};
 use payment::gateway::SimulatedRules;
 use serde_json::{json, Value};
 use store::app::App;
+use store::consumer::RetryPolicy;
 use store::service::CommonArgs;
 use store::testing::{eventually, free_port, NatsServer};
 
@@ -29,7 +31,22 @@ pub struct Options {
     pub pg: SimulatedRules,
     /// Operator alert webhook of the order service.
     pub alert_webhook_url: Option<String>,
+    /// The order service's re-drive timing (production by default).
+    pub supervisor: SupervisorPolicy,
+    /// Data platform endpoint; without it the order service writes `dataplatform.jsonl`.
+    pub dataplatform_url: Option<String>,
+    /// Data platform timeouts and retry budget (a budget of seconds by default: see
+    /// [`TEST_DATAPLATFORM_RETRY`]).
+    pub dataplatform: DataPlatformSettings,
 }
+
+/// The harness's data platform retry policy: parked after about 1.5 s of backoff (6 attempts)
+/// instead of production's minutes, so DLQ tests run in seconds.
+pub const TEST_DATAPLATFORM_RETRY: RetryPolicy = RetryPolicy {
+    backoff_ms_min: 100,
+    backoff_ms_max: 400,
+    budget_ms: 1_500,
+};
 
 impl Default for Options {
     fn default() -> Self {
@@ -37,6 +54,12 @@ impl Default for Options {
             saga_deadline: Duration::from_secs(30),
             pg: SimulatedRules::default(),
             alert_webhook_url: None,
+            supervisor: SupervisorPolicy::default(),
+            dataplatform_url: None,
+            dataplatform: DataPlatformSettings {
+                retry: TEST_DATAPLATFORM_RETRY,
+                ..DataPlatformSettings::default()
+            },
         }
     }
 }
@@ -122,8 +145,10 @@ impl System {
                         self.url("coupon"),
                         self.url("point"),
                     ],
-                    dataplatform_url: None,
+                    dataplatform_url: self.options.dataplatform_url.clone(),
                     alert_webhook_url: self.options.alert_webhook_url.clone(),
+                    supervisor: self.options.supervisor,
+                    dataplatform: self.options.dataplatform,
                 };
                 order::app::build(settings).await
             }

@@ -518,7 +518,11 @@ async fn a_completed_order_the_data_platform_refused_is_redriven_once_fixed_and_
     })
     .await;
     let reason = entry["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("failed 5 deliveries"), "{reason}");
+    let attempts = e2e::TEST_DATAPLATFORM_RETRY.max_deliveries();
+    assert!(
+        reason.contains(&format!("failed {attempts} deliveries")),
+        "{reason}"
+    );
     assert!(reason.contains("data platform"), "{reason}");
     let seq = entry["seq"].as_u64().expect("a seq");
 

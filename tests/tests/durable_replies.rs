@@ -67,6 +67,8 @@ async fn durable_replies_child() {
         participant_urls: [dead.clone(), dead.clone(), dead.clone(), dead],
         dataplatform_url: None,
         alert_webhook_url: None,
+        supervisor: Default::default(),
+        dataplatform: Default::default(),
     };
     let app = order::app::build(settings)
         .await

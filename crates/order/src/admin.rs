@@ -2,7 +2,8 @@
 //!
 //! Every re-drive and discard is recorded: as a note on the order's timeline
 //! (`note.dlq_redrive`, `note.dlq_discard`) when the entry names an order this service knows,
-//! and in the log output always.
+//! and in the log output always. Re-driving a parked data platform delivery records
+//! `DeliveryResumed` first, so the forwarder and the supervisor take the order up again.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use store::contract::DATAPLATFORM_CONSUMER;
 use store::dlq::{self, DlqEntry};
-use store::live::Live;
-use store::service::{check_admin, ApiError};
+use store::live::{Execution, Live};
+use store::service::{check_admin, now_ms, ApiError};
 
-use crate::domain::Order;
-use crate::handler::own_meta;
+use crate::domain::{Order, OrderCommand};
+use crate::handler::{outbox_for, own_meta};
 
 /// Timeline note kind of a re-drive.
 pub const NOTE_DLQ_REDRIVE: &str = "dlq_redrive";
@@ -95,6 +97,8 @@ async fn redrive(
             format!("DLQ entry {seq} cannot be re-driven: {why}"),
         ));
     }
+    // Resume before publishing, so the forwarder never sees the copy while the order is parked.
+    let resumed = resume_parked_delivery(&api, &detail.entry).await?;
     // A concurrent re-drive or discard may have taken it since: that is a 404 too.
     let redriven = dlq::redrive(&api.js, seq)
         .await?
@@ -116,6 +120,7 @@ async fn redrive(
         "duplicate": redriven.duplicate,
         "orderId": redriven.entry.order_id,
         "noted": noted,
+        "deliveryResumed": resumed,
         "entry": redriven.entry,
     }))
     .into_response())
@@ -145,6 +150,46 @@ async fn discard(
         "entry": entry,
     }))
     .into_response())
+}
+
+/// Records `DeliveryResumed` when the entry is a parked data platform delivery of a known
+/// order; returns whether it did.
+async fn resume_parked_delivery(api: &AdminState, entry: &DlqEntry) -> Result<bool, ApiError> {
+    if entry.consumer != DATAPLATFORM_CONSUMER {
+        return Ok(false);
+    }
+    let Some(order_id) = entry.order_id else {
+        return Ok(false);
+    };
+    let Some(saga) = api
+        .live
+        .read(|s| {
+            s.orders
+                .get(&order_id)
+                .filter(|o| o.delivery_parked.is_some())
+                .cloned()
+        })
+        .await?
+    else {
+        return Ok(false);
+    };
+    let executed = api
+        .live
+        .execute(
+            Execution {
+                meta: own_meta(&saga, &format!("admin:{NOTE_DLQ_REDRIVE} {}", entry.seq)),
+                dedup_key: None,
+            },
+            OrderCommand::ResumeDelivery {
+                order_id,
+                now_ms: now_ms(),
+            },
+            outbox_for,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    // Refused only when a concurrent re-drive resumed it already.
+    Ok(executed.is_ok())
 }
 
 /// Records an operator action: a timeline note when the entry's order is known here, a log

@@ -41,18 +41,18 @@ pub async fn build(settings: Settings) -> store::Result<App> {
             tasks.push((participant.order_consumer(), run.boxed()));
         }
         let sink = match &settings.dataplatform_url {
-            Some(url) => DataPlatformSink::Http {
-                url: url.clone(),
-                client: reqwest::Client::new(),
-            },
+            Some(url) => DataPlatformSink::http(url.clone(), &settings.dataplatform)?,
             None => DataPlatformSink::file(parts.data_dir.join("dataplatform.jsonl"))?,
         };
+        let retry = settings.dataplatform.retry;
         let forwarder = Arc::new(DataPlatformForwarder {
             live: parts.live.clone(),
             sink,
-            js: parts.js.clone(),
+            retry,
         });
-        let spec = ConsumerSpec::new(ORDER_STREAM, DATAPLATFORM_CONSUMER, ORDER_COMPLETED);
+        // The forwarder parks an order on the same decision the runner dead-letters it on.
+        let spec = ConsumerSpec::new(ORDER_STREAM, DATAPLATFORM_CONSUMER, ORDER_COMPLETED)
+            .with_retry(retry);
         tasks.push((
             "dataplatform forwarder",
             run_consumer(parts.js.clone(), spec, forwarder, parts.shutdown.clone()).boxed(),
@@ -65,7 +65,12 @@ pub async fn build(settings: Settings) -> store::Result<App> {
         }
         tasks.push((
             "saga supervisor",
-            run_supervisor(parts.live.clone(), parts.js.clone(), parts.shutdown.clone()).boxed(),
+            run_supervisor(
+                parts.live.clone(),
+                settings.supervisor,
+                parts.shutdown.clone(),
+            )
+            .boxed(),
         ));
         let state = ApiState {
             live: parts.live.clone(),

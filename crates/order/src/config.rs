@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use store::consumer::RetryPolicy;
 use store::service::{CommonArgs, Offline};
+
+use crate::handler::{DataPlatformSettings, SupervisorPolicy};
 
 /// Default HTTP address of the order service.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -130,6 +133,54 @@ pub struct OrderArgs {
     /// Webhook that receives every operator alert (`ops.alert.*`) as a JSON POST.
     #[arg(long, env = "ALERT_WEBHOOK_URL", global = true)]
     pub alert_webhook_url: Option<String>,
+    /// Re-publishes of `order.failed` per round before a silent compensation makes the order
+    /// NEEDS_ATTENTION.
+    #[arg(long, env = "REDRIVE_MAX", default_value_t = crate::handler::REDRIVE_MAX, global = true)]
+    pub redrive_max: u32,
+    /// First re-drive backoff (doubles per re-drive).
+    #[arg(long, env = "REDRIVE_BACKOFF_MIN", default_value = "2s", global = true)]
+    pub redrive_backoff_min: humantime::Duration,
+    /// Cap of the re-drive backoff.
+    #[arg(
+        long,
+        env = "REDRIVE_BACKOFF_MAX",
+        default_value = "60s",
+        global = true
+    )]
+    pub redrive_backoff_max: humantime::Duration,
+    /// Connect timeout of the data platform endpoint.
+    #[arg(
+        long,
+        env = "DATAPLATFORM_CONNECT_TIMEOUT",
+        default_value = "2s",
+        global = true
+    )]
+    pub dataplatform_connect_timeout: humantime::Duration,
+    /// Timeout of one data platform request (keep it below the 30 s consumer ack wait).
+    #[arg(
+        long,
+        env = "DATAPLATFORM_TIMEOUT",
+        default_value = "10s",
+        global = true
+    )]
+    pub dataplatform_timeout: humantime::Duration,
+    /// How long a failing data platform delivery is retried (backoff only) before it is parked
+    /// in the DLQ with one alert.
+    #[arg(
+        long,
+        env = "DATAPLATFORM_RETRY_BUDGET",
+        default_value = "10m",
+        global = true
+    )]
+    pub dataplatform_retry_budget: humantime::Duration,
+    /// Cap of the backoff between data platform attempts.
+    #[arg(
+        long,
+        env = "DATAPLATFORM_RETRY_BACKOFF_MAX",
+        default_value = "30s",
+        global = true
+    )]
+    pub dataplatform_retry_backoff_max: humantime::Duration,
 }
 
 /// Everything the order service needs to run.
@@ -145,6 +196,10 @@ pub struct Settings {
     pub dataplatform_url: Option<String>,
     /// Operator alert webhook.
     pub alert_webhook_url: Option<String>,
+    /// Re-drive and re-send timing.
+    pub supervisor: SupervisorPolicy,
+    /// Data platform timeouts and retry budget.
+    pub dataplatform: DataPlatformSettings,
 }
 
 impl Settings {
@@ -161,6 +216,25 @@ impl Settings {
             ],
             dataplatform_url: order.dataplatform_url,
             alert_webhook_url: order.alert_webhook_url,
+            supervisor: SupervisorPolicy {
+                redrive_max: order.redrive_max,
+                redrive_backoff_ms_min: millis(order.redrive_backoff_min.into()),
+                redrive_backoff_ms_max: millis(order.redrive_backoff_max.into()),
+                ..SupervisorPolicy::default()
+            },
+            dataplatform: DataPlatformSettings {
+                connect_timeout: order.dataplatform_connect_timeout.into(),
+                request_timeout: order.dataplatform_timeout.into(),
+                retry: RetryPolicy {
+                    budget_ms: millis(order.dataplatform_retry_budget.into()),
+                    backoff_ms_max: millis(order.dataplatform_retry_backoff_max.into()),
+                    ..RetryPolicy::PRODUCTION
+                },
+            },
         }
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -106,6 +106,26 @@ pub struct OrderSaga {
     pub data_platform_delivered: bool,
     /// When the saga last changed (ms since the Unix epoch).
     pub updated_at_ms: u64,
+    /// Re-drives since the order failed or an operator last retried (the supervisor's budget).
+    pub round_redrives: u32,
+    /// Whether this round's re-drives ran out (`RedrivesExhausted`): the supervisor stops.
+    pub redrives_exhausted: bool,
+    /// How many times re-drives ran out over the order's life (numbers its alerts).
+    pub escalations: u32,
+    /// The data platform delivery parked in the DLQ, while it is.
+    pub delivery_parked: Option<ParkedDelivery>,
+    /// How many times the delivery was parked (numbers its alerts).
+    pub delivery_parks: u32,
+}
+
+/// A data platform delivery waiting in the DLQ for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedDelivery {
+    /// The last failure.
+    pub reason: String,
+    /// The message that went to the DLQ.
+    pub msg_id: String,
 }
 
 /// The latest outcome a participant reported for an order.
@@ -215,6 +235,33 @@ pub enum OrderCommand {
         /// The current time.
         now_ms: u64,
     },
+    /// Supervisor: stop re-driving a compensating order nobody answers; an operator takes over.
+    Escalate {
+        /// The order.
+        order_id: Uuid,
+        /// Re-drives made this round, for the reason.
+        redrives: u32,
+        /// The current time.
+        now_ms: u64,
+    },
+    /// Forwarder: the data platform kept failing; the delivery waits in the DLQ for an operator.
+    ParkDelivery {
+        /// The order.
+        order_id: Uuid,
+        /// The last failure.
+        reason: String,
+        /// The message going to the DLQ.
+        msg_id: String,
+        /// The current time.
+        now_ms: u64,
+    },
+    /// Operator: the parked delivery was re-driven from the DLQ.
+    ResumeDelivery {
+        /// The order.
+        order_id: Uuid,
+        /// The current time.
+        now_ms: u64,
+    },
 }
 
 /// Why an order command was refused.
@@ -237,6 +284,8 @@ pub enum OrderRejection {
     NotNeedingAttention(Uuid),
     /// The order is not completed.
     NotCompleted(Uuid),
+    /// The order's data platform delivery is not parked.
+    NotParked(Uuid),
 }
 
 impl std::fmt::Display for OrderRejection {
@@ -254,6 +303,9 @@ impl std::fmt::Display for OrderRejection {
                 write!(f, "order {id} does not need attention")
             }
             OrderRejection::NotCompleted(id) => write!(f, "order {id} is not completed"),
+            OrderRejection::NotParked(id) => {
+                write!(f, "order {id} has no data platform delivery parked")
+            }
         }
     }
 }
@@ -358,6 +410,37 @@ pub enum OrderEvent {
         /// When it arrived.
         at_ms: u64,
     },
+    /// Re-drives ran out with compensations still missing: the order needs an operator, and
+    /// `ops.alert.saga_stuck` goes out with this event.
+    RedrivesExhausted {
+        /// The order.
+        order_id: Uuid,
+        /// Participants that never answered `order.failed`.
+        waiting_for: Vec<Participant>,
+        /// Why an operator is needed.
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// The data platform kept failing: the delivery is parked in the DLQ (re-sends pause), and
+    /// `ops.alert.dataplatform_failed` goes out with this event.
+    DeliveryParked {
+        /// The order.
+        order_id: Uuid,
+        /// The last failure.
+        reason: String,
+        /// The message that went to the DLQ.
+        msg_id: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// An operator re-drove the parked delivery: re-sends resume until the data platform has it.
+    DeliveryResumed {
+        /// The order.
+        order_id: Uuid,
+        /// When.
+        at_ms: u64,
+    },
 }
 
 impl OrderEvent {
@@ -373,7 +456,10 @@ impl OrderEvent {
             | OrderEvent::FailureRedriven { order_id, .. }
             | OrderEvent::CompensationRetried { order_id, .. }
             | OrderEvent::DataPlatformDelivered { order_id, .. }
-            | OrderEvent::DuplicateIgnored { order_id, .. } => *order_id,
+            | OrderEvent::DuplicateIgnored { order_id, .. }
+            | OrderEvent::RedrivesExhausted { order_id, .. }
+            | OrderEvent::DeliveryParked { order_id, .. }
+            | OrderEvent::DeliveryResumed { order_id, .. } => *order_id,
         }
     }
 }
@@ -571,6 +657,64 @@ impl Domain for Order {
                     at_ms: now_ms,
                 }])
             }
+            OrderCommand::Escalate {
+                order_id,
+                redrives,
+                now_ms,
+            } => {
+                let saga = saga(state, order_id)?;
+                let waiting_for = saga.waiting_for();
+                let compensating = matches!(
+                    saga.status,
+                    OrderStatus::Compensating | OrderStatus::NeedsAttention
+                );
+                if !compensating || waiting_for.is_empty() {
+                    return Err(OrderRejection::NotCompensating(order_id));
+                }
+                if saga.redrives_exhausted {
+                    return Ok(vec![]);
+                }
+                let names: Vec<&str> = waiting_for.iter().map(|p| p.name()).collect();
+                Ok(vec![OrderEvent::RedrivesExhausted {
+                    order_id,
+                    reason: format!(
+                        "no compensation from {} after {redrives} re-drives of order.failed",
+                        names.join(", ")
+                    ),
+                    waiting_for,
+                    at_ms: now_ms,
+                }])
+            }
+            OrderCommand::ParkDelivery {
+                order_id,
+                reason,
+                msg_id,
+                now_ms,
+            } => {
+                let saga = saga(state, order_id)?;
+                if saga.status != OrderStatus::Completed {
+                    return Err(OrderRejection::NotCompleted(order_id));
+                }
+                if saga.data_platform_delivered || saga.delivery_parked.is_some() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![OrderEvent::DeliveryParked {
+                    order_id,
+                    reason,
+                    msg_id,
+                    at_ms: now_ms,
+                }])
+            }
+            OrderCommand::ResumeDelivery { order_id, now_ms } => {
+                let saga = saga(state, order_id)?;
+                if saga.delivery_parked.is_none() {
+                    return Err(OrderRejection::NotParked(order_id));
+                }
+                Ok(vec![OrderEvent::DeliveryResumed {
+                    order_id,
+                    at_ms: now_ms,
+                }])
+            }
         }
     }
 
@@ -592,6 +736,11 @@ impl Domain for Order {
                 redrives: 0,
                 data_platform_delivered: false,
                 updated_at_ms: order.placed_at_ms,
+                round_redrives: 0,
+                redrives_exhausted: false,
+                escalations: 0,
+                delivery_parked: None,
+                delivery_parks: 0,
             };
             let previous = state.orders.insert(order.order_id, saga);
             assert!(
@@ -644,12 +793,16 @@ impl Domain for Order {
             }
             OrderEvent::FailureRedriven { attempt, at_ms, .. } => {
                 saga.redrives = *attempt;
+                saga.round_redrives += 1;
                 saga.updated_at_ms = *at_ms;
             }
             OrderEvent::CompensationRetried { attempt, at_ms, .. } => {
                 saga.status = OrderStatus::Compensating;
                 saga.attention_reason = None;
                 saga.redrives = *attempt;
+                // A fresh round: the supervisor re-drives again before escalating again.
+                saga.round_redrives = 0;
+                saga.redrives_exhausted = false;
                 // Back to "not compensated yet", so waiting_for and redrives cover them again.
                 for progress in saga.outcomes.values_mut() {
                     if *progress == ParticipantProgress::CompensationFailed {
@@ -660,10 +813,33 @@ impl Domain for Order {
             }
             OrderEvent::DataPlatformDelivered { at_ms, .. } => {
                 saga.data_platform_delivered = true;
+                saga.delivery_parked = None;
                 saga.updated_at_ms = *at_ms;
             }
             // A no-op on purpose: a redelivery must not look like activity.
             OrderEvent::DuplicateIgnored { .. } => {}
+            OrderEvent::RedrivesExhausted { reason, at_ms, .. } => {
+                saga.status = OrderStatus::NeedsAttention;
+                // Keep a failed compensation's reason: both need the operator.
+                saga.attention_reason = Some(match saga.attention_reason.take() {
+                    Some(earlier) => format!("{earlier}; {reason}"),
+                    None => reason.clone(),
+                });
+                saga.redrives_exhausted = true;
+                saga.escalations += 1;
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::DeliveryParked { reason, msg_id, .. } => {
+                // Not activity: the supervisor's clocks keep running from the last real change.
+                saga.delivery_parked = Some(ParkedDelivery {
+                    reason: reason.clone(),
+                    msg_id: msg_id.clone(),
+                });
+                saga.delivery_parks += 1;
+            }
+            OrderEvent::DeliveryResumed { .. } => {
+                saga.delivery_parked = None;
+            }
         }
         let settled = saga.status == OrderStatus::Failed
             || (saga.status == OrderStatus::Completed && saga.data_platform_delivered);
@@ -684,6 +860,9 @@ impl Domain for Order {
             OrderEvent::CompensationRetried { .. } => "CompensationRetried",
             OrderEvent::DataPlatformDelivered { .. } => "DataPlatformDelivered",
             OrderEvent::DuplicateIgnored { .. } => "DuplicateIgnored",
+            OrderEvent::RedrivesExhausted { .. } => "RedrivesExhausted",
+            OrderEvent::DeliveryParked { .. } => "DeliveryParked",
+            OrderEvent::DeliveryResumed { .. } => "DeliveryResumed",
         }
     }
 
@@ -1256,6 +1435,280 @@ mod tests {
             .then_rejected(OrderRejection::NotNeedingAttention(ORDER));
     }
 
+    /// The failed order with every compensation in except point's, which never answered.
+    fn point_silent_history() -> Vec<OrderEvent> {
+        let mut events = failed_history();
+        events.extend([
+            compensated(Participant::Payment, 4_000),
+            compensated(Participant::Stock, 4_000),
+            compensated(Participant::Coupon, 4_000),
+            OrderEvent::FailureRedriven {
+                order_id: ORDER,
+                attempt: 1,
+                at_ms: 6_000,
+            },
+        ]);
+        events
+    }
+
+    fn redrives_exhausted(at_ms: u64) -> OrderEvent {
+        OrderEvent::RedrivesExhausted {
+            order_id: ORDER,
+            waiting_for: vec![Participant::Point],
+            reason: "no compensation from point after 1 re-drives of order.failed".into(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn exhausted_redrives_leave_the_order_needing_attention_with_a_reason() {
+        // Given
+        let scenario = given::<Order>(point_silent_history());
+        // When
+        let state = scenario
+            .when(OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 1,
+                now_ms: 10_000,
+            })
+            // Then
+            .then([redrives_exhausted(10_000)]);
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.status, OrderStatus::NeedsAttention);
+        assert_eq!(
+            saga.attention_reason.as_deref(),
+            Some("no compensation from point after 1 re-drives of order.failed")
+        );
+        assert!(saga.redrives_exhausted);
+        assert_eq!(saga.escalations, 1);
+        assert_eq!(saga.waiting_for(), vec![Participant::Point]);
+        assert!(state.open.contains(&ORDER), "still an operator's to close");
+    }
+
+    #[test]
+    fn escalating_again_in_the_same_round_records_nothing() {
+        // Given
+        let mut history = point_silent_history();
+        history.push(redrives_exhausted(10_000));
+        // When
+        given::<Order>(history)
+            .when(OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 1,
+                now_ms: 20_000,
+            })
+            // Then
+            .then_nothing();
+    }
+
+    #[test]
+    fn escalating_an_order_nobody_is_missing_from_is_rejected() {
+        // Given
+        let scenario = given::<Order>(completed_history());
+        // When
+        scenario
+            .when(OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 20,
+                now_ms: 20_000,
+            })
+            // Then
+            .then_rejected(OrderRejection::NotCompensating(ORDER));
+    }
+
+    #[test]
+    fn exhausted_redrives_after_a_failed_compensation_keep_both_reasons() {
+        // Given point's refund failed and coupon never answered
+        let mut history = failed_history();
+        history.extend([
+            compensated(Participant::Payment, 4_000),
+            compensated(Participant::Stock, 4_000),
+        ]);
+        history.extend(point_refund_failed(5_000));
+        let scenario = given::<Order>(history);
+        // When
+        let state = scenario
+            .when(OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 20,
+                now_ms: 9_000,
+            })
+            // Then
+            .then([OrderEvent::RedrivesExhausted {
+                order_id: ORDER,
+                waiting_for: vec![Participant::Coupon],
+                reason: "no compensation from coupon after 20 re-drives of order.failed".into(),
+                at_ms: 9_000,
+            }]);
+        assert_eq!(
+            state.orders[&ORDER].attention_reason.as_deref(),
+            Some(
+                "point refund_failed: ledger down; \
+                 no compensation from coupon after 20 re-drives of order.failed"
+            )
+        );
+    }
+
+    #[test]
+    fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participant_answers() {
+        // Given
+        let mut history = point_silent_history();
+        history.push(redrives_exhausted(10_000));
+        // When
+        let retried = given::<Order>(history.clone())
+            .when(OrderCommand::RetryCompensation {
+                order_id: ORDER,
+                now_ms: 11_000,
+            })
+            // Then
+            .then([OrderEvent::CompensationRetried {
+                order_id: ORDER,
+                attempt: 2,
+                at_ms: 11_000,
+            }]);
+        let saga = &retried.orders[&ORDER];
+        assert_eq!(saga.status, OrderStatus::Compensating);
+        assert_eq!(saga.attention_reason, None);
+        assert_eq!(saga.round_redrives, 0, "a fresh round of re-drives");
+        assert!(!saga.redrives_exhausted);
+
+        // Given the retry is in the log
+        history.push(OrderEvent::CompensationRetried {
+            order_id: ORDER,
+            attempt: 2,
+            at_ms: 11_000,
+        });
+        // When point finally answers
+        let state = given::<Order>(history)
+            .when(record(
+                Participant::Point,
+                OutcomeKind::Compensated,
+                None,
+                12_000,
+            ))
+            // Then
+            .then([
+                compensated(Participant::Point, 12_000),
+                OrderEvent::Compensated {
+                    order_id: ORDER,
+                    at_ms: 12_000,
+                },
+            ]);
+        assert_eq!(state.orders[&ORDER].status, OrderStatus::Failed);
+        assert!(!state.open.contains(&ORDER));
+    }
+
+    fn parked(at_ms: u64) -> OrderEvent {
+        OrderEvent::DeliveryParked {
+            order_id: ORDER,
+            reason: "HTTP 503".into(),
+            msg_id: "m-1".into(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_parked_once_and_a_resume_takes_it_up_again() {
+        // Given
+        let scenario = given::<Order>(completed_history());
+        // When
+        let state = scenario
+            .when(OrderCommand::ParkDelivery {
+                order_id: ORDER,
+                reason: "HTTP 503".into(),
+                msg_id: "m-1".into(),
+                now_ms: 5_000,
+            })
+            // Then
+            .then([parked(5_000)]);
+        let saga = &state.orders[&ORDER];
+        assert_eq!(
+            saga.delivery_parked,
+            Some(ParkedDelivery {
+                reason: "HTTP 503".into(),
+                msg_id: "m-1".into()
+            })
+        );
+        assert_eq!(saga.delivery_parks, 1);
+        assert_eq!(saga.updated_at_ms, 2_000, "parking is not saga progress");
+
+        // Given it is parked
+        let mut history = completed_history();
+        history.push(parked(5_000));
+        // When another copy fails for good
+        given::<Order>(history.clone())
+            .when(OrderCommand::ParkDelivery {
+                order_id: ORDER,
+                reason: "HTTP 503".into(),
+                msg_id: "m-2".into(),
+                now_ms: 6_000,
+            })
+            // Then
+            .then_nothing();
+        // When an operator re-drives it
+        let state = given::<Order>(history)
+            .when(OrderCommand::ResumeDelivery {
+                order_id: ORDER,
+                now_ms: 7_000,
+            })
+            // Then
+            .then([OrderEvent::DeliveryResumed {
+                order_id: ORDER,
+                at_ms: 7_000,
+            }]);
+        assert_eq!(state.orders[&ORDER].delivery_parked, None);
+    }
+
+    #[test]
+    fn delivering_a_parked_order_unparks_it() {
+        // Given
+        let mut history = completed_history();
+        history.push(parked(5_000));
+        // When
+        let state = given::<Order>(history)
+            .when(OrderCommand::MarkDelivered {
+                order_id: ORDER,
+                now_ms: 8_000,
+            })
+            // Then
+            .then([OrderEvent::DataPlatformDelivered {
+                order_id: ORDER,
+                at_ms: 8_000,
+            }]);
+        assert_eq!(state.orders[&ORDER].delivery_parked, None);
+        assert!(!state.open.contains(&ORDER));
+    }
+
+    #[test]
+    fn resuming_a_delivery_that_is_not_parked_is_rejected() {
+        // Given
+        let scenario = given::<Order>(completed_history());
+        // When
+        scenario
+            .when(OrderCommand::ResumeDelivery {
+                order_id: ORDER,
+                now_ms: 7_000,
+            })
+            // Then
+            .then_rejected(OrderRejection::NotParked(ORDER));
+    }
+
+    #[test]
+    fn parking_an_order_that_is_not_completed_is_rejected() {
+        // Given
+        let scenario = given::<Order>(failed_history());
+        // When
+        scenario
+            .when(OrderCommand::ParkDelivery {
+                order_id: ORDER,
+                reason: "HTTP 503".into(),
+                msg_id: "m-1".into(),
+                now_ms: 7_000,
+            })
+            // Then
+            .then_rejected(OrderRejection::NotCompleted(ORDER));
+    }
+
     #[test]
     fn before_the_deadline_expiry_does_nothing() {
         // Given
@@ -1561,6 +2014,22 @@ mod tests {
                 kind: k,
                 at_ms: 1,
             },
+            OrderEvent::RedrivesExhausted {
+                order_id: id,
+                waiting_for: vec![p],
+                reason: "r".into(),
+                at_ms: 1,
+            },
+            OrderEvent::DeliveryParked {
+                order_id: id,
+                reason: "r".into(),
+                msg_id: "m".into(),
+                at_ms: 1,
+            },
+            OrderEvent::DeliveryResumed {
+                order_id: id,
+                at_ms: 1,
+            },
         ]);
         let names = [
             "Placed",
@@ -1573,6 +2042,9 @@ mod tests {
             "CompensationRetried",
             "DataPlatformDelivered",
             "DuplicateIgnored",
+            "RedrivesExhausted",
+            "DeliveryParked",
+            "DeliveryResumed",
         ];
         for (position, event) in events.iter().enumerate() {
             // When

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use store::consumer::{Delivery, HandleError, Handler};
+use store::consumer::{Delivery, HandleError, Handler, RetryDecision, RetryPolicy};
 use store::contract::{self, OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
 use store::live::{Executed, Execution, Live};
 use store::outbox;
@@ -20,18 +20,23 @@ use crate::domain::{Order, OrderCommand, OrderEvent, OrderSaga, OrderStatus, Ord
 
 /// How often the supervisor looks for expired or stalled sagas.
 pub const SUPERVISE_INTERVAL_MS: u64 = 250;
-/// Re-publishes of `order.failed` before the saga counts as stuck.
+/// Re-publishes of `order.failed` per round before the order goes NEEDS_ATTENTION.
 pub const REDRIVE_MAX: u32 = 20;
 /// First re-drive backoff; doubles per attempt.
 pub const REDRIVE_BACKOFF_MS_MIN: u64 = 2_000;
 /// Cap of the re-drive backoff.
 pub const REDRIVE_BACKOFF_MS_MAX: u64 = 60_000;
-/// A saga still compensating this long after its deadline raises `ops.alert.saga_stuck`.
-pub const SAGA_STUCK_AFTER_MS: u64 = 60_000;
 /// A completed order not yet delivered to the data platform after this long is re-published.
 pub const COMPLETED_REDELIVER_AFTER_MS: u64 = 10_000;
-/// Attempts of one data platform HTTP delivery within one message delivery.
-pub const DATAPLATFORM_ATTEMPTS: u32 = 3;
+/// How long connecting to the data platform may take.
+pub const DATAPLATFORM_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// How long one data platform request may take (connect included); below the consumer's
+/// ack wait (`store::jetstream::ACK_WAIT_SECS`), so a hung call is never handed out twice.
+pub const DATAPLATFORM_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Alert kind raised when re-drives run out (`ops.alert.saga_stuck`).
+pub const ALERT_SAGA_STUCK: &str = "saga_stuck";
+/// Alert kind raised when a data platform delivery is parked (`ops.alert.dataplatform_failed`).
+pub const ALERT_DATAPLATFORM_FAILED: &str = "dataplatform_failed";
 
 /// The outbox messages an order's events publish.
 pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<OutboxMessage>> {
@@ -90,10 +95,76 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<Ou
                 &traceparent,
                 now,
             )?),
-            _ => {}
+            // The alert commits with the fact it reports: raised once, however often the
+            // service restarts, and numbered per escalation so a later one is not deduplicated.
+            OrderEvent::RedrivesExhausted {
+                waiting_for,
+                reason,
+                ..
+            } => out.push(alert_message(
+                ALERT_SAGA_STUCK,
+                saga,
+                saga.escalations,
+                serde_json::json!({
+                    "waitingFor": waiting_for.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                    "redrives": saga.redrives,
+                    "detail": reason,
+                }),
+            )),
+            OrderEvent::DeliveryParked { reason, .. } => out.push(alert_message(
+                ALERT_DATAPLATFORM_FAILED,
+                saga,
+                saga.delivery_parks,
+                serde_json::json!({ "detail": reason }),
+            )),
+            OrderEvent::OutcomeRecorded { .. }
+            | OrderEvent::Compensated { .. }
+            | OrderEvent::AttentionNeeded { .. }
+            | OrderEvent::DataPlatformDelivered { .. }
+            | OrderEvent::DuplicateIgnored { .. }
+            | OrderEvent::DeliveryResumed { .. } => {}
         }
     }
     Ok(out)
+}
+
+/// An operator alert (`ops.alert.<kind>`) about an order, with an id derived from the order and
+/// the occurrence number (`<orderId>.ops.alert.<kind>`, then `~2`, `~3`, ...), never the clock.
+pub fn alert_message(
+    kind: &str,
+    saga: &OrderSaga,
+    occurrence: u32,
+    extra: serde_json::Value,
+) -> OutboxMessage {
+    let order_id = saga.order.order_id;
+    let subject = format!("ops.alert.{kind}");
+    let mut body = serde_json::json!({
+        "kind": kind,
+        "orderId": order_id,
+        "status": saga.status,
+        "traceId": saga.trace_id,
+    });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    let suffix = if occurrence > 1 {
+        format!("~{occurrence}")
+    } else {
+        String::new()
+    };
+    OutboxMessage {
+        msg_id: format!("{order_id}.{subject}{suffix}"),
+        subject,
+        headers: vec![
+            (contract::HEADER_ORDER_ID.to_owned(), order_id.to_string()),
+            (contract::HEADER_TRACE_ID.to_owned(), saga.trace_id.clone()),
+            (
+                contract::HEADER_CONTENT_TYPE.to_owned(),
+                "application/json".to_owned(),
+            ),
+        ],
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+    }
 }
 
 fn completed_message(saga: &OrderSaga) -> SagaMessage {
@@ -196,25 +267,122 @@ pub async fn run_own(
     Ok(matches!(executed, Ok(Executed::Committed { ref events, .. }) if !events.is_empty()))
 }
 
-fn redrive_backoff_ms(redrives: u32) -> u64 {
-    REDRIVE_BACKOFF_MS_MIN
-        .saturating_mul(1u64 << redrives.min(16))
-        .min(REDRIVE_BACKOFF_MS_MAX)
+/// The supervisor's timing: how long it re-drives a failed order before an operator takes over,
+/// and how often it re-sends an undelivered completed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorPolicy {
+    /// Re-publishes of `order.failed` per round before the order goes NEEDS_ATTENTION.
+    pub redrive_max: u32,
+    /// First re-drive backoff; doubles per re-drive.
+    pub redrive_backoff_ms_min: u64,
+    /// Cap of the re-drive backoff.
+    pub redrive_backoff_ms_max: u64,
+    /// Quiet time before an undelivered completed order is re-sent.
+    pub completed_resend_after_ms: u64,
 }
 
-/// Enforces deadlines and re-drives stalled sagas until `shutdown`.
+impl Default for SupervisorPolicy {
+    fn default() -> Self {
+        Self {
+            redrive_max: REDRIVE_MAX,
+            redrive_backoff_ms_min: REDRIVE_BACKOFF_MS_MIN,
+            redrive_backoff_ms_max: REDRIVE_BACKOFF_MS_MAX,
+            completed_resend_after_ms: COMPLETED_REDELIVER_AFTER_MS,
+        }
+    }
+}
+
+impl SupervisorPolicy {
+    /// The wait after `redrives` re-drives (of this round) before the next step.
+    pub fn redrive_backoff_ms(&self, redrives: u32) -> u64 {
+        self.redrive_backoff_ms_min
+            .saturating_mul(1u64 << redrives.min(32))
+            .min(self.redrive_backoff_ms_max.max(self.redrive_backoff_ms_min))
+    }
+}
+
+/// What the supervisor does about one open order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorAction {
+    /// The saga deadline passed while PENDING: fail the order.
+    Expire,
+    /// Compensations are missing: re-publish `order.failed`.
+    Redrive,
+    /// Re-drives ran out: NEEDS_ATTENTION with a reason and one `ops.alert.saga_stuck`.
+    Escalate,
+    /// The data platform has not confirmed a completed order (the broker may have lost
+    /// `order.completed`): re-send it.
+    ResendCompleted,
+}
+
+/// Re-sends of `order.completed` for one order. They change no saga state, so they are kept
+/// in memory; losing them on restart only means one early re-send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resends {
+    /// Re-sends so far.
+    pub count: u32,
+    /// When the last one went out.
+    pub last_at_ms: u64,
+}
+
+/// The supervisor's decision for one saga at `now_ms`: pure, so every branch is unit-tested.
 ///
-/// Everything it acts on lives in the log (deadline, last progress, attempts), so after a
-/// restart it simply picks up where it was.
+/// Every saga has a way out: PENDING fails at its deadline; COMPENSATING is re-driven with
+/// backoff while someone's compensation is missing, then escalated to NEEDS_ATTENTION (once per
+/// round: an operator retry starts a new one); COMPLETED is re-sent until the data platform has
+/// it, except while its delivery is parked in the DLQ.
+pub fn next_action(
+    saga: &OrderSaga,
+    now_ms: u64,
+    policy: &SupervisorPolicy,
+    resends: Option<Resends>,
+) -> Option<SupervisorAction> {
+    let idle = now_ms.saturating_sub(saga.updated_at_ms);
+    match saga.status {
+        OrderStatus::Pending => {
+            (now_ms >= saga.order.deadline_ms).then_some(SupervisorAction::Expire)
+        }
+        OrderStatus::Compensating | OrderStatus::NeedsAttention => {
+            if saga.redrives_exhausted
+                || saga.waiting_for().is_empty()
+                || idle < policy.redrive_backoff_ms(saga.round_redrives)
+            {
+                None
+            } else if saga.round_redrives >= policy.redrive_max {
+                Some(SupervisorAction::Escalate)
+            } else {
+                Some(SupervisorAction::Redrive)
+            }
+        }
+        OrderStatus::Completed => {
+            if saga.data_platform_delivered
+                || saga.delivery_parked.is_some()
+                || idle < policy.completed_resend_after_ms
+            {
+                return None;
+            }
+            let due = resends.is_none_or(|r| {
+                now_ms.saturating_sub(r.last_at_ms)
+                    >= policy
+                        .redrive_backoff_ms(r.count)
+                        .max(policy.completed_resend_after_ms)
+            });
+            due.then_some(SupervisorAction::ResendCompleted)
+        }
+        OrderStatus::Failed => None,
+    }
+}
+
+/// Enforces deadlines, re-drives stalled sagas and escalates them until `shutdown`.
+///
+/// Everything it acts on lives in the log (deadline, last progress, attempts, escalations), so
+/// after a restart it simply picks up where it was.
 pub async fn run_supervisor(
     live: Live<Order>,
-    js: async_nats::jetstream::Context,
+    policy: SupervisorPolicy,
     shutdown: CancellationToken,
 ) -> store::Result<()> {
-    let mut alerted: HashSet<Uuid> = HashSet::new();
-    // Re-sends of order.completed change no saga state, so their backoff is kept here:
-    // (attempts, last attempt). Losing it on restart only means one early re-send.
-    let mut redelivered: HashMap<Uuid, (u32, u64)> = HashMap::new();
+    let mut resends: HashMap<Uuid, Resends> = HashMap::new();
     let mut interval = tokio::time::interval(Duration::from_millis(SUPERVISE_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -223,115 +391,54 @@ pub async fn run_supervisor(
             _ = shutdown.cancelled() => return Ok(()),
         }
         let now = now_ms();
-        let due: Vec<(OrderSaga, &'static str)> = live
+        let due: Vec<(OrderSaga, SupervisorAction)> = live
             .read(|state| {
+                resends.retain(|id, _| state.open.contains(id));
                 state
                     .open
                     .iter()
                     .filter_map(|id| state.orders.get(id))
                     .filter_map(|saga| {
-                        let idle = now.saturating_sub(saga.updated_at_ms);
-                        match saga.status {
-                            OrderStatus::Pending if now >= saga.order.deadline_ms => {
-                                Some((saga.clone(), "deadline"))
-                            }
-                            OrderStatus::Compensating | OrderStatus::NeedsAttention
-                                if !saga.waiting_for().is_empty()
-                                    && idle >= redrive_backoff_ms(saga.redrives) =>
-                            {
-                                Some((saga.clone(), "redrive"))
-                            }
-                            OrderStatus::Compensating
-                                if now
-                                    >= saga
-                                        .order
-                                        .deadline_ms
-                                        .saturating_add(SAGA_STUCK_AFTER_MS)
-                                    && !alerted.contains(&saga.order.order_id) =>
-                            {
-                                Some((saga.clone(), "stuck"))
-                            }
-                            OrderStatus::Completed
-                                if !saga.data_platform_delivered
-                                    && idle >= COMPLETED_REDELIVER_AFTER_MS
-                                    && redelivered.get(&saga.order.order_id).is_none_or(
-                                        |(attempts, last)| {
-                                            now.saturating_sub(*last)
-                                                >= redrive_backoff_ms(*attempts)
-                                                    .max(COMPLETED_REDELIVER_AFTER_MS)
-                                        },
-                                    ) =>
-                            {
-                                Some((saga.clone(), "redeliver"))
-                            }
-                            _ => None,
-                        }
+                        let resent = resends.get(&saga.order.order_id).copied();
+                        next_action(saga, now, &policy, resent).map(|a| (saga.clone(), a))
                     })
                     .collect()
             })
             .await?;
-        for (saga, why) in due {
+        for (saga, action) in due {
             let order_id = saga.order.order_id;
-            let result = match why {
-                "deadline" => {
-                    run_own(
-                        &live,
-                        &saga,
-                        "supervisor:deadline",
-                        OrderCommand::Expire {
-                            order_id,
-                            now_ms: now,
-                        },
-                    )
-                    .await
+            let result = match action {
+                SupervisorAction::Expire => {
+                    let command = OrderCommand::Expire {
+                        order_id,
+                        now_ms: now,
+                    };
+                    run_own(&live, &saga, "supervisor:deadline", command).await
                 }
-                "redrive" if saga.redrives < REDRIVE_MAX => {
+                SupervisorAction::Redrive => {
                     tracing::warn!(%order_id, attempt = saga.redrives + 1, waiting_for = ?saga.waiting_for(), "re-publishing order.failed");
-                    run_own(
-                        &live,
-                        &saga,
-                        "supervisor:redrive",
-                        OrderCommand::Redrive {
-                            order_id,
-                            now_ms: now,
-                        },
-                    )
-                    .await
+                    let command = OrderCommand::Redrive {
+                        order_id,
+                        now_ms: now,
+                    };
+                    run_own(&live, &saga, "supervisor:redrive", command).await
                 }
-                "redrive" | "stuck" => {
-                    if alerted.insert(order_id) {
-                        let detail = format!(
-                            "order {order_id} is {} past its deadline, waiting for {:?} after {} re-drives",
-                            saga.status, saga.waiting_for(), saga.redrives
-                        );
-                        alert(&js, "saga_stuck", order_id, &detail).await;
-                    }
-                    Ok(false)
+                SupervisorAction::Escalate => {
+                    tracing::error!(%order_id, redrives = saga.round_redrives, waiting_for = ?saga.waiting_for(), "re-drives exhausted; order needs attention");
+                    let command = OrderCommand::Escalate {
+                        order_id,
+                        redrives: saga.round_redrives,
+                        now_ms: now,
+                    };
+                    run_own(&live, &saga, "supervisor:escalate", command).await
                 }
-                _ => {
-                    let entry = redelivered.entry(order_id).or_insert((0, now));
-                    *entry = (entry.0 + 1, now);
-                    // The broker may have lost order.completed: send it again under a new id.
-                    let message = completed_message(&saga);
-                    let copy = outbox::outbox_message(
-                        &message,
-                        format!(
-                            "{}~redeliver-{now}",
-                            contract::message_id(order_id, contract::ORDER_COMPLETED)
-                        ),
-                        &saga.trace_id,
-                        &contract::traceparent(&saga.trace_id),
-                        now,
-                    )?;
-                    live.note(
-                        own_meta(&saga, "supervisor:redeliver"),
-                        "redrive_sent",
-                        "order.completed re-published: data platform has not confirmed".into(),
-                    )
-                    .await?;
-                    live.publish_only(own_meta(&saga, "supervisor:redeliver"), vec![copy])
-                        .await?;
-                    Ok(true)
+                SupervisorAction::ResendCompleted => {
+                    let entry = resends.entry(order_id).or_default();
+                    *entry = Resends {
+                        count: entry.count + 1,
+                        last_at_ms: now,
+                    };
+                    resend_completed(&live, &saga, entry.count, now).await
                 }
             };
             if let Err(err) = result {
@@ -344,27 +451,63 @@ pub async fn run_supervisor(
     }
 }
 
-/// Publishes an operator alert on `ops.alert.<kind>` (best effort: the log already has the facts).
-pub async fn alert(js: &async_nats::jetstream::Context, kind: &str, order_id: Uuid, detail: &str) {
-    let message = OutboxMessage {
-        subject: format!("ops.alert.{kind}"),
-        msg_id: format!("alert.{kind}.{order_id}.{}", now_ms()),
-        headers: vec![
-            (contract::HEADER_ORDER_ID.to_owned(), order_id.to_string()),
-            ("Content-Type".to_owned(), "application/json".to_owned()),
-        ],
-        payload: serde_json::to_vec(
-            &serde_json::json!({"kind": kind, "orderId": order_id, "detail": detail}),
-        )
-        .unwrap_or_default(),
-    };
-    tracing::error!(%order_id, kind, detail, "operator alert");
-    if let Err(err) = outbox::publish_now(js, &message).await {
-        tracing::error!(error = %err, "alert not published");
+/// Sends `order.completed` again under an id numbered by the re-send (the broker may have lost
+/// the original), and notes it on the order's timeline.
+async fn resend_completed(
+    live: &Live<Order>,
+    saga: &OrderSaga,
+    count: u32,
+    now: u64,
+) -> store::Result<bool> {
+    let order_id = saga.order.order_id;
+    let copy = outbox::outbox_message(
+        &completed_message(saga),
+        format!(
+            "{}~redeliver-{count}",
+            contract::message_id(order_id, contract::ORDER_COMPLETED)
+        ),
+        &saga.trace_id,
+        &contract::traceparent(&saga.trace_id),
+        now,
+    )?;
+    live.note(
+        own_meta(saga, "supervisor:redeliver"),
+        "redrive_sent",
+        "order.completed re-published: data platform has not confirmed".into(),
+    )
+    .await?;
+    live.publish_only(own_meta(saga, "supervisor:redeliver"), vec![copy])
+        .await?;
+    Ok(true)
+}
+
+/// How the data platform is reached and how long a failing delivery is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPlatformSettings {
+    /// Connect timeout of the HTTP sink.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout of the HTTP sink (below the consumer's ack wait).
+    pub request_timeout: Duration,
+    /// Retries of a failing delivery before it is parked in the DLQ.
+    pub retry: RetryPolicy,
+}
+
+impl Default for DataPlatformSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(DATAPLATFORM_CONNECT_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(DATAPLATFORM_REQUEST_TIMEOUT_MS),
+            retry: RetryPolicy::PRODUCTION,
+        }
     }
 }
 
 /// Where completed orders go.
+///
+/// Delivery guarantee: at-least-once. An order is sent until the sink confirms it, and may be
+/// sent again after a crash between the send and the recorded `DataPlatformDelivered`, a
+/// supervisor re-send, or an operator's DLQ re-drive. The HTTP sink sends the orderId as
+/// `Idempotency-Key: <orderId>` so the receiver can drop repeats; the file sink drops them itself.
 pub enum DataPlatformSink {
     /// JSON lines in a file (the embedded default); keeps the ids already written.
     File {
@@ -373,16 +516,40 @@ pub enum DataPlatformSink {
         /// Orders already in it.
         written: Mutex<HashSet<Uuid>>,
     },
-    /// An HTTP endpoint; the orderId travels as `Idempotency-Key`.
+    /// An HTTP endpoint (POST, the order as JSON); the orderId travels as `Idempotency-Key`.
+    /// One attempt per message delivery, bounded by the client's timeouts; the consumer's
+    /// retry policy spaces the attempts.
     Http {
         /// The endpoint.
         url: String,
-        /// The client.
+        /// The client, with connect and request timeouts.
         client: reqwest::Client,
     },
 }
 
 impl DataPlatformSink {
+    /// The HTTP sink, with the settings' connect and request timeouts.
+    /// A request timeout at or above the consumer's ack wait is lowered below it (with a
+    /// warning): a call still running when the server redelivers would be made twice at once.
+    pub fn http(url: String, settings: &DataPlatformSettings) -> store::Result<Self> {
+        let ceiling = Duration::from_secs(store::jetstream::ACK_WAIT_SECS.saturating_sub(1));
+        let mut request_timeout = settings.request_timeout;
+        if request_timeout > ceiling {
+            tracing::warn!(
+                configured = ?request_timeout,
+                used = ?ceiling,
+                "data platform timeout lowered below the consumer ack wait"
+            );
+            request_timeout = ceiling;
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout.min(request_timeout))
+            .timeout(request_timeout)
+            .build()
+            .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
+        Ok(Self::Http { url, client })
+    }
+
     /// The file sink, loading the ids already delivered so a redelivery does not write twice.
     pub fn file(path: PathBuf) -> std::io::Result<Self> {
         let mut written = HashSet::new();
@@ -440,35 +607,77 @@ impl DataPlatformSink {
                 Ok(())
             }
             DataPlatformSink::Http { url, client } => {
-                let mut last = String::new();
-                for attempt in 0..DATAPLATFORM_ATTEMPTS {
-                    let sent = client
-                        .post(url)
-                        .header("Idempotency-Key", order.order_id.to_string())
-                        .json(&body)
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(response) if response.status().is_success() => return Ok(()),
-                        Ok(response) => last = format!("HTTP {}", response.status()),
-                        Err(err) => last = err.to_string(),
-                    }
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                let sent = client
+                    .post(url)
+                    .header("Idempotency-Key", order.order_id.to_string())
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!("HTTP {}", response.status())),
+                    Err(err) if err.is_timeout() => Err(format!("timed out: {err}")),
+                    Err(err) => Err(err.to_string()),
                 }
-                Err(last)
             }
         }
     }
 }
 
-/// Forwards each completed order once to the data platform.
+/// Whether a message is an operator's DLQ re-drive (`store::dlq::redrive_msg_id`).
+pub fn is_dlq_redrive(msg_id: &str) -> bool {
+    msg_id.contains("~redrive-")
+}
+
+/// What the forwarder does with one delivery of `order.completed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardStep {
+    /// The data platform has it already: ack.
+    AlreadyDelivered,
+    /// The order's delivery is parked in the DLQ and this is not the operator's re-drive: ack
+    /// and drop the copy (the DLQ entry holds the order).
+    DropParkedCopy,
+    /// The message that parked the order, back because its DLQ publish failed: let the runner
+    /// dead-letter it again.
+    DeadLetterAgain,
+    /// Send it; on failure park the order when `last_attempt`, else retry later.
+    Send {
+        /// Whether this delivery's retry budget is spent.
+        last_attempt: bool,
+    },
+}
+
+/// The forwarder's decision for a delivery: pure, so a long outage can be replayed in tests.
+pub fn forward_step(
+    saga: &OrderSaga,
+    msg_id: &str,
+    delivered: u64,
+    retry: &RetryPolicy,
+) -> ForwardStep {
+    let last_attempt = retry.after_failure(delivered) == RetryDecision::DeadLetter;
+    match &saga.delivery_parked {
+        _ if saga.data_platform_delivered => ForwardStep::AlreadyDelivered,
+        Some(parked) if parked.msg_id == msg_id => ForwardStep::DeadLetterAgain,
+        Some(_) if !is_dlq_redrive(msg_id) => ForwardStep::DropParkedCopy,
+        _ => ForwardStep::Send { last_attempt },
+    }
+}
+
+/// Forwards each completed order to the data platform, at least once.
+///
+/// A delivery that keeps failing is retried by the consumer runner with `retry`'s backoff; when
+/// its budget is spent the forwarder records `DeliveryParked` with one
+/// `ops.alert.dataplatform_failed` (same commit) and the runner moves the message to the DLQ:
+/// one entry and one alert per order, however many copies the supervisor had sent. While parked,
+/// the supervisor stops re-sending and other copies are dropped; an operator's DLQ re-drive
+/// (which records `DeliveryResumed`) brings it back.
 pub struct DataPlatformForwarder {
     /// The order saga state.
     pub live: Live<Order>,
     /// Where orders go.
     pub sink: DataPlatformSink,
-    /// For alerts.
-    pub js: async_nats::jetstream::Context,
+    /// The consumer's retry policy (the same `ConsumerSpec::retry` the runner applies).
+    pub retry: RetryPolicy,
 }
 
 impl Handler for DataPlatformForwarder {
@@ -481,20 +690,53 @@ impl Handler for DataPlatformForwarder {
             )));
         };
         let order_id = order.order_id;
-        let delivered = self
+        let step = self
             .live
-            .read(|s| s.orders.get(&order_id).map(|o| o.data_platform_delivered))
+            .read(|s| {
+                s.orders.get(&order_id).map(|saga| {
+                    forward_step(saga, &delivery.msg_id, delivery.delivered, &self.retry)
+                })
+            })
             .await
             .map_err(transient)?;
-        match delivered {
-            Some(true) => return Ok(()),
-            Some(false) => {}
+        let last_attempt = match step {
             None => return Err(HandleError::Poison(format!("unknown order {order_id}"))),
-        }
-        if let Err(reason) = self.sink.deliver(order).await {
-            if delivery.delivered >= store::consumer::MAX_DELIVERIES {
-                alert(&self.js, "dataplatform_failed", order_id, &reason).await;
+            Some(ForwardStep::AlreadyDelivered) => return Ok(()),
+            Some(ForwardStep::DropParkedCopy) => {
+                tracing::info!(%order_id, msg_id = %delivery.msg_id, "delivery parked in the DLQ; copy dropped");
+                return Ok(());
             }
+            Some(ForwardStep::DeadLetterAgain) => {
+                return Err(HandleError::Transient(
+                    "data platform: delivery parked".into(),
+                ))
+            }
+            Some(ForwardStep::Send { last_attempt }) => last_attempt,
+        };
+        if let Err(reason) = self.sink.deliver(order).await {
+            if last_attempt {
+                let executed = self
+                    .live
+                    .execute(
+                        Execution {
+                            meta: meta_of(&delivery),
+                            dedup_key: None,
+                        },
+                        OrderCommand::ParkDelivery {
+                            order_id,
+                            reason: reason.clone(),
+                            msg_id: delivery.msg_id.clone(),
+                            now_ms: now_ms(),
+                        },
+                        outbox_for,
+                    )
+                    .await
+                    .map_err(transient)?;
+                if let Err(rejection) = executed {
+                    tracing::warn!(%order_id, %rejection, "delivery not parked");
+                }
+            }
+            // The runner makes the same decision: nak with backoff, or (exhausted) the DLQ.
             return Err(HandleError::Transient(format!("data platform: {reason}")));
         }
         let key = contract::dedup_key(order_id, "dataplatform", "completed");
@@ -596,4 +838,468 @@ pub async fn run_alert_webhook(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::contract::{OrderLine, OrderPlaced, Participant};
+    use store::domain::Domain;
+
+    const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0042);
+    const DEADLINE: u64 = 31_000;
+    /// The supervisor's tick, as the simulated clock's step.
+    const TICK: u64 = SUPERVISE_INTERVAL_MS;
+    const HOUR_MS: u64 = 3_600_000;
+
+    fn placed(points: u64) -> OrderEvent {
+        OrderEvent::Placed {
+            order: OrderPlaced {
+                order_id: ORDER,
+                user_id: "user-1".into(),
+                items: vec![OrderLine {
+                    sku: "sku-1".into(),
+                    qty: 1,
+                    price: 1_000,
+                }],
+                coupon_id: None,
+                points,
+                amount: 1_000,
+                placed_at_ms: 1_000,
+                deadline_ms: DEADLINE,
+            },
+            trace_id: "trace-1".into(),
+            idempotency_key: None,
+        }
+    }
+
+    fn outcome(participant: Participant, kind: OutcomeKind, at_ms: u64) -> OrderEvent {
+        OrderEvent::OutcomeRecorded {
+            order_id: ORDER,
+            participant,
+            kind,
+            reason: None,
+            at_ms,
+        }
+    }
+
+    fn state_of(events: &[OrderEvent]) -> Orders {
+        let mut state = Orders::default();
+        for event in events {
+            Order::evolve(&mut state, event);
+        }
+        state
+    }
+
+    /// Decides and applies a command; returns the events and the alerts they publish.
+    fn apply(state: &mut Orders, command: OrderCommand) -> (Vec<OrderEvent>, Vec<OutboxMessage>) {
+        let events = Order::decide(state, command).expect("accepted");
+        for event in &events {
+            Order::evolve(state, event);
+        }
+        let alerts = outbox_for(state, &events)
+            .expect("outbox")
+            .into_iter()
+            .filter(|m| m.subject.starts_with("ops.alert."))
+            .collect();
+        (events, alerts)
+    }
+
+    /// Payment and stock compensated, point never answers `order.failed`.
+    fn point_silent_after_failure() -> Orders {
+        state_of(&[
+            placed(500),
+            outcome(Participant::Payment, OutcomeKind::Succeeded, 2_000),
+            outcome(Participant::Stock, OutcomeKind::Rejected, 3_000),
+            OrderEvent::Failed {
+                order_id: ORDER,
+                reason: "stock insufficient: sold out".into(),
+                at_ms: 3_000,
+            },
+            outcome(Participant::Payment, OutcomeKind::Compensated, 3_500),
+            outcome(Participant::Stock, OutcomeKind::Compensated, 3_500),
+        ])
+    }
+
+    fn completed() -> Orders {
+        state_of(&[
+            placed(0),
+            outcome(Participant::Payment, OutcomeKind::Succeeded, 2_000),
+            outcome(Participant::Stock, OutcomeKind::Succeeded, 2_000),
+            OrderEvent::Completed {
+                order_id: ORDER,
+                at_ms: 2_000,
+            },
+        ])
+    }
+
+    #[test]
+    fn a_pending_order_expires_at_its_deadline_and_not_before() {
+        // Given
+        let state = state_of(&[placed(0)]);
+        let saga = &state.orders[&ORDER];
+        let policy = SupervisorPolicy::default();
+        // When / Then
+        assert_eq!(next_action(saga, DEADLINE - 1, &policy, None), None);
+        assert_eq!(
+            next_action(saga, DEADLINE, &policy, None),
+            Some(SupervisorAction::Expire)
+        );
+    }
+
+    #[test]
+    fn a_silent_participant_is_redriven_with_backoff_then_the_order_needs_attention_with_one_alert()
+    {
+        // Given an order whose point compensation never comes, and the production policy
+        let mut state = point_silent_after_failure();
+        let policy = SupervisorPolicy::default();
+        let mut redrive_times = Vec::new();
+        let mut alerts = Vec::new();
+        // When the supervisor runs for a day
+        let mut now = 3_500;
+        while now < 24 * HOUR_MS {
+            let saga = &state.orders[&ORDER];
+            match next_action(saga, now, &policy, None) {
+                Some(SupervisorAction::Redrive) => {
+                    redrive_times.push(now);
+                    apply(
+                        &mut state,
+                        OrderCommand::Redrive {
+                            order_id: ORDER,
+                            now_ms: now,
+                        },
+                    );
+                }
+                Some(SupervisorAction::Escalate) => {
+                    let redrives = saga.round_redrives;
+                    let (_, raised) = apply(
+                        &mut state,
+                        OrderCommand::Escalate {
+                            order_id: ORDER,
+                            redrives,
+                            now_ms: now,
+                        },
+                    );
+                    alerts.extend(raised);
+                }
+                None => {}
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+            now += TICK;
+        }
+        // Then it was re-driven REDRIVE_MAX times, spaced by a growing, capped backoff
+        assert_eq!(redrive_times.len(), REDRIVE_MAX as usize);
+        let gaps: Vec<u64> = redrive_times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[0] <= g[1]), "{gaps:?}");
+        assert!(gaps.iter().all(|g| *g <= REDRIVE_BACKOFF_MS_MAX + TICK));
+        // ... then escalated once: NEEDS_ATTENTION with a reason, and exactly one alert
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.status, OrderStatus::NeedsAttention);
+        assert_eq!(
+            saga.attention_reason.as_deref(),
+            Some("no compensation from point after 20 re-drives of order.failed")
+        );
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].subject, "ops.alert.saga_stuck");
+        assert_eq!(alerts[0].msg_id, format!("{ORDER}.ops.alert.saga_stuck"));
+        let body: serde_json::Value = serde_json::from_slice(&alerts[0].payload).expect("json");
+        assert_eq!(body["waitingFor"], serde_json::json!(["point"]));
+        assert_eq!(body["status"], "NEEDS_ATTENTION");
+    }
+
+    #[test]
+    fn an_operator_retry_starts_a_new_round_of_redrives_and_a_second_escalation_alerts_again() {
+        // Given an order escalated after its re-drives
+        let mut state = point_silent_after_failure();
+        let policy = SupervisorPolicy {
+            redrive_max: 1,
+            ..SupervisorPolicy::default()
+        };
+        apply(
+            &mut state,
+            OrderCommand::Redrive {
+                order_id: ORDER,
+                now_ms: 10_000,
+            },
+        );
+        apply(
+            &mut state,
+            OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 1,
+                now_ms: 20_000,
+            },
+        );
+        assert_eq!(
+            next_action(&state.orders[&ORDER], 10 * HOUR_MS, &policy, None),
+            None,
+            "escalated once per round"
+        );
+        // When the operator retries
+        apply(
+            &mut state,
+            OrderCommand::RetryCompensation {
+                order_id: ORDER,
+                now_ms: 30_000,
+            },
+        );
+        // Then the supervisor re-drives again after the first backoff, then escalates again
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.status, OrderStatus::Compensating);
+        let first = 30_000 + policy.redrive_backoff_ms_min;
+        assert_eq!(next_action(saga, first - 1, &policy, None), None);
+        assert_eq!(
+            next_action(saga, first, &policy, None),
+            Some(SupervisorAction::Redrive)
+        );
+        apply(
+            &mut state,
+            OrderCommand::Redrive {
+                order_id: ORDER,
+                now_ms: first,
+            },
+        );
+        let later = first + policy.redrive_backoff_ms(1);
+        assert_eq!(
+            next_action(&state.orders[&ORDER], later, &policy, None),
+            Some(SupervisorAction::Escalate)
+        );
+        let (_, alerts) = apply(
+            &mut state,
+            OrderCommand::Escalate {
+                order_id: ORDER,
+                redrives: 1,
+                now_ms: later,
+            },
+        );
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].msg_id, format!("{ORDER}.ops.alert.saga_stuck~2"));
+    }
+
+    #[test]
+    fn a_settled_order_needs_nothing_from_the_supervisor() {
+        // Given
+        let mut state = point_silent_after_failure();
+        let event = outcome(Participant::Point, OutcomeKind::Compensated, 4_000);
+        Order::evolve(&mut state, &event);
+        Order::evolve(
+            &mut state,
+            &OrderEvent::Compensated {
+                order_id: ORDER,
+                at_ms: 4_000,
+            },
+        );
+        // When / Then
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.status, OrderStatus::Failed);
+        let policy = SupervisorPolicy::default();
+        assert_eq!(next_action(saga, 10 * HOUR_MS, &policy, None), None);
+    }
+
+    /// One copy of `order.completed` in the forwarder's consumer.
+    struct Copy {
+        msg_id: String,
+        delivered: u64,
+        due_ms: u64,
+    }
+
+    #[test]
+    fn a_long_data_platform_outage_parks_the_order_once_and_a_redrive_delivers_it_once() {
+        // Given a completed order, the production policies, and a data platform down for 3 hours
+        let mut state = completed();
+        let supervisor = SupervisorPolicy::default();
+        let retry = RetryPolicy::PRODUCTION;
+        let outage_ends = 3 * HOUR_MS;
+        let mut copies = vec![Copy {
+            msg_id: format!("{ORDER}.order.completed"),
+            delivered: 1,
+            due_ms: 2_000,
+        }];
+        let mut resends: Option<Resends> = None;
+        let (mut dlq, mut alerts, mut sent, mut received) = (0, 0, 0, 0);
+        let mut parked_at = None;
+        let mut resent_while_parked = 0;
+        // When the clock runs through the outage
+        let mut now = 2_000;
+        while now < outage_ends {
+            let saga = &state.orders[&ORDER];
+            if next_action(saga, now, &supervisor, resends)
+                == Some(SupervisorAction::ResendCompleted)
+            {
+                let count = resends.map_or(1, |r| r.count + 1);
+                resends = Some(Resends {
+                    count,
+                    last_at_ms: now,
+                });
+                resent_while_parked += usize::from(parked_at.is_some());
+                copies.push(Copy {
+                    msg_id: format!("{ORDER}.order.completed~redeliver-{count}"),
+                    delivered: 1,
+                    due_ms: now,
+                });
+            }
+            let mut kept = Vec::new();
+            for mut copy in copies.drain(..) {
+                if copy.due_ms > now {
+                    kept.push(copy);
+                    continue;
+                }
+                let saga = &state.orders[&ORDER];
+                match forward_step(saga, &copy.msg_id, copy.delivered, &retry) {
+                    ForwardStep::AlreadyDelivered | ForwardStep::DropParkedCopy => {}
+                    ForwardStep::DeadLetterAgain => dlq += 1,
+                    ForwardStep::Send { last_attempt } => {
+                        sent += 1; // and it fails: the platform is down
+                        if last_attempt {
+                            let (_, raised) = apply(
+                                &mut state,
+                                OrderCommand::ParkDelivery {
+                                    order_id: ORDER,
+                                    reason: "HTTP 503".into(),
+                                    msg_id: copy.msg_id.clone(),
+                                    now_ms: now,
+                                },
+                            );
+                            alerts += raised.len();
+                            parked_at.get_or_insert(now);
+                            dlq += 1;
+                        } else {
+                            let RetryDecision::RetryAfter(delay) =
+                                retry.after_failure(copy.delivered)
+                            else {
+                                panic!("the runner retries what the forwarder retries")
+                            };
+                            copy.delivered += 1;
+                            copy.due_ms = now + u64::try_from(delay.as_millis()).expect("fits");
+                            kept.push(copy);
+                        }
+                    }
+                }
+            }
+            copies = kept;
+            now += TICK;
+        }
+        // Then the order was parked once, after minutes of retries: one DLQ entry, one alert
+        let parked_at = parked_at.expect("parked");
+        assert!(parked_at >= 2_000 + RETRY_BUDGET_MS_FOR_TEST, "{parked_at}");
+        assert_eq!(dlq, 1);
+        assert_eq!(alerts, 1);
+        assert_eq!(resent_while_parked, 0, "re-sends pause while parked");
+        assert!(copies.is_empty(), "every copy was dead-lettered or dropped");
+        assert!(sent > 1);
+
+        // When the platform is back and an operator re-drives the DLQ entry
+        apply(
+            &mut state,
+            OrderCommand::ResumeDelivery {
+                order_id: ORDER,
+                now_ms: now,
+            },
+        );
+        let redrive = format!("{ORDER}.order.completed~redrive-7");
+        for _ in 0..2 {
+            // (the re-drive, then a stray duplicate of it)
+            let saga = &state.orders[&ORDER];
+            if let ForwardStep::Send { .. } = forward_step(saga, &redrive, 1, &retry) {
+                received += 1;
+                apply(
+                    &mut state,
+                    OrderCommand::MarkDelivered {
+                        order_id: ORDER,
+                        now_ms: now,
+                    },
+                );
+            }
+        }
+        // Then the data platform has it exactly once and nobody needs the order any more
+        assert_eq!(received, 1);
+        let saga = &state.orders[&ORDER];
+        assert!(saga.data_platform_delivered);
+        assert_eq!(saga.delivery_parked, None);
+        assert!(!state.open.contains(&ORDER));
+    }
+
+    const RETRY_BUDGET_MS_FOR_TEST: u64 = store::consumer::RETRY_BUDGET_MS;
+
+    #[test]
+    fn a_parked_copy_that_comes_back_after_a_failed_dlq_publish_is_dead_lettered_again() {
+        // Given a parked order
+        let mut state = completed();
+        apply(
+            &mut state,
+            OrderCommand::ParkDelivery {
+                order_id: ORDER,
+                reason: "HTTP 503".into(),
+                msg_id: format!("{ORDER}.order.completed"),
+                now_ms: 5_000,
+            },
+        );
+        let saga = &state.orders[&ORDER];
+        let retry = RetryPolicy::PRODUCTION;
+        let spent = retry.max_deliveries();
+        let id = format!("{ORDER}.order.completed");
+        // When / Then
+        assert_eq!(
+            forward_step(saga, &id, spent + 1, &retry),
+            ForwardStep::DeadLetterAgain
+        );
+        // ... while other copies, even on their last delivery, are dropped
+        let copy = format!("{id}~redeliver-2");
+        assert_eq!(
+            forward_step(saga, &copy, 1, &retry),
+            ForwardStep::DropParkedCopy
+        );
+        assert_eq!(
+            forward_step(saga, &copy, spent, &retry),
+            ForwardStep::DropParkedCopy
+        );
+        assert_eq!(
+            forward_step(saga, &format!("{id}~redrive-3"), 1, &retry),
+            ForwardStep::Send {
+                last_attempt: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_completed_order_is_resent_with_backoff_until_delivered_but_not_while_parked() {
+        // Given
+        let mut state = completed();
+        let policy = SupervisorPolicy::default();
+        let quiet = 2_000 + COMPLETED_REDELIVER_AFTER_MS;
+        // When / Then
+        let saga = &state.orders[&ORDER];
+        assert_eq!(next_action(saga, quiet - 1, &policy, None), None);
+        assert_eq!(
+            next_action(saga, quiet, &policy, None),
+            Some(SupervisorAction::ResendCompleted)
+        );
+        let once = Resends {
+            count: 1,
+            last_at_ms: quiet,
+        };
+        assert_eq!(next_action(saga, quiet + 1, &policy, Some(once)), None);
+        assert_eq!(
+            next_action(
+                saga,
+                quiet + COMPLETED_REDELIVER_AFTER_MS,
+                &policy,
+                Some(once)
+            ),
+            Some(SupervisorAction::ResendCompleted)
+        );
+        apply(
+            &mut state,
+            OrderCommand::ParkDelivery {
+                order_id: ORDER,
+                reason: "HTTP 503".into(),
+                msg_id: format!("{ORDER}.order.completed"),
+                now_ms: quiet,
+            },
+        );
+        assert_eq!(
+            next_action(&state.orders[&ORDER], 10 * HOUR_MS, &policy, Some(once)),
+            None
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! The order service.
 //!
-//! - [`domain`]: the pure saga core (`decide`/`evolve`): statuses, outcomes, deadline, re-drive.
-//! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive); the data platform forwarder.
+//! - [`domain`]: the pure saga core (`decide`/`evolve`): statuses, outcomes, deadline, re-drive,
+//!   escalation, data platform delivery (parked/resumed).
+//! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive, escalation: pure
+//!   `next_action`); the data platform forwarder (pure `forward_step`, at-least-once).
 //! - [`api`]: HTTP: place orders, read them, timelines by orderId and traceId, dashboard.
 //! - [`admin`]: operator routes: the dead-letter queue (list, inspect, re-drive, discard).
 //! - [`cli`]: the `order dlq ...` client of the admin routes.

@@ -24,10 +24,15 @@ pub const PULL_BATCH: usize = 256;
 pub const LANES: usize = 64;
 /// Messages queued per lane.
 pub const LANE_CAPACITY: usize = 32;
-/// Deliveries a failing message gets before it goes to the DLQ.
-pub const MAX_DELIVERIES: u64 = 5;
-/// Cap of the nak backoff.
-pub const NAK_BACKOFF_MS_MAX: u64 = 5_000;
+/// First nak backoff of a transiently failing message; doubles per delivery.
+pub const RETRY_BACKOFF_MS_MIN: u64 = 100;
+/// Cap of the nak backoff of a transiently failing message.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 30_000;
+/// Backoff a transiently failing message may accumulate before it goes to the DLQ (10 min):
+/// long enough to ride out a restart or a short outage of whatever the handler depends on.
+pub const RETRY_BUDGET_MS: u64 = 10 * 60 * 1_000;
+/// Delay before a message whose DLQ copy could not be published comes back.
+pub const DLQ_PUBLISH_RETRY_MS: u64 = 5_000;
 /// Cap of the backoff while the consumer cannot be (re)created.
 pub const RESUBSCRIBE_BACKOFF_MS_MAX: u64 = 2_000;
 
@@ -43,6 +48,88 @@ pub const HEADER_DLQ_CONSUMER: &str = "Dlq-Consumer";
 pub const HEADER_DLQ_STREAM_SEQ: &str = "Dlq-Stream-Seq";
 /// DLQ header: the original message id.
 pub const HEADER_DLQ_MSG_ID: &str = "Dlq-Original-Msg-Id";
+
+/// How a message that fails transiently is retried before it is dead-lettered.
+///
+/// Delivery `n` that fails is naked for `min(backoff_ms_min << (n - 1), backoff_ms_max)`; once
+/// the backoff already spent reaches `budget_ms` the message goes to the DLQ instead. The budget
+/// counts backoff only: the time each attempt itself takes comes on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First backoff.
+    pub backoff_ms_min: u64,
+    /// Backoff cap.
+    pub backoff_ms_max: u64,
+    /// Total backoff before the DLQ.
+    pub budget_ms: u64,
+}
+
+/// What to do with a message whose handler failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Nak it; it comes back after this delay.
+    RetryAfter(Duration),
+    /// The budget is spent: dead-letter it.
+    DeadLetter,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::PRODUCTION
+    }
+}
+
+impl RetryPolicy {
+    /// Minutes of retries before the DLQ (the default of every consumer).
+    pub const PRODUCTION: RetryPolicy = RetryPolicy {
+        backoff_ms_min: RETRY_BACKOFF_MS_MIN,
+        backoff_ms_max: RETRY_BACKOFF_MS_MAX,
+        budget_ms: RETRY_BUDGET_MS,
+    };
+
+    /// The nak delay after failed delivery `delivered` (1-based).
+    pub fn backoff_ms(&self, delivered: u64) -> u64 {
+        let shift = delivered.saturating_sub(1).min(32);
+        self.backoff_ms_min
+            .max(1)
+            .saturating_mul(1u64 << shift)
+            .min(self.backoff_ms_max.max(self.backoff_ms_min))
+    }
+
+    /// Backoff spent before delivery `delivered` (1-based): the sum of the earlier delays.
+    pub fn waited_ms(&self, delivered: u64) -> u64 {
+        let mut waited = 0u64;
+        let mut n = 1u64;
+        while n < delivered {
+            let backoff = self.backoff_ms(n);
+            if backoff >= self.backoff_ms_max {
+                // Every later delay is the cap: finish in one step.
+                return waited.saturating_add(backoff.saturating_mul(delivered - n));
+            }
+            waited = waited.saturating_add(backoff);
+            n += 1;
+        }
+        waited
+    }
+
+    /// Whether failed delivery `delivered` is retried, and after how long.
+    pub fn after_failure(&self, delivered: u64) -> RetryDecision {
+        if self.waited_ms(delivered.max(1)) >= self.budget_ms {
+            RetryDecision::DeadLetter
+        } else {
+            RetryDecision::RetryAfter(Duration::from_millis(self.backoff_ms(delivered.max(1))))
+        }
+    }
+
+    /// The delivery at which a message that always fails is dead-lettered.
+    pub fn max_deliveries(&self) -> u64 {
+        let mut delivered = 1;
+        while self.after_failure(delivered) != RetryDecision::DeadLetter {
+            delivered += 1;
+        }
+        delivered
+    }
+}
 
 /// A decoded message handed to a service's handler.
 #[derive(Debug, Clone)]
@@ -126,7 +213,13 @@ async fn consume<H: Handler>(
     for _ in 0..LANES {
         let (tx, rx) = mpsc::channel(LANE_CAPACITY);
         lanes.push(tx);
-        workers.spawn(lane(rx, handler.clone(), js.clone(), spec.durable.clone()));
+        workers.spawn(lane(
+            rx,
+            handler.clone(),
+            js.clone(),
+            spec.durable.clone(),
+            spec.retry,
+        ));
     }
 
     let outcome = loop {
@@ -173,9 +266,10 @@ async fn lane<H: Handler>(
     handler: Arc<H>,
     js: jetstream::Context,
     consumer: String,
+    retry: RetryPolicy,
 ) {
     while let Some(message) = queue.recv().await {
-        process(&message, &*handler, &js, &consumer).await;
+        process(&message, &*handler, &js, &consumer, &retry).await;
     }
 }
 
@@ -184,6 +278,7 @@ async fn process<H: Handler>(
     handler: &H,
     js: &jetstream::Context,
     consumer: &str,
+    retry: &RetryPolicy,
 ) {
     let (delivered, stream_seq) = match message.info() {
         Ok(info) => (info.delivered.max(1) as u64, info.stream_sequence),
@@ -204,17 +299,20 @@ async fn process<H: Handler>(
             dead_letter(message, js, consumer, &reason, delivered, stream_seq).await;
             return;
         }
-        Err(HandleError::Transient(reason)) if delivered >= MAX_DELIVERIES => {
-            let reason = format!("failed {delivered} deliveries, last: {reason}");
-            dead_letter(message, js, consumer, &reason, delivered, stream_seq).await;
-            return;
-        }
-        Err(HandleError::Transient(reason)) => {
-            let delay =
-                Duration::from_millis((100u64 << delivered.min(16)).min(NAK_BACKOFF_MS_MAX));
-            tracing::warn!(%order_id, consumer, delivered, %reason, "handler failed; retrying later");
-            message.ack_with(AckKind::Nak(Some(delay))).await
-        }
+        Err(HandleError::Transient(reason)) => match retry.after_failure(delivered) {
+            RetryDecision::DeadLetter => {
+                let reason = format!(
+                    "failed {delivered} deliveries over {}s of backoff, last: {reason}",
+                    retry.waited_ms(delivered) / 1_000
+                );
+                dead_letter(message, js, consumer, &reason, delivered, stream_seq).await;
+                return;
+            }
+            RetryDecision::RetryAfter(delay) => {
+                tracing::warn!(%order_id, consumer, delivered, %reason, "handler failed; retrying later");
+                message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+        },
     };
     if let Err(err) = ack {
         // The server redelivers after ack_wait and the handler's dedup absorbs it.
@@ -284,7 +382,7 @@ async fn dead_letter(
             tracing::error!(error = %err, "DLQ publish failed; message kept");
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_millis(
-                    NAK_BACKOFF_MS_MAX,
+                    DLQ_PUBLISH_RETRY_MS,
                 ))))
                 .await;
         }
@@ -307,4 +405,67 @@ fn sanitize(reason: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(512)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_failure_is_retried_for_minutes_with_capped_backoff_before_the_dlq() {
+        // Given the production policy and a handler that fails every time
+        let policy = RetryPolicy::default();
+        let mut clock_ms = 0u64;
+        let mut delivered = 1u64;
+        let mut delays = Vec::new();
+        // When the clock advances by each nak delay
+        while let RetryDecision::RetryAfter(delay) = policy.after_failure(delivered) {
+            let delay = u64::try_from(delay.as_millis()).expect("fits");
+            delays.push(delay);
+            clock_ms += delay;
+            delivered += 1;
+        }
+        // Then it is dead-lettered only after the whole budget, never waiting more than the cap
+        assert!(clock_ms >= RETRY_BUDGET_MS, "{clock_ms}");
+        assert!(
+            clock_ms < RETRY_BUDGET_MS + RETRY_BACKOFF_MS_MAX,
+            "{clock_ms}"
+        );
+        assert_eq!(delays[0], RETRY_BACKOFF_MS_MIN);
+        assert!(delays.iter().all(|d| *d <= RETRY_BACKOFF_MS_MAX));
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(policy.max_deliveries(), delivered);
+        assert_eq!(policy.waited_ms(delivered), clock_ms);
+    }
+
+    #[test]
+    fn a_small_budget_dead_letters_after_a_few_deliveries() {
+        // Given
+        let policy = RetryPolicy {
+            backoff_ms_min: 100,
+            backoff_ms_max: 400,
+            budget_ms: 700,
+        };
+        // When / Then: 100 + 200 + 400 = 700 spent before the fourth delivery
+        assert_eq!(
+            policy.after_failure(1),
+            RetryDecision::RetryAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            policy.after_failure(3),
+            RetryDecision::RetryAfter(Duration::from_millis(400))
+        );
+        assert_eq!(policy.after_failure(4), RetryDecision::DeadLetter);
+        assert_eq!(policy.max_deliveries(), 4);
+        assert_eq!(policy.waited_ms(10), 100 + 200 + 400 * 7);
+    }
+
+    #[test]
+    fn huge_delivery_counts_do_not_overflow() {
+        // Given
+        let policy = RetryPolicy::default();
+        // When / Then
+        assert_eq!(policy.after_failure(u64::MAX), RetryDecision::DeadLetter);
+        assert_eq!(policy.backoff_ms(u64::MAX), RETRY_BACKOFF_MS_MAX);
+    }
 }

@@ -21,7 +21,9 @@ pub const DUPLICATE_WINDOW_SECS: u64 = 120;
 pub const STREAM_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 /// How long the DLQ keeps messages for operators.
 pub const DLQ_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
-/// How long the server waits for an ack before redelivering.
+/// How long the server waits for an ack before redelivering. Handlers bound their own calls
+/// below this (e.g. the data platform's request timeout), so a slow message is not handed out
+/// twice; retries of failures are the runner's naks (`consumer::RetryPolicy`), not ack_wait.
 pub const ACK_WAIT_SECS: u64 = 30;
 /// Unacked messages a consumer may hold.
 pub const MAX_ACK_PENDING: i64 = 20_000;
@@ -205,6 +207,8 @@ pub struct ConsumerSpec {
     pub durable: String,
     /// Subject filter.
     pub filter: String,
+    /// How the runner retries transient failures before the DLQ.
+    pub retry: crate::consumer::RetryPolicy,
 }
 
 impl ConsumerSpec {
@@ -214,7 +218,14 @@ impl ConsumerSpec {
             stream: stream.to_owned(),
             durable: durable.to_owned(),
             filter: filter.to_owned(),
+            retry: crate::consumer::RetryPolicy::default(),
         }
+    }
+
+    /// The same consumer with another retry policy (tests use a budget of seconds).
+    pub fn with_retry(mut self, retry: crate::consumer::RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     fn config(&self) -> pull::Config {
@@ -224,8 +235,9 @@ impl ConsumerSpec {
             ack_policy: AckPolicy::Explicit,
             deliver_policy: DeliverPolicy::All,
             ack_wait: Duration::from_secs(ACK_WAIT_SECS),
-            // Unlimited at the server: the runner itself moves a message to the DLQ after its
-            // own delivery budget, so nothing is ever silently dropped by the server.
+            // Unlimited at the server: the runner itself moves a message to the DLQ once its
+            // retry budget (`ConsumerSpec::retry`, minutes by default) is spent, so nothing is
+            // ever silently dropped by the server.
             max_deliver: -1,
             max_ack_pending: MAX_ACK_PENDING,
             ..Default::default()

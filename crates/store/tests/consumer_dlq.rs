@@ -10,8 +10,8 @@ use async_nats::jetstream;
 use common::{connect, header, placed, read_messages, stream_count, try_stream_count, WAIT};
 use store::codec::{self, Envelope, ENVELOPE_VERSION};
 use store::consumer::{
-    run_consumer, Delivery, HandleError, Handler, HEADER_DLQ_ATTEMPTS, HEADER_DLQ_CONSUMER,
-    HEADER_DLQ_MSG_ID, HEADER_DLQ_REASON, HEADER_DLQ_SUBJECT, MAX_DELIVERIES,
+    run_consumer, Delivery, HandleError, Handler, RetryPolicy, HEADER_DLQ_ATTEMPTS,
+    HEADER_DLQ_CONSUMER, HEADER_DLQ_MSG_ID, HEADER_DLQ_REASON, HEADER_DLQ_SUBJECT,
 };
 use store::contract::{DLQ_STREAM, ORDER_PLACED, ORDER_STREAM};
 use store::jetstream::ConsumerSpec;
@@ -23,6 +23,14 @@ use uuid::Uuid;
 
 /// The durable consumer under test (its DLQ subject is `dlq.payment`).
 const CONSUMER: &str = "payment";
+
+/// A retry budget of under a second, so a message that keeps failing reaches the DLQ quickly;
+/// production retries for minutes (`RetryPolicy::PRODUCTION`).
+const TEST_RETRY: RetryPolicy = RetryPolicy {
+    backoff_ms_min: 50,
+    backoff_ms_max: 200,
+    budget_ms: 500,
+};
 
 /// A handler that records what it was given and answers with a fixed result.
 struct Recording {
@@ -77,7 +85,7 @@ impl Running {
 
 fn start(js: &jetstream::Context, handler: Arc<Recording>) -> Running {
     let token = CancellationToken::new();
-    let spec = ConsumerSpec::new(ORDER_STREAM, CONSUMER, "order.>");
+    let spec = ConsumerSpec::new(ORDER_STREAM, CONSUMER, "order.>").with_retry(TEST_RETRY);
     let task = tokio::spawn(run_consumer(js.clone(), spec, handler, token.clone()));
     Running { token, task }
 }
@@ -211,21 +219,22 @@ async fn a_message_that_keeps_failing_goes_to_the_dlq_after_its_delivery_budget(
     let valid = first_publish(&placed(order), "trace", "00-trace-span-01", 1).expect("encodes");
     publish_now(&js, &valid).await.expect("published");
 
-    // Then after MAX_DELIVERIES attempts (naked with backoff in between) it is dead-lettered
+    // Then once its retry budget is spent (naked with backoff in between) it is dead-lettered
+    let max_deliveries = TEST_RETRY.max_deliveries();
     let dead = dlq_holds(&js, 1).await;
     consumer_settles(&js).await;
-    let attempts: Vec<(Uuid, u64)> = (1..=MAX_DELIVERIES).map(|n| (order, n)).collect();
+    let attempts: Vec<(Uuid, u64)> = (1..=max_deliveries).map(|n| (order, n)).collect();
     assert_eq!(handler.seen(), attempts);
     let entry = &dead[0];
     let reason = header(entry, HEADER_DLQ_REASON).expect("a reason");
     assert!(
-        reason.contains(&format!("failed {MAX_DELIVERIES} deliveries")),
+        reason.contains(&format!("failed {max_deliveries} deliveries")),
         "{reason}"
     );
     assert!(reason.contains("gateway down"), "{reason}");
     assert_eq!(
         header(entry, HEADER_DLQ_ATTEMPTS),
-        Some(MAX_DELIVERIES.to_string())
+        Some(max_deliveries.to_string())
     );
     assert_eq!(
         header(entry, HEADER_DLQ_SUBJECT).as_deref(),
