@@ -415,3 +415,41 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_settled_order_has_a_recorded_compensation_to_re_publish() {
+        let order_id = Uuid::from_u128(1);
+        let cases = [
+            (None, None),
+            (Some(ParticipantOrderStatus::Succeeded), None),
+            (Some(ParticipantOrderStatus::Rejected), None),
+            (Some(ParticipantOrderStatus::CompensationFailed), None),
+            (
+                Some(ParticipantOrderStatus::Compensated),
+                Some((OutcomeKind::Compensated, None)),
+            ),
+            (
+                Some(ParticipantOrderStatus::Tombstoned),
+                Some((OutcomeKind::Compensated, Some(TOMBSTONE_REASON))),
+            ),
+        ];
+        for (status, expected) in cases {
+            // Given an order in this status; When asked for its settled outcome
+            let settled = settled_outcome_of(Participant::Stock, order_id, status);
+            // Then
+            let got = settled
+                .as_ref()
+                .map(|event| (event.kind, event.reason.as_deref()));
+            assert_eq!(got, expected, "{status:?}");
+            if let Some(event) = settled {
+                assert_eq!(event.order_id, order_id);
+                assert_eq!(event.participant, Participant::Stock);
+                assert_eq!(event.subject(), "stock.restored");
+            }
+        }
+    }
+}
