@@ -192,11 +192,13 @@ async fn a_charge_answered_after_payments_timeout_is_cancelled_when_the_order_fa
         "{payment:?}"
     );
     let types = log_types(&api, "payment", &slow).await;
-    assert_eq!(
-        types.iter().take(2).map(String::as_str).collect::<Vec<_>>(),
-        ["ApprovalRequested", "Cancelled"],
-        "{types:?}"
-    );
+    let events: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("note."))
+        .take(2)
+        .collect();
+    assert_eq!(events, ["ApprovalRequested", "Cancelled"], "{types:?}");
     let prompt_order = settled(&api, &prompt).await;
     assert_eq!(prompt_order["status"], "COMPLETED", "{prompt_order}");
     let orders = BTreeMap::from([(slow, slow_order), (prompt, prompt_order)]);
@@ -254,8 +256,14 @@ async fn payment_killed_during_its_pg_call_cancels_the_charge_after_the_deadline
         },
     )
     .await;
+    // (Timeline notes, e.g. re-driven order.failed answered as duplicates, are left out.)
+    let events: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("note."))
+        .collect();
     assert_eq!(
-        types,
+        events,
         ["ApprovalRequested", "Cancelled", "PlacementIgnored"],
         "{types:?}"
     );
