@@ -1,6 +1,7 @@
 //! Test harness: a real nats-server and the five real services, each with its own data dir,
 //! started in-process on fixed free ports so they can be stopped and restarted in place.
 
+pub mod pg;
 pub mod procs;
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use order::handler::{DataPlatformSettings, SupervisorPolicy};
-use payment::gateway::SimulatedRules;
+use payment::gateway::{PgTimeouts, SimulatedRules};
 use serde_json::{json, Value};
 use store::app::App;
 use store::consumer::RetryPolicy;
@@ -29,6 +30,10 @@ pub struct Options {
     pub saga_deadline: Duration,
     /// Rules of the simulated PG.
     pub pg: SimulatedRules,
+    /// A real PG's base URL (`PG_URL`); the simulated PG when `None`.
+    pub pg_url: Option<String>,
+    /// Timeouts of the real PG's client.
+    pub pg_timeouts: PgTimeouts,
     /// Operator alert webhook of the order service.
     pub alert_webhook_url: Option<String>,
     /// The order service's re-drive timing (production by default).
@@ -53,6 +58,8 @@ impl Default for Options {
         Self {
             saga_deadline: Duration::from_secs(30),
             pg: SimulatedRules::default(),
+            pg_url: None,
+            pg_timeouts: PgTimeouts::default(),
             alert_webhook_url: None,
             supervisor: SupervisorPolicy::default(),
             dataplatform_url: None,
@@ -152,7 +159,15 @@ impl System {
                 };
                 order::app::build(settings).await
             }
-            "payment" => payment::app::build(&common, None, self.options.pg.clone()).await,
+            "payment" => {
+                payment::app::build(
+                    &common,
+                    self.options.pg_url.clone(),
+                    self.options.pg_timeouts,
+                    self.options.pg.clone(),
+                )
+                .await
+            }
             "stock" => stock::app::build(&common).await,
             "coupon" => coupon::app::build(&common).await,
             "point" => point::app::build(&common).await,

@@ -33,6 +33,10 @@ pub struct ProcOptions {
     pub pg_decline_above: u64,
     /// `RUST_LOG` of every service.
     pub rust_log: String,
+    /// `PG_URL` of the payment service: a real PG instead of the simulated one.
+    pub pg_url: Option<String>,
+    /// `PG_TIMEOUT` of the payment service's PG client (its default when `None`).
+    pub pg_timeout: Option<Duration>,
 }
 
 impl Default for ProcOptions {
@@ -41,6 +45,8 @@ impl Default for ProcOptions {
             saga_deadline: Duration::from_secs(5),
             pg_decline_above: 1_000_000,
             rust_log: "warn".to_owned(),
+            pg_url: None,
+            pg_timeout: None,
         }
     }
 }
@@ -306,6 +312,12 @@ impl ProcSystem {
                 "PG_DECLINE_ABOVE",
                 self.options.pg_decline_above.to_string(),
             );
+            if let Some(url) = &self.options.pg_url {
+                command.env("PG_URL", url);
+            }
+            if let Some(timeout) = self.options.pg_timeout {
+                command.env("PG_TIMEOUT", humantime_secs(timeout));
+            }
         }
         let child = command
             .spawn()

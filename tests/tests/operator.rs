@@ -106,7 +106,7 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
     let types = system.log_types("payment", &id).await;
     assert_eq!(
         types,
-        ["Approved", "CancelFailed", "Cancelled"],
+        ["ApprovalRequested", "Approved", "CancelFailed", "Cancelled"],
         "{types:?}"
     );
 }

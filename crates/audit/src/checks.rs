@@ -292,7 +292,7 @@ pub fn payments(orders: &Orders, state: &payment::domain::PaymentState, out: &mu
         }
     }
     for (id, p) in by_id(&state.payments) {
-        let charged = matches!(p.status, P::Approved | P::CancelFailed);
+        let charged = matches!(p.status, P::Approved | P::CancelFailed | P::Requested);
         if charged && !orders.orders.contains_key(&id) {
             push(
                 out,

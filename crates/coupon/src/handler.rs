@@ -3,9 +3,11 @@
 use store::consumer::HandleError;
 use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
 use store::live::Live;
-use store::participant::ParticipantDomain;
+use store::participant::{settled_outcome_of, ParticipantDomain};
+use store::record::EventMeta;
+use uuid::Uuid;
 
-use crate::domain::{self, Coupon, CouponCommand, CouponEvent};
+use crate::domain::{self, Coupon, CouponCommand, CouponEvent, CouponState};
 
 /// Plugs the coupon domain into the shared participant handler.
 pub struct CouponParticipant;
@@ -18,6 +20,7 @@ impl ParticipantDomain for CouponParticipant {
         &self,
         _: &Live<Coupon>,
         placed: &OrderPlaced,
+        _: &EventMeta,
     ) -> Result<Option<CouponCommand>, HandleError> {
         Ok(Some(CouponCommand::HandlePlaced {
             placed: placed.clone(),
@@ -37,5 +40,9 @@ impl ParticipantDomain for CouponParticipant {
 
     fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
         domain::outcome(event)
+    }
+
+    fn settled_outcome(state: &CouponState, order_id: Uuid) -> Option<ParticipantEvent> {
+        settled_outcome_of(Participant::Coupon, order_id, state.order_status(order_id))
     }
 }

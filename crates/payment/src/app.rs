@@ -1,33 +1,27 @@
 //! Wiring the payment service.
 
-use std::time::Duration;
-
 use store::app::{start_participant, App};
 use store::service::CommonArgs;
 
-use crate::gateway::{Gateway, HttpGateway, SimulatedGateway, SimulatedRules};
+use crate::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
 
 /// Default HTTP address of the payment service.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
-/// Timeout of one call to a real PG.
-pub const PG_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts the payment service with a real PG (`pg_url`) or the simulated one.
+/// Starts the payment service with a real PG (`pg_url`, called with `timeouts`) or the simulated one.
 pub async fn build(
     common: &CommonArgs,
     pg_url: Option<String>,
+    timeouts: PgTimeouts,
     rules: SimulatedRules,
 ) -> store::Result<App> {
     let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
     let gateway = match pg_url {
-        Some(base_url) => Gateway::Http(HttpGateway {
-            base_url,
-            client: reqwest::Client::builder()
-                .timeout(PG_TIMEOUT)
-                .build()
+        Some(base_url) => Gateway::Http(
+            HttpGateway::new(base_url, timeouts)
                 .map_err(|e| store::Error::Io(std::io::Error::other(e)))?,
-        }),
+        ),
         None => Gateway::Simulated(SimulatedGateway { rules }),
     };
     let token = common.admin_token.clone();

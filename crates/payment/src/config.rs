@@ -2,7 +2,7 @@
 
 use store::service::{CommonArgs, ServiceCommand};
 
-use crate::gateway::SimulatedRules;
+use crate::gateway::{PgTimeouts, SimulatedRules};
 
 /// The payment service's command line.
 #[derive(Debug, clap::Parser)]
@@ -20,6 +20,9 @@ pub struct Cli {
     /// A real PG's base URL; without it the simulated PG is used.
     #[arg(long, env = "PG_URL", global = true)]
     pub pg_url: Option<String>,
+    /// Timeouts of the real PG's client.
+    #[command(flatten)]
+    pub pg_timeouts: PgTimeouts,
     /// Rules of the simulated PG.
     #[command(flatten)]
     pub simulated: SimulatedRules,

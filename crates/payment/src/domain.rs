@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 use store::domain::Domain;
 pub use store::participant::{LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON};
+
+/// Reason recorded when `order.placed` arrives after the requested charge was cancelled.
+pub const CANCELLED_PLACEMENT: &str = "order already failed (charge request cancelled)";
 use uuid::Uuid;
 
 /// The payment domain: one payment per order, approved or declined at the gateway.
@@ -28,6 +31,9 @@ pub enum PaymentStatus {
     CancelFailed,
     /// `order.failed` came first; a late `order.placed` is ignored.
     Tombstoned,
+    /// The charge was requested at the gateway and its answer is not known yet: the PG may hold
+    /// a charge, so a failing order must be cancelled there.
+    Requested,
 }
 
 impl PaymentStatus {
@@ -39,6 +45,7 @@ impl PaymentStatus {
             PaymentStatus::Cancelled => "CANCELLED",
             PaymentStatus::CancelFailed => "CANCEL_FAILED",
             PaymentStatus::Tombstoned => "TOMBSTONED",
+            PaymentStatus::Requested => "REQUESTED",
         }
     }
 }
@@ -169,11 +176,24 @@ pub enum PaymentEvent {
         /// Why it was ignored.
         reason: String,
     },
+    /// The charge is about to be requested at the gateway: recorded before the call, so a
+    /// failing order is cancelled at the PG even if payment never learns the PG's answer.
+    ApprovalRequested {
+        /// The order.
+        order_id: Uuid,
+        /// The amount requested, in minor units.
+        amount: u64,
+    },
 }
 
 /// An intention to change the payments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentCommand {
+    /// Payment is about to ask the gateway to charge an order: record the attempt first.
+    RequestApproval {
+        /// The order.
+        placed: OrderPlaced,
+    },
     /// `order.placed` arrived and the gateway answered the charge.
     HandlePlaced {
         /// The order.
@@ -221,23 +241,56 @@ impl std::fmt::Display for PaymentRejection {
 
 impl std::error::Error for PaymentRejection {}
 
-/// Whether the gateway must be asked to charge before deciding `HandlePlaced`: the order is new.
+/// Whether the gateway must be asked to charge before deciding `HandlePlaced`: the order is new,
+/// or its charge was requested without a known answer. A failed or cancelled order never is.
 pub fn needs_gateway_approval(state: &PaymentState, order_id: Uuid) -> bool {
+    matches!(
+        state.status(order_id),
+        None | Some(PaymentStatus::Requested)
+    )
+}
+
+/// Whether the attempt must be recorded (`RequestApproval`) before asking the gateway to charge.
+pub fn needs_approval_request(state: &PaymentState, order_id: Uuid) -> bool {
     state.payment(order_id).is_none()
 }
 
-/// Whether the gateway must be asked to cancel before deciding `HandleFailed`.
+/// Whether the gateway must be asked to cancel before deciding `HandleFailed`: it holds a charge,
+/// or may hold one (requested, answer unknown).
 pub fn needs_gateway_cancel(state: &PaymentState, order_id: Uuid) -> bool {
     matches!(
         state.status(order_id),
-        Some(PaymentStatus::Approved | PaymentStatus::CancelFailed)
+        Some(PaymentStatus::Approved | PaymentStatus::CancelFailed | PaymentStatus::Requested)
     )
+}
+
+/// The compensation outcome payment already recorded for a failed order, if it is settled
+/// (cancelled, tombstoned, or declined and skipped): what a re-drive of `order.failed` re-publishes.
+pub fn settled_outcome(state: &PaymentState, order_id: Uuid) -> Option<ParticipantEvent> {
+    let payment = state.payment(order_id)?;
+    let event = match payment.status {
+        PaymentStatus::Cancelled => PaymentEvent::Cancelled { order_id },
+        PaymentStatus::Tombstoned => PaymentEvent::Tombstoned { order_id },
+        PaymentStatus::Declined if payment.compensation_skipped => {
+            PaymentEvent::CompensationSkipped {
+                order_id,
+                reason: NOTHING_TO_UNDO.to_owned(),
+            }
+        }
+        PaymentStatus::Approved
+        | PaymentStatus::Declined
+        | PaymentStatus::CancelFailed
+        | PaymentStatus::Requested => return None,
+    };
+    outcome(&event)
 }
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &PaymentEvent) -> Option<ParticipantEvent> {
     let (order_id, kind, reason) = match event {
-        PaymentEvent::PlacementIgnored { .. } => return None,
+        PaymentEvent::PlacementIgnored { .. } | PaymentEvent::ApprovalRequested { .. } => {
+            return None
+        }
         PaymentEvent::Approved { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
         PaymentEvent::Declined {
             order_id, reason, ..
@@ -278,6 +331,16 @@ fn handle_placed(
                 reason: LATE_PLACEMENT.to_owned(),
             }])
         }
+        // The order failed while its charge was requested and was cancelled at the gateway:
+        // whatever the gateway answered to the charge, the placement is over.
+        Some(PaymentStatus::Cancelled) => {
+            return Ok(vec![PaymentEvent::PlacementIgnored {
+                order_id,
+                reason: CANCELLED_PLACEMENT.to_owned(),
+            }])
+        }
+        // The attempt is recorded: the gateway's answer is recorded now.
+        Some(PaymentStatus::Requested) => {}
         // A redelivery: the shell re-publishes the outcome already recorded.
         Some(_) => return Ok(vec![]),
         None => {}
@@ -300,6 +363,17 @@ fn handle_placed(
     }
 }
 
+fn request_approval(state: &PaymentState, placed: &OrderPlaced) -> Vec<PaymentEvent> {
+    if state.payment(placed.order_id).is_some() {
+        // Requested before (a redelivery), or already answered: nothing new to record.
+        return vec![];
+    }
+    vec![PaymentEvent::ApprovalRequested {
+        order_id: placed.order_id,
+        amount: placed.amount,
+    }]
+}
+
 fn handle_failed(
     state: &PaymentState,
     order_id: Uuid,
@@ -309,14 +383,19 @@ fn handle_failed(
         return Ok(vec![PaymentEvent::Tombstoned { order_id }]);
     };
     match payment.status {
-        // A failed cancellation stays retryable: an operator's retry decides afresh.
-        PaymentStatus::Approved | PaymentStatus::CancelFailed => match cancel {
-            CancelResult::Cancelled => Ok(vec![PaymentEvent::Cancelled { order_id }]),
-            CancelResult::Failed { reason } => {
-                Ok(vec![PaymentEvent::CancelFailed { order_id, reason }])
+        // A failed cancellation stays retryable: an operator's retry decides afresh. A requested
+        // charge with no known answer may be held by the PG: it is cancelled there too.
+        PaymentStatus::Approved | PaymentStatus::CancelFailed | PaymentStatus::Requested => {
+            match cancel {
+                CancelResult::Cancelled => Ok(vec![PaymentEvent::Cancelled { order_id }]),
+                CancelResult::Failed { reason } => {
+                    Ok(vec![PaymentEvent::CancelFailed { order_id, reason }])
+                }
+                CancelResult::NotNeeded => {
+                    Err(PaymentRejection::GatewayCancelRequired { order_id })
+                }
             }
-            CancelResult::NotNeeded => Err(PaymentRejection::GatewayCancelRequired { order_id }),
-        },
+        }
         PaymentStatus::Declined if payment.compensation_skipped => Ok(vec![]),
         PaymentStatus::Declined => Ok(vec![PaymentEvent::CompensationSkipped {
             order_id,
@@ -335,6 +414,23 @@ fn record_new_payment(state: &mut PaymentState, entry: PaymentEntry) {
     );
 }
 
+/// Records the gateway's answer to a charge: for a new order, or one whose charge was requested.
+fn record_answer(state: &mut PaymentState, entry: PaymentEntry) {
+    let order_id = entry.order_id;
+    let previous = state.payments.insert(order_id, entry);
+    assert!(
+        matches!(
+            &previous,
+            None | Some(PaymentEntry {
+                status: PaymentStatus::Requested,
+                ..
+            })
+        ),
+        "payment of order {order_id} answered while {:?}: decide must turn a repeat into a no-op",
+        previous.map(|p| p.status)
+    );
+}
+
 fn payment_mut(state: &mut PaymentState, order_id: Uuid) -> &mut PaymentEntry {
     match state.payments.get_mut(&order_id) {
         Some(entry) => entry,
@@ -347,7 +443,7 @@ fn cancellable_mut(state: &mut PaymentState, order_id: Uuid) -> &mut PaymentEntr
     assert!(
         matches!(
             entry.status,
-            PaymentStatus::Approved | PaymentStatus::CancelFailed
+            PaymentStatus::Approved | PaymentStatus::CancelFailed | PaymentStatus::Requested
         ),
         "cancellation of order {order_id} recorded while {}",
         entry.status
@@ -372,6 +468,7 @@ impl Domain for Payment {
             PaymentCommand::HandleFailed { order_id, cancel } => {
                 handle_failed(state, order_id, cancel)
             }
+            PaymentCommand::RequestApproval { placed } => Ok(request_approval(state, &placed)),
         }
     }
 
@@ -381,7 +478,7 @@ impl Domain for Payment {
                 order_id,
                 amount,
                 authorization,
-            } => record_new_payment(
+            } => record_answer(
                 state,
                 PaymentEntry {
                     order_id: *order_id,
@@ -396,7 +493,7 @@ impl Domain for Payment {
                 order_id,
                 amount,
                 reason,
-            } => record_new_payment(
+            } => record_answer(
                 state,
                 PaymentEntry {
                     order_id: *order_id,
@@ -440,12 +537,26 @@ impl Domain for Payment {
                 entry.compensation_skipped = true;
             }
             PaymentEvent::PlacementIgnored { order_id, .. } => {
-                assert_eq!(
-                    state.status(*order_id),
-                    Some(PaymentStatus::Tombstoned),
-                    "placement of order {order_id} ignored without a tombstone"
+                let status = state.status(*order_id);
+                assert!(
+                    matches!(
+                        status,
+                        Some(PaymentStatus::Tombstoned | PaymentStatus::Cancelled)
+                    ),
+                    "placement of order {order_id} ignored while {status:?}"
                 );
             }
+            PaymentEvent::ApprovalRequested { order_id, amount } => record_new_payment(
+                state,
+                PaymentEntry {
+                    order_id: *order_id,
+                    amount: *amount,
+                    status: PaymentStatus::Requested,
+                    authorization: None,
+                    reason: None,
+                    compensation_skipped: false,
+                },
+            ),
         }
     }
 
@@ -458,6 +569,7 @@ impl Domain for Payment {
             PaymentEvent::Tombstoned { .. } => "Tombstoned",
             PaymentEvent::CompensationSkipped { .. } => "CompensationSkipped",
             PaymentEvent::PlacementIgnored { .. } => "PlacementIgnored",
+            PaymentEvent::ApprovalRequested { .. } => "ApprovalRequested",
         }
     }
 
@@ -469,7 +581,8 @@ impl Domain for Payment {
             | PaymentEvent::CancelFailed { order_id, .. }
             | PaymentEvent::Tombstoned { order_id }
             | PaymentEvent::CompensationSkipped { order_id, .. }
-            | PaymentEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
+            | PaymentEvent::PlacementIgnored { order_id, .. }
+            | PaymentEvent::ApprovalRequested { order_id, .. } => format!("order-{order_id}"),
         }
     }
 }
@@ -543,6 +656,16 @@ mod tests {
         PaymentEvent::CancelFailed {
             order_id,
             reason: "gateway timeout".into(),
+        }
+    }
+
+    fn requested(order_id: Uuid, amount: u64) -> PaymentEvent {
+        PaymentEvent::ApprovalRequested { order_id, amount }
+    }
+
+    fn request(order_id: Uuid, amount: u64) -> PaymentCommand {
+        PaymentCommand::RequestApproval {
+            placed: placed(order_id, amount),
         }
     }
 
@@ -724,11 +847,9 @@ mod tests {
         let histories = [
             vec![approved(order(1), 700)],
             vec![declined(order(1), 700)],
-            vec![
-                approved(order(1), 700),
-                PaymentEvent::Cancelled { order_id: order(1) },
-            ],
             vec![approved(order(1), 700), cancel_failed(order(1))],
+            vec![requested(order(1), 700), approved(order(1), 700)],
+            vec![requested(order(1), 700), declined(order(1), 700)],
         ];
         for history in histories {
             // Given
@@ -767,6 +888,210 @@ mod tests {
             // Then
             let state = when.then_nothing();
             assert_eq!(state.status(order(1)), Some(settled));
+        }
+    }
+
+    #[test]
+    fn a_charge_is_recorded_as_requested_before_the_gateway_is_asked() {
+        // Given
+        let scenario = given::<Payment>([]);
+        assert!(needs_approval_request(scenario.state(), order(1)));
+        // When
+        let when = scenario.when(request(order(1), 700));
+        // Then
+        let state = when.then([requested(order(1), 700)]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Requested);
+        assert_eq!(payment.amount, 700);
+        assert_eq!(payment.authorization, None);
+        assert_eq!(outcome(&requested(order(1), 700)), None);
+        assert!(!needs_approval_request(&state, order(1)));
+        assert!(needs_gateway_approval(&state, order(1)));
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+    }
+
+    #[test]
+    fn a_repeated_charge_request_records_nothing_new() {
+        let histories = [
+            vec![requested(order(1), 700)],
+            vec![requested(order(1), 700), approved(order(1), 700)],
+            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![
+                requested(order(1), 700),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+        ];
+        for history in histories {
+            // Given
+            let scenario = given::<Payment>(history);
+            // When
+            let when = scenario.when(request(order(1), 700));
+            // Then
+            when.then_nothing();
+        }
+    }
+
+    #[test]
+    fn the_gateways_approval_of_a_requested_charge_is_recorded() {
+        // Given
+        let scenario = given::<Payment>([requested(order(1), 700)]);
+        // When
+        let when = scenario.when(approve(order(1), 700));
+        // Then
+        let state = when.then([approved(order(1), 700)]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Approved);
+        assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
+        assert!(!needs_gateway_approval(&state, order(1)));
+    }
+
+    #[test]
+    fn the_gateways_decline_of_a_requested_charge_is_recorded() {
+        // Given
+        let scenario = given::<Payment>([requested(order(1), 2_000_000)]);
+        // When
+        let when = scenario.when(decline(order(1), 2_000_000));
+        // Then
+        let state = when.then([declined(order(1), 2_000_000)]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::Declined));
+        assert!(!needs_gateway_cancel(&state, order(1)));
+    }
+
+    #[test]
+    fn a_failed_order_with_a_requested_charge_is_cancelled_at_the_gateway() {
+        // Given
+        let scenario = given::<Payment>([requested(order(1), 700)]);
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+        // Then
+        let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert!(!needs_gateway_cancel(&state, order(1)));
+        let settled = settled_outcome(&state, order(1)).expect("settled");
+        assert_eq!(settled.subject(), "payment.cancelled");
+    }
+
+    #[test]
+    fn a_requested_charge_cannot_be_compensated_without_asking_the_gateway() {
+        // Given
+        let scenario = given::<Payment>([requested(order(1), 700)]);
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+        // Then
+        when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+    }
+
+    #[test]
+    fn a_failed_cancellation_of_a_requested_charge_is_recorded_and_retryable() {
+        // Given
+        let scenario = given::<Payment>([requested(order(1), 700)]);
+        // When
+        let when = scenario.when(fail(
+            order(1),
+            CancelResult::Failed {
+                reason: "gateway timeout".into(),
+            },
+        ));
+        // Then
+        let state = when.then([cancel_failed(order(1))]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::CancelFailed));
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+        let published = outcome(&cancel_failed(order(1))).expect("publishes");
+        assert_eq!(published.subject(), "payment.cancel_failed");
+    }
+
+    #[test]
+    fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gateway() {
+        // Given
+        let scenario = given::<Payment>([
+            requested(order(1), 700),
+            PaymentEvent::Cancelled { order_id: order(1) },
+        ]);
+        assert!(!needs_gateway_approval(scenario.state(), order(1)));
+        // When: even an approval the gateway gave before the cancel reached it
+        let when = scenario.when(approve(order(1), 700));
+        // Then
+        let ignored = PaymentEvent::PlacementIgnored {
+            order_id: order(1),
+            reason: CANCELLED_PLACEMENT.into(),
+        };
+        assert_eq!(outcome(&ignored), None);
+        let state = when.then([ignored]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
+        let histories = [
+            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![
+                requested(order(1), 700),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+            vec![
+                approved(order(1), 700),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+            vec![requested(order(1), 700), cancel_failed(order(1))],
+            vec![declined(order(1), 700), skipped(order(1))],
+        ];
+        for history in histories {
+            // Given
+            let scenario = given::<Payment>(history);
+            // Then
+            assert!(!needs_gateway_approval(scenario.state(), order(1)));
+        }
+    }
+
+    #[test]
+    fn a_settled_order_reports_its_recorded_compensation() {
+        let cases = [
+            (
+                vec![
+                    approved(order(1), 700),
+                    PaymentEvent::Cancelled { order_id: order(1) },
+                ],
+                Some(("payment.cancelled", None)),
+            ),
+            (
+                vec![
+                    approved(order(1), 700),
+                    cancel_failed(order(1)),
+                    PaymentEvent::Cancelled { order_id: order(1) },
+                ],
+                Some(("payment.cancelled", None)),
+            ),
+            (
+                vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+                Some(("payment.cancelled", Some(TOMBSTONE_REASON))),
+            ),
+            (
+                vec![declined(order(1), 700), skipped(order(1))],
+                Some(("payment.cancelled", Some(NOTHING_TO_UNDO))),
+            ),
+            (vec![approved(order(1), 700)], None),
+            (vec![declined(order(1), 700)], None),
+            (vec![approved(order(1), 700), cancel_failed(order(1))], None),
+            (vec![requested(order(1), 700)], None),
+            (vec![], None),
+        ];
+        for (history, expected) in cases {
+            // Given
+            let scenario = given::<Payment>(history.clone());
+            // When
+            let settled = settled_outcome(scenario.state(), order(1));
+            // Then
+            let got = settled.as_ref().map(|e| (e.subject(), e.reason.as_deref()));
+            let expected = expected.map(|(s, r)| (s.to_owned(), r));
+            assert_eq!(got, expected, "{history:?}");
+            if let Some(event) = settled {
+                assert_eq!(event.order_id, order(1));
+                assert_eq!(event.participant, Participant::Payment);
+            }
         }
     }
 
@@ -826,6 +1151,7 @@ mod tests {
                 order_id: order(1),
                 reason: LATE_PLACEMENT.into(),
             },
+            requested(order(1), 700),
         ];
         let names = [
             "Approved",
@@ -835,6 +1161,7 @@ mod tests {
             "Tombstoned",
             "CompensationSkipped",
             "PlacementIgnored",
+            "ApprovalRequested",
         ];
         for (position, event) in events.iter().enumerate() {
             // When
@@ -857,6 +1184,7 @@ mod tests {
             PaymentStatus::Cancelled,
             PaymentStatus::CancelFailed,
             PaymentStatus::Tombstoned,
+            PaymentStatus::Requested,
         ];
         let state = given::<Payment>([approved(order(1), 700), cancel_failed(order(1))]);
         // When
@@ -874,7 +1202,8 @@ mod tests {
                 "\"DECLINED\"",
                 "\"CANCELLED\"",
                 "\"CANCEL_FAILED\"",
-                "\"TOMBSTONED\""
+                "\"TOMBSTONED\"",
+                "\"REQUESTED\""
             ]
         );
         for status in statuses {

@@ -22,11 +22,12 @@ pub trait PaymentGateway: Send + Sync + 'static {
         &self,
         order: &OrderPlaced,
     ) -> impl std::future::Future<Output = Result<GatewayDecision, GatewayUnavailable>> + Send;
-    /// Cancels an approval.
+    /// Cancels an order's charge. `authorization` is `None` when payment never learned the
+    /// answer to its charge request; cancelling an order the PG never charged is a no-op there.
     fn cancel(
         &self,
         order_id: Uuid,
-        authorization: &str,
+        authorization: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), GatewayUnavailable>> + Send;
 }
 
@@ -114,7 +115,11 @@ impl PaymentGateway for SimulatedGateway {
         Ok(self.decide(order))
     }
 
-    async fn cancel(&self, order_id: Uuid, _authorization: &str) -> Result<(), GatewayUnavailable> {
+    async fn cancel(
+        &self,
+        order_id: Uuid,
+        _authorization: Option<&str>,
+    ) -> Result<(), GatewayUnavailable> {
         if self.rules.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.rules.latency_ms)).await;
         }
@@ -133,8 +138,45 @@ impl PaymentGateway for SimulatedGateway {
 pub struct HttpGateway {
     /// Base URL.
     pub base_url: String,
-    /// Client with timeouts.
+    /// Client with timeouts (see [`HttpGateway::new`]).
     pub client: reqwest::Client,
+}
+
+/// Timeouts of the HTTP PG client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct PgTimeouts {
+    /// How long connecting to the PG may take.
+    #[arg(long = "pg-connect-timeout", env = "PG_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub connect: Duration,
+    /// How long one whole PG call (connect, request, answer) may take.
+    #[arg(long = "pg-timeout", env = "PG_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub request: Duration,
+}
+
+impl Default for PgTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_PG_CONNECT_TIMEOUT,
+            request: DEFAULT_PG_TIMEOUT,
+        }
+    }
+}
+
+/// Default of `PG_CONNECT_TIMEOUT`.
+pub const DEFAULT_PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of `PG_TIMEOUT`.
+pub const DEFAULT_PG_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl HttpGateway {
+    /// A client of the PG at `base_url` with explicit connect and request timeouts: a PG that
+    /// does not answer in time counts as unavailable (the call is retried, never assumed).
+    pub fn new(base_url: String, timeouts: PgTimeouts) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .build()?;
+        Ok(Self { base_url, client })
+    }
 }
 
 impl PaymentGateway for HttpGateway {
@@ -171,7 +213,11 @@ impl PaymentGateway for HttpGateway {
         }
     }
 
-    async fn cancel(&self, order_id: Uuid, authorization: &str) -> Result<(), GatewayUnavailable> {
+    async fn cancel(
+        &self,
+        order_id: Uuid,
+        authorization: Option<&str>,
+    ) -> Result<(), GatewayUnavailable> {
         let response = self
             .client
             .post(format!(
@@ -208,7 +254,11 @@ impl PaymentGateway for Gateway {
         }
     }
 
-    async fn cancel(&self, order_id: Uuid, authorization: &str) -> Result<(), GatewayUnavailable> {
+    async fn cancel(
+        &self,
+        order_id: Uuid,
+        authorization: Option<&str>,
+    ) -> Result<(), GatewayUnavailable> {
         match self {
             Gateway::Simulated(g) => g.cancel(order_id, authorization).await,
             Gateway::Http(g) => g.cancel(order_id, authorization).await,

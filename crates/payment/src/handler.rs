@@ -4,10 +4,14 @@ use std::time::Duration;
 
 use store::consumer::HandleError;
 use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
-use store::live::Live;
-use store::participant::ParticipantDomain;
+use store::live::{Executed, Execution, Live};
+use store::participant::{transient, ParticipantDomain};
+use store::record::EventMeta;
+use uuid::Uuid;
 
-use crate::domain::{self, CancelResult, GatewayDecision, Payment, PaymentCommand, PaymentEvent};
+use crate::domain::{
+    self, CancelResult, GatewayDecision, Payment, PaymentCommand, PaymentEvent, PaymentState,
+};
 use crate::gateway::{Gateway, PaymentGateway};
 
 /// Cancellation attempts within one delivery before the failure is recorded.
@@ -29,15 +33,26 @@ impl ParticipantDomain for PaymentParticipant {
         &self,
         live: &Live<Payment>,
         placed: &OrderPlaced,
+        meta: &EventMeta,
     ) -> Result<Option<PaymentCommand>, HandleError> {
         let order_id = placed.order_id;
-        let needed = live
-            .read(|s| domain::needs_gateway_approval(s, order_id))
+        let (needed, unrecorded) = live
+            .read(|s| {
+                (
+                    domain::needs_gateway_approval(s, order_id),
+                    domain::needs_approval_request(s, order_id),
+                )
+            })
             .await
             .map_err(|e| HandleError::Transient(e.to_string()))?;
+        if unrecorded {
+            // The attempt is durable before the PG is called: if payment never learns the
+            // answer (timeout, crash), a failing order is still cancelled at the PG.
+            record_request(live, placed, meta).await?;
+        }
         let decision = if needed {
-            // The PG is idempotent on the order id, so a redelivery after a crash between this
-            // call and the commit gets the same approval back, not a second charge.
+            // The PG is idempotent on the order id, so a redelivery after a timeout or a crash
+            // between this call and the commit gets the same answer back, not a second charge.
             let decision = self
                 .gateway
                 .approve(placed)
@@ -61,19 +76,20 @@ impl ParticipantDomain for PaymentParticipant {
         failed: &OrderFailed,
     ) -> Result<Option<PaymentCommand>, HandleError> {
         let order_id = failed.order_id;
+        // `Some(None)`: a charge was requested but its answer is unknown; cancelled by order id.
         let authorization = live
             .read(|s| {
-                domain::needs_gateway_cancel(s, order_id).then(|| {
-                    s.payment(order_id)
-                        .and_then(|p| p.authorization.clone())
-                        .unwrap_or_default()
-                })
+                domain::needs_gateway_cancel(s, order_id)
+                    .then(|| s.payment(order_id).and_then(|p| p.authorization.clone()))
             })
             .await
             .map_err(|e| HandleError::Transient(e.to_string()))?;
         let cancel = match authorization {
             None => CancelResult::NotNeeded,
-            Some(authorization) => self.cancel_with_retries(order_id, &authorization).await,
+            Some(authorization) => {
+                self.cancel_with_retries(order_id, authorization.as_deref())
+                    .await
+            }
         };
         Ok(Some(PaymentCommand::HandleFailed { order_id, cancel }))
     }
@@ -81,15 +97,48 @@ impl ParticipantDomain for PaymentParticipant {
     fn outcome(event: &PaymentEvent) -> Option<ParticipantEvent> {
         domain::outcome(event)
     }
+
+    fn settled_outcome(state: &PaymentState, order_id: Uuid) -> Option<ParticipantEvent> {
+        domain::settled_outcome(state, order_id)
+    }
+}
+
+/// Commits `ApprovalRequested` for an order, durably, before its PG call. No dedup key (the
+/// command is a no-op once the order is known) and nothing to publish.
+async fn record_request(
+    live: &Live<Payment>,
+    placed: &OrderPlaced,
+    meta: &EventMeta,
+) -> Result<(), HandleError> {
+    let execution = Execution {
+        meta: meta.clone(),
+        dedup_key: None,
+    };
+    let command = PaymentCommand::RequestApproval {
+        placed: placed.clone(),
+    };
+    match live
+        .execute(execution, command, |_, _| Ok(Vec::new()))
+        .await
+        .map_err(transient)?
+    {
+        Ok(Executed::Committed { .. } | Executed::Duplicate(_)) => Ok(()),
+        Err(rejection) => Err(HandleError::Poison(format!(
+            "payment refused to record the charge request: {rejection:?}"
+        ))),
+    }
 }
 
 impl PaymentParticipant {
     /// An approval payment cannot record (no authorization to cancel it by later) is undone at
     /// the PG at once and reported as a decline: payment repairs its own failure itself.
-    async fn usable(&self, order_id: uuid::Uuid, decision: GatewayDecision) -> GatewayDecision {
+    async fn usable(&self, order_id: Uuid, decision: GatewayDecision) -> GatewayDecision {
         match decision {
             GatewayDecision::Approved { authorization } if authorization.trim().is_empty() => {
-                let reason = match self.cancel_with_retries(order_id, &authorization).await {
+                let reason = match self
+                    .cancel_with_retries(order_id, Some(&authorization))
+                    .await
+                {
                     CancelResult::Failed { reason } => {
                         format!("the PG approved without an authorization; cancelling it failed: {reason}")
                     }
@@ -101,7 +150,11 @@ impl PaymentParticipant {
         }
     }
 
-    async fn cancel_with_retries(&self, order_id: uuid::Uuid, authorization: &str) -> CancelResult {
+    async fn cancel_with_retries(
+        &self,
+        order_id: Uuid,
+        authorization: Option<&str>,
+    ) -> CancelResult {
         let mut last = String::new();
         for attempt in 0..CANCEL_ATTEMPTS {
             match self.gateway.cancel(order_id, authorization).await {

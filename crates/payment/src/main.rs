@@ -17,7 +17,14 @@ async fn main() -> anyhow::Result<()> {
         cli.command,
         &cli.common,
         render,
-        || payment::app::build(&cli.common, cli.pg_url.clone(), cli.simulated.clone()),
+        || {
+            payment::app::build(
+                &cli.common,
+                cli.pg_url.clone(),
+                cli.pg_timeouts,
+                cli.simulated.clone(),
+            )
+        },
     )
     .await
     .map_err(anyhow::Error::msg)?;

@@ -3,9 +3,11 @@
 use store::consumer::HandleError;
 use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
 use store::live::Live;
-use store::participant::ParticipantDomain;
+use store::participant::{settled_outcome_of, ParticipantDomain};
+use store::record::EventMeta;
+use uuid::Uuid;
 
-use crate::domain::{self, Point, PointCommand, PointEvent};
+use crate::domain::{self, Point, PointCommand, PointEvent, PointState};
 
 /// Plugs the point domain into the shared participant handler.
 pub struct PointParticipant;
@@ -18,6 +20,7 @@ impl ParticipantDomain for PointParticipant {
         &self,
         _: &Live<Point>,
         placed: &OrderPlaced,
+        _: &EventMeta,
     ) -> Result<Option<PointCommand>, HandleError> {
         Ok(Some(PointCommand::HandlePlaced {
             placed: placed.clone(),
@@ -36,5 +39,9 @@ impl ParticipantDomain for PointParticipant {
 
     fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {
         domain::outcome(event)
+    }
+
+    fn settled_outcome(state: &PointState, order_id: Uuid) -> Option<ParticipantEvent> {
+        settled_outcome_of(Participant::Point, order_id, state.order_status(order_id))
     }
 }

@@ -3,9 +3,11 @@
 use store::consumer::HandleError;
 use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
 use store::live::Live;
-use store::participant::ParticipantDomain;
+use store::participant::{settled_outcome_of, ParticipantDomain};
+use store::record::EventMeta;
+use uuid::Uuid;
 
-use crate::domain::{self, Stock, StockCommand, StockEvent};
+use crate::domain::{self, Stock, StockCommand, StockEvent, StockState};
 
 /// Plugs the stock domain into the shared participant handler.
 pub struct StockParticipant;
@@ -18,6 +20,7 @@ impl ParticipantDomain for StockParticipant {
         &self,
         _: &Live<Stock>,
         placed: &OrderPlaced,
+        _: &EventMeta,
     ) -> Result<Option<StockCommand>, HandleError> {
         Ok(Some(StockCommand::HandlePlaced {
             placed: placed.clone(),
@@ -36,5 +39,9 @@ impl ParticipantDomain for StockParticipant {
 
     fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {
         domain::outcome(event)
+    }
+
+    fn settled_outcome(state: &StockState, order_id: Uuid) -> Option<ParticipantEvent> {
+        settled_outcome_of(Participant::Stock, order_id, state.order_status(order_id))
     }
 }

@@ -101,6 +101,29 @@ pub fn evolve_placement_ignored<E: OrderEntry>(orders: &HashMap<Uuid, E>, order_
     );
 }
 
+/// The compensation outcome a participant (stock, coupon, point) recorded for a settled order:
+/// `Compensated` once its part was undone (or there was nothing to undo), with the tombstone's
+/// reason for an order that failed before it was placed; `None` while the order is not settled.
+pub fn settled_outcome_of(
+    participant: Participant,
+    order_id: Uuid,
+    status: Option<ParticipantOrderStatus>,
+) -> Option<contract::ParticipantEvent> {
+    let reason = match status? {
+        ParticipantOrderStatus::Compensated => None,
+        ParticipantOrderStatus::Tombstoned => Some(TOMBSTONE_REASON.to_owned()),
+        ParticipantOrderStatus::Succeeded
+        | ParticipantOrderStatus::Rejected
+        | ParticipantOrderStatus::CompensationFailed => return None,
+    };
+    Some(contract::ParticipantEvent {
+        order_id,
+        participant,
+        kind: OutcomeKind::Compensated,
+        reason,
+    })
+}
+
 /// What a participant service plugs into the shared handler.
 pub trait ParticipantDomain: Send + Sync + 'static {
     /// The domain core.
@@ -109,11 +132,13 @@ pub trait ParticipantDomain: Send + Sync + 'static {
     const PARTICIPANT: Participant;
 
     /// The command for an `order.placed` (may call out, e.g. to a payment gateway);
-    /// `None` when the order does not involve this participant.
+    /// `None` when the order does not involve this participant. `meta` is what events the
+    /// input causes carry, for anything recorded before the command.
     fn on_placed(
         &self,
         live: &Live<Self::D>,
         placed: &OrderPlaced,
+        meta: &EventMeta,
     ) -> impl Future<Output = Result<Option<<Self::D as Domain>::Command>, HandleError>> + Send;
 
     /// The command for an `order.failed`.
@@ -125,6 +150,14 @@ pub trait ParticipantDomain: Send + Sync + 'static {
 
     /// The wire event a domain event publishes, if any.
     fn outcome(event: &<Self::D as Domain>::Event) -> Option<contract::ParticipantEvent>;
+
+    /// The compensation outcome already recorded for an order whose failure is settled here
+    /// (undone, nothing to undo, tombstone); `None` while it is not. A re-drive of
+    /// `order.failed` that decides nothing new re-publishes it, so a lost outcome is recovered.
+    fn settled_outcome(
+        state: &<Self::D as Domain>::State,
+        order_id: Uuid,
+    ) -> Option<contract::ParticipantEvent>;
 }
 
 /// The consumer handler of a participant: dedup, decide, commit with outbox, re-publish.
@@ -246,9 +279,23 @@ impl<P: ParticipantDomain> Handler for ParticipantHandler<P> {
         if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
             return republish_recorded(&self.live, &delivery, &recorded, domain).await;
         }
-        let command = self.domain.on_placed(&self.live, placed).await?;
-        self.decide(delivery, key, command, false).await
+        let command = self
+            .domain
+            .on_placed(&self.live, placed, &meta_of(&delivery))
+            .await?;
+        self.decide(delivery, key, command, Input::Placed).await
     }
+}
+
+/// Which input a decision answers: it sets the ids of what is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// `order.placed`.
+    Placed,
+    /// The first `order.failed` of an order.
+    Failed,
+    /// A later `order.failed` (re-drive or operator retry) after a compensation had failed.
+    FailedRetry,
 }
 
 impl<P: ParticipantDomain> ParticipantHandler<P> {
@@ -273,10 +320,12 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
             }
             let retry_key = format!("{key}/{}", delivery.msg_id);
             let command = self.domain.on_failed(&self.live, failed).await?;
-            return self.decide(delivery, retry_key, command, true).await;
+            return self
+                .decide(delivery, retry_key, command, Input::FailedRetry)
+                .await;
         }
         let command = self.domain.on_failed(&self.live, failed).await?;
-        self.decide(delivery, key, command, false).await
+        self.decide(delivery, key, command, Input::Failed).await
     }
 
     async fn decide(
@@ -284,13 +333,15 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
         delivery: Delivery,
         key: String,
         command: Option<<P::D as Domain>::Command>,
-        retry: bool,
+        input: Input,
     ) -> Result<(), HandleError> {
         let Some(command) = command else {
             return Ok(());
         };
         // Retries of a failed compensation are keyed by their cause, and so are their ids.
-        let suffix = retry.then(|| delivery.msg_id.clone());
+        let suffix = (input == Input::FailedRetry).then(|| delivery.msg_id.clone());
+        let order_id = delivery.message.order_id();
+        let cause = delivery.msg_id.clone();
         let meta = meta_of(&delivery);
         let trace_id = delivery.envelope.trace_id.clone();
         let traceparent = meta.traceparent.clone();
@@ -302,9 +353,22 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
                     dedup_key: Some(key),
                 },
                 command,
-                |_, events| {
+                |state, events| {
                     let now = now_ms();
                     let mut out = Vec::new();
+                    if events.is_empty() && input != Input::Placed {
+                        // Already settled here (e.g. an operator's retry cancelled it after
+                        // the first compensation failed): answer this order.failed with the
+                        // outcome recorded then, under an id of this delivery, so an outcome
+                        // the broker lost is recovered by a re-drive.
+                        if let Some(event) = P::settled_outcome(state, order_id) {
+                            let message = SagaMessage::Participant(event);
+                            let first =
+                                outbox::first_publish(&message, &trace_id, &traceparent, now)?;
+                            out.push(outbox::republish(&first, &cause));
+                        }
+                        return Ok(out);
+                    }
                     for event in events.iter().filter_map(P::outcome) {
                         if event.kind == OutcomeKind::CompensationFailed {
                             // The alert commits with the failure itself: it cannot be lost.
@@ -324,6 +388,21 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
             .await
             .map_err(transient)?;
         match executed {
+            Ok(Executed::Committed { events, outbox })
+                if events.is_empty() && !outbox.is_empty() =>
+            {
+                let subjects: Vec<&str> = outbox.iter().map(|m| m.subject.as_str()).collect();
+                let detail = format!(
+                    "{}: {} ({}) found the order already settled; re-published {subjects:?}",
+                    P::PARTICIPANT.name(),
+                    delivery.subject,
+                    delivery.msg_id
+                );
+                self.live
+                    .note(meta_of(&delivery), "settled_republished", detail)
+                    .await
+                    .map_err(transient)
+            }
             Ok(Executed::Committed { .. }) => Ok(()),
             Ok(Executed::Duplicate(recorded)) => {
                 republish_recorded(&self.live, &delivery, &recorded, P::PARTICIPANT.name()).await
@@ -333,6 +412,44 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
                 P::PARTICIPANT.name(),
                 delivery.subject
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_settled_order_has_a_recorded_compensation_to_re_publish() {
+        let order_id = Uuid::from_u128(1);
+        let cases = [
+            (None, None),
+            (Some(ParticipantOrderStatus::Succeeded), None),
+            (Some(ParticipantOrderStatus::Rejected), None),
+            (Some(ParticipantOrderStatus::CompensationFailed), None),
+            (
+                Some(ParticipantOrderStatus::Compensated),
+                Some((OutcomeKind::Compensated, None)),
+            ),
+            (
+                Some(ParticipantOrderStatus::Tombstoned),
+                Some((OutcomeKind::Compensated, Some(TOMBSTONE_REASON))),
+            ),
+        ];
+        for (status, expected) in cases {
+            // Given an order in this status; When asked for its settled outcome
+            let settled = settled_outcome_of(Participant::Stock, order_id, status);
+            // Then
+            let got = settled
+                .as_ref()
+                .map(|event| (event.kind, event.reason.as_deref()));
+            assert_eq!(got, expected, "{status:?}");
+            if let Some(event) = settled {
+                assert_eq!(event.order_id, order_id);
+                assert_eq!(event.participant, Participant::Stock);
+                assert_eq!(event.subject(), "stock.restored");
+            }
         }
     }
 }
