@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bus::retry::RetryPolicy;
+use bus::testing::{eventually, free_port, NatsServer};
 use order::handler::{DataPlatformSettings, SupervisorPolicy};
 use payment::gateway::{PgTimeouts, SimulatedRules};
 use serde_json::{json, Value};
-use store::app::App;
-use store::consumer::RetryPolicy;
-use store::service::CommonArgs;
-use store::testing::{eventually, free_port, NatsServer};
+use servicekit::app::App;
+use servicekit::settings::CommonArgs;
 
 /// The admin token the harness configures.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -134,7 +134,7 @@ impl System {
                     .expect("a socket address"),
             ),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
-            rate_limit: store::service::DEFAULT_RATE_LIMIT_PER_SEC,
+            rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
         }
     }
 

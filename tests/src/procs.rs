@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use bus::testing::{free_port, NatsServer};
 use serde_json::{json, Value};
-use store::testing::{free_port, NatsServer};
 
 use crate::{ADMIN_TOKEN, SERVICES};
 
@@ -279,7 +279,7 @@ impl ProcSystem {
         let _ = writeln!(
             log,
             "===== {service} start #{start_number} at {} ms =====",
-            store::service::now_ms()
+            eventlog::clock::now_ms()
         );
         let binary = self.bin_dir.join(service);
         let mut command = Command::new(&binary);

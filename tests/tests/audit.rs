@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use audit::checks::{CHECK_DATAPLATFORM, CHECK_STOCK};
 use audit::{AuditInput, AuditReport};
+use bus::testing::eventually;
+use contract::{OrderLine, OrderPlaced};
 use e2e::{order_body, System};
+use eventlog::live::{Execution, Live};
+use eventlog::{EventStore, StoreConfig};
 use stock::domain::{Stock, StockCommand};
-use store::contract::{OrderLine, OrderPlaced};
-use store::live::{Execution, Live};
-use store::testing::eventually;
-use store::{EventStore, StoreConfig};
 
 const DELIVERY: Duration = Duration::from_secs(30);
 
@@ -46,7 +46,7 @@ fn audit_of(system: &System) -> AuditReport {
     let input = AuditInput {
         data_root: system.root.path().to_path_buf(),
     };
-    audit::audit(&input, store::service::now_ms()).expect("the audit runs")
+    audit::audit(&input, eventlog::clock::now_ms()).expect("the audit runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

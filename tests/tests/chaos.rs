@@ -222,7 +222,7 @@ async fn run(scenario: Scenario) {
         &AuditInput {
             data_root: system.root().to_path_buf(),
         },
-        store::service::now_ms(),
+        eventlog::clock::now_ms(),
     )
     .unwrap_or_else(|e| panic!("the audit could not run: {e}"));
 
@@ -519,7 +519,7 @@ async fn seed_data(api: &Api, plans: &[Plan], seed: u64) -> Vec<String> {
             Ok((202, reply)) => reply["orderId"].as_str().unwrap_or_default().to_owned(),
             other => panic!("seeding order with {coupon_id}: {other:?}"),
         };
-        let order = store::testing::eventually(
+        let order = bus::testing::eventually(
             Duration::from_secs(60),
             "a seeding order to complete",
             || async {

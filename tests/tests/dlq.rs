@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use e2e::{order_body, System, ADMIN_TOKEN};
-use serde_json::{json, Value};
-use store::codec::{self, MAX_PAYLOAD_BYTES};
-use store::contract::{
-    OrderCompleted, OrderFailed, OrderLine, OrderPlaced, OutcomeKind, Participant,
+use bus::outbox::publish_now;
+use bus::testing::eventually;
+use contract::codec::MAX_PAYLOAD_BYTES;
+use contract::message::first_publish;
+use contract::{
+    codec, OrderCompleted, OrderFailed, OrderLine, OrderPlaced, OutcomeKind, Participant,
     ParticipantEvent, SagaMessage, DATAPLATFORM_CONSUMER, ORDER_STREAM,
 };
-use store::outbox::{first_publish, publish_now};
-use store::testing::eventually;
+use e2e::{order_body, System, ADMIN_TOKEN};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// How long tests wait for messages to be handled or dead-lettered.
@@ -123,11 +124,11 @@ fn poison(subject: &str) -> Vec<(&'static str, Vec<u8>, String)> {
     // The helpers must produce exactly the errors they are named for.
     assert!(matches!(
         codec::decode(&unknown_type),
-        Err(store::Error::UnknownEventType(_))
+        Err(contract::Error::UnknownEventType(_))
     ));
     assert!(matches!(
         codec::decode(&unknown_version),
-        Err(store::Error::UnsupportedVersion(99))
+        Err(contract::Error::UnsupportedVersion(99))
     ));
     vec![
         (
@@ -401,9 +402,9 @@ async fn an_outcome_for_an_unknown_order_can_be_listed_inspected_and_discarded()
         kind: OutcomeKind::Succeeded,
         reason: None,
     });
-    let trace = store::contract::new_trace_id();
+    let trace = contract::new_trace_id();
     let message =
-        first_publish(&event, &trace, &store::contract::traceparent(&trace), 1).expect("encodes");
+        first_publish(&event, &trace, &contract::traceparent(&trace), 1).expect("encodes");
     publish_now(&js, &message).await.expect("published");
 
     // When the order service refuses it

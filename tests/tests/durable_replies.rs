@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bus::testing::{free_port, NatsServer};
+use eventlog::event_store::{EventStore, StoreConfig};
+use eventlog::live::Live;
 use order::domain::Order;
-use store::event_store::{EventStore, StoreConfig};
-use store::live::Live;
-use store::testing::{free_port, NatsServer};
 
 /// Environment variable that turns the child on; it names the order data dir.
 const CHILD_DIR_ENV: &str = "DURABLE_REPLIES_CHILD_DIR";
@@ -50,7 +50,7 @@ async fn durable_replies_child() {
     let nats_url = std::env::var(CHILD_NATS_ENV).expect("the parent names the NATS URL");
     let port = free_port();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let common = store::service::CommonArgs {
+    let common = servicekit::settings::CommonArgs {
         nats_url,
         nats_user: None,
         nats_password: None,
@@ -59,7 +59,7 @@ async fn durable_replies_child() {
         data_dir: Some(dir.into()),
         http_addr: Some(format!("127.0.0.1:{port}").parse().expect("an address")),
         admin_token: Some("t".into()),
-        rate_limit: store::service::DEFAULT_RATE_LIMIT_PER_SEC,
+        rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
     };
     let settings = order::config::Settings {
         common,
@@ -77,8 +77,8 @@ async fn durable_replies_child() {
     let http = reqwest::Client::new();
 
     // Hold every flush from here on, then place an order.
-    store::testing_hooks::set_hold_flush(true);
-    let held_before = store::testing_hooks::held_groups();
+    eventlog::testing_hooks::set_hold_flush(true);
+    let held_before = eventlog::testing_hooks::held_groups();
     let place = |label: &'static str| {
         let http = http.clone();
         let url = format!("{base}/orders");
@@ -97,7 +97,7 @@ async fn durable_replies_child() {
         })
     };
     let first = place("first");
-    while store::testing_hooks::held_groups() == held_before {
+    while eventlog::testing_hooks::held_groups() == held_before {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The placement is decided and applied, not flushed. Everything below depends on it.
@@ -119,7 +119,7 @@ async fn durable_replies_child() {
     };
     if std::env::var_os(CHILD_RELEASE_ENV).is_some() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        store::testing_hooks::set_hold_flush(false);
+        eventlog::testing_hooks::set_hold_flush(false);
         for task in [first, second, list] {
             task.await.expect("a request task");
         }

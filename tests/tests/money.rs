@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use bus::testing::eventually;
 use e2e::pg::{Behaviour, FakePg};
 use e2e::procs::{Api, ProcOptions, ProcSystem};
 use e2e::{order_body, Options, System, ADMIN_TOKEN};
 use futures::StreamExt;
 use serde_json::Value;
-use store::testing::eventually;
 
 /// One test at a time: each runs five services and a broker on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -441,26 +441,23 @@ async fn a_re_drive_after_an_operators_successful_retry_re_publishes_the_recorde
 
     // And: order.failed is re-driven once more (as if payment.cancelled had been lost)
     let order_id: uuid::Uuid = id.parse().expect("a uuid");
-    let redrive = store::contract::SagaMessage::Failed(store::contract::OrderFailed {
+    let redrive = contract::SagaMessage::Failed(contract::OrderFailed {
         order_id,
         reason: "re-drive".into(),
-        required: vec![
-            store::contract::Participant::Payment,
-            store::contract::Participant::Stock,
-        ],
+        required: vec![contract::Participant::Payment, contract::Participant::Stock],
     });
     let trace_id = failed["traceId"].as_str().unwrap_or("trace").to_owned();
     let redrive_id = format!("{id}.order.failed~test-redrive");
-    let message = store::outbox::outbox_message(
+    let message = contract::message::outbox_message(
         &redrive,
         redrive_id.clone(),
         &trace_id,
-        &store::contract::traceparent(&trace_id),
-        store::service::now_ms(),
+        &contract::traceparent(&trace_id),
+        eventlog::clock::now_ms(),
     )
     .expect("encodes");
     let js = system.jetstream().await;
-    store::outbox::publish_now(&js, &message)
+    bus::outbox::publish_now(&js, &message)
         .await
         .expect("published");
 

@@ -3,9 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bus::testing::eventually;
 use e2e::{order_body, Options, System, ADMIN_TOKEN};
 use payment::gateway::SimulatedRules;
-use store::testing::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_after_an_operator_retry(

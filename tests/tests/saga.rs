@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use bus::outbox::publish_now;
+use bus::testing::eventually;
+use contract::message::first_publish;
+use contract::{OrderFailed, OrderLine, OrderPlaced, SagaMessage};
 use e2e::{order_body, Options, System};
 use payment::gateway::SimulatedRules;
 use serde_json::json;
-use store::contract::{OrderFailed, OrderLine, OrderPlaced, SagaMessage};
-use store::outbox::{first_publish, publish_now};
-use store::testing::eventually;
 
 async fn seeded() -> System {
     let system = System::start(Options {
@@ -234,8 +235,8 @@ async fn order_failed_before_order_placed_leaves_a_tombstone_and_the_late_placem
         reason: "injected".into(),
         required: placed.required_participants(),
     };
-    let trace = store::contract::new_trace_id();
-    let tp = store::contract::traceparent(&trace);
+    let trace = contract::new_trace_id();
+    let tp = contract::traceparent(&trace);
     // When
     let message = first_publish(&SagaMessage::Failed(failed), &trace, &tp, 1).expect("encodes");
     publish_now(&js, &message).await.expect("published");
@@ -308,7 +309,7 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
         let mut message = first_publish(
             &SagaMessage::Placed(placed.clone()),
             &trace,
-            &store::contract::traceparent(&trace),
+            &contract::traceparent(&trace),
             1,
         )
         .expect("encodes");
@@ -452,23 +453,23 @@ async fn replay_verify_and_export_round_trip_on_a_service_data_dir() {
     let out = system.root.path().join("stock.jsonl");
     // When
     let render = |s: &stock::domain::StockState| json!({ "available": s.available });
-    let verify = store::service::run_offline::<stock::domain::Stock>(
+    let verify = servicekit::offline::run_offline::<stock::domain::Stock>(
         "stock",
         &dir,
-        &store::service::Offline::Verify,
+        &servicekit::offline::Offline::Verify,
         render,
     );
-    let export = store::service::run_offline::<stock::domain::Stock>(
+    let export = servicekit::offline::run_offline::<stock::domain::Stock>(
         "stock",
         &dir,
-        &store::service::Offline::Export {
+        &servicekit::offline::Offline::Export {
             out: Some(out.clone()),
         },
         render,
     );
-    let (state, _, folded) = store::live::rebuild::<stock::domain::Stock>(
-        &store::EventStore::open(store::StoreConfig::new(&dir)).expect("opens"),
-        store::ReplayBound {
+    let (state, _, folded) = eventlog::live::rebuild::<stock::domain::Stock>(
+        &eventlog::EventStore::open(eventlog::StoreConfig::new(&dir)).expect("opens"),
+        eventlog::ReplayBound {
             upto_seq: Some(1),
             upto_time_ms: None,
         },

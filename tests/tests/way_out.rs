@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use bus::testing::eventually;
+use contract::DATAPLATFORM_CONSUMER;
 use e2e::{order_body, Options, System, ADMIN_TOKEN, SETTLE, TEST_DATAPLATFORM_RETRY};
 use order::handler::{DataPlatformSettings, SupervisorPolicy};
 use serde_json::Value;
-use store::contract::DATAPLATFORM_CONSUMER;
-use store::testing::eventually;
 
 /// Alerts a test's webhook received.
 type Alerts = Arc<Mutex<Vec<Value>>>;

@@ -50,7 +50,7 @@ pub enum AuditError {
         path: PathBuf,
         /// The store's error.
         #[source]
-        source: store::Error,
+        source: eventlog::Error,
     },
     /// The data platform file exists but cannot be read.
     #[error("reading {path}: {source}")]

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use store::domain::Domain;
-use store::live::{self, NOTE_EVENT_TYPE};
-use store::{EventStore, ReplayBound, StoreConfig};
+use eventlog::domain::Domain;
+use eventlog::live::NOTE_EVENT_TYPE;
+use eventlog::{live, EventStore, ReplayBound, StoreConfig};
 
 use crate::report::LogCheck;
 use crate::{AuditError, Result};
@@ -75,7 +75,7 @@ pub fn load<D: Domain>(
     }
     let store = match EventStore::open(StoreConfig::new(&dir)) {
         Ok(store) => store,
-        Err(err @ store::Error::Corrupt { .. }) => {
+        Err(err @ eventlog::Error::Corrupt { .. }) => {
             return Ok(invalid(domain, 0, format!("does not open: {err}")))
         }
         Err(source) => {
@@ -156,7 +156,7 @@ fn fold<D: Domain>(store: &EventStore) -> std::result::Result<D::State, String> 
 fn sum<D: Domain>(
     store: &EventStore,
     tally: Tally<D::Event>,
-) -> store::Result<BTreeMap<String, u64>> {
+) -> eventlog::Result<BTreeMap<String, u64>> {
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for record in store.read_all(1, ReplayBound::default()) {
         let record = record?;

@@ -20,7 +20,7 @@ fn run(cli: Cli) -> anyhow::Result<AuditReport> {
     let input = AuditInput {
         data_root: cli.data_root,
     };
-    audit::audit(&input, store::service::now_ms())
+    audit::audit(&input, eventlog::clock::now_ms())
         .with_context(|| format!("auditing {}", input.data_root.display()))
 }
 

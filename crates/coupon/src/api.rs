@@ -5,12 +5,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use store::live::{Execution, Live};
-use store::record::EventMeta;
-use store::service::{
-    admin_dedup_key, admin_replayed, admin_reply, check_admin, id_field, idempotency_key,
-    parse_time_ms, ApiError,
+use eventlog::live::{Execution, Live};
+use eventlog::record::EventMeta;
+use servicekit::http::{
+    admin_dedup_key, admin_replayed, admin_reply, check_admin, id_field, idempotency_key, ApiError,
 };
+use servicekit::offline::parse_time_ms;
 
 use crate::domain::{Coupon, CouponCommand, CouponEntry};
 

@@ -1,7 +1,7 @@
 //! Wiring the coupon service.
 
-use store::app::{start_participant, App};
-use store::service::CommonArgs;
+use servicekit::app::{start_participant, App};
+use servicekit::settings::CommonArgs;
 
 use crate::handler::CouponParticipant;
 
@@ -9,7 +9,7 @@ use crate::handler::CouponParticipant;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8083";
 
 /// Starts the coupon service.
-pub async fn build(common: &CommonArgs) -> store::Result<App> {
+pub async fn build(common: &CommonArgs) -> servicekit::Result<App> {
     let config = common.service_config("coupon", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
     start_participant(config, CouponParticipant, |live| {

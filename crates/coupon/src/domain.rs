@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
-use store::domain::Domain;
-use store::participant;
-pub use store::participant::{
+pub use contract::ledger::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
+use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Longest coupon or user id accepted, in characters.
@@ -28,7 +27,7 @@ pub struct OrderEntry {
     pub coupon_id: Option<String>,
 }
 
-impl participant::OrderEntry for OrderEntry {
+impl ledger::OrderEntry for OrderEntry {
     fn status(&self) -> ParticipantOrderStatus {
         self.status
     }
@@ -402,11 +401,11 @@ fn handle_failed(state: &CouponState, order_id: Uuid) -> Vec<CouponEvent> {
 }
 
 fn record_new_order(state: &mut CouponState, order_id: Uuid, entry: OrderEntry) {
-    participant::record_new_order(&mut state.orders, order_id, entry);
+    ledger::record_new_order(&mut state.orders, order_id, entry);
 }
 
 fn order_mut(state: &mut CouponState, order_id: Uuid) -> &mut OrderEntry {
-    participant::order_mut(&mut state.orders, order_id, "coupon")
+    ledger::order_mut(&mut state.orders, order_id, "coupon")
 }
 
 fn coupon_mut<'a>(state: &'a mut CouponState, coupon_id: &str) -> &'a mut CouponEntry {
@@ -509,13 +508,13 @@ impl Domain for Coupon {
                 coupon.used_by = None;
             }
             CouponEvent::Tombstoned { order_id } => {
-                participant::evolve_tombstoned(&mut state.orders, *order_id)
+                ledger::evolve_tombstoned(&mut state.orders, *order_id)
             }
             CouponEvent::CompensationSkipped { order_id, .. } => {
-                participant::evolve_compensation_skipped(&mut state.orders, *order_id, "coupon")
+                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "coupon")
             }
             CouponEvent::PlacementIgnored { order_id, .. } => {
-                participant::evolve_placement_ignored(&state.orders, *order_id)
+                ledger::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }
@@ -548,8 +547,8 @@ impl Domain for Coupon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::OrderLine;
-    use store::scenario::given;
+    use contract::OrderLine;
+    use eventlog::scenario::given;
 
     const NOW: u64 = 10_000;
 

@@ -1,10 +1,11 @@
 //! Coupon's part in the saga: use on `order.placed`, release on `order.failed`.
 
-use store::consumer::HandleError;
-use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
-use store::live::Live;
-use store::participant::{settled_outcome_of, ParticipantDomain};
-use store::record::EventMeta;
+use bus::consumer::HandleError;
+use contract::ledger::settled_outcome_of;
+use contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
+use eventlog::live::Live;
+use eventlog::record::EventMeta;
+use servicekit::participant::ParticipantDomain;
 use uuid::Uuid;
 
 use crate::domain::{self, Coupon, CouponCommand, CouponEvent, CouponState};
@@ -24,7 +25,7 @@ impl ParticipantDomain for CouponParticipant {
     ) -> Result<Option<CouponCommand>, HandleError> {
         Ok(Some(CouponCommand::HandlePlaced {
             placed: placed.clone(),
-            now_ms: store::service::now_ms(),
+            now_ms: eventlog::clock::now_ms(),
         }))
     }
 

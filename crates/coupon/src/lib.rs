@@ -5,7 +5,10 @@
 //! - [`api`]: HTTP: coupon state, and admin issuing.
 //! - [`app`] — wiring.
 
+#[cfg(feature = "service")]
 pub mod api;
+#[cfg(feature = "service")]
 pub mod app;
 pub mod domain;
+#[cfg(feature = "service")]
 pub mod handler;

@@ -1,7 +1,8 @@
 //! `coupon [serve|replay|verify|export]`.
 
 use clap::Parser;
-use store::service::{init_telemetry, run_binary, ServiceCli};
+use servicekit::cli::{run_binary, ServiceCli};
+use servicekit::telemetry::init_telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -10,11 +10,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bus::dlq;
+use bus::dlq::DlqEntry;
+use contract::DATAPLATFORM_CONSUMER;
+use eventlog::clock::now_ms;
+use eventlog::live::{Execution, Live};
 use serde::Deserialize;
-use store::contract::DATAPLATFORM_CONSUMER;
-use store::dlq::{self, DlqEntry};
-use store::live::{Execution, Live};
-use store::service::{check_admin, now_ms, ApiError};
+use servicekit::http::{check_admin, ApiError};
 
 use crate::domain::{Order, OrderCommand};
 use crate::handler::{outbox_for, own_meta};

@@ -8,11 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use contract::{OrderLine, OrderPlaced, Participant};
+use eventlog::clock::now_ms;
+use eventlog::live::{render_record, Executed, Execution, Live};
+use eventlog::record::EventMeta;
 use serde::Deserialize;
-use store::contract::{self, OrderLine, OrderPlaced, Participant};
-use store::live::{render_record, Executed, Execution, Live};
-use store::record::EventMeta;
-use store::service::{check_admin, id_field, idempotency_key, now_ms, ApiError};
+use servicekit::http::{check_admin, id_field, idempotency_key, ApiError};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
@@ -29,7 +30,7 @@ pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 /// Largest points deduction.
 pub const MAX_POINTS: u64 = 1_000_000_000;
 /// Longest id (user, SKU, coupon, idempotency key), in bytes: the one limit every service checks.
-pub const MAX_ID_LEN: usize = store::service::MAX_ID_BYTES;
+pub const MAX_ID_LEN: usize = servicekit::http::MAX_ID_BYTES;
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Default and largest `limit` of a listing.

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use bus::consumer::run_consumer;
+use bus::jetstream::ConsumerSpec;
+use contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
 use futures::FutureExt;
-use store::app::{App, Task};
-use store::consumer::run_consumer;
-use store::contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
-use store::jetstream::ConsumerSpec;
+use servicekit::app::App;
+use servicekit::app::{task, Task};
 
 use crate::admin::{self, AdminState};
 use crate::api::{self, ApiState};
@@ -17,7 +18,7 @@ use crate::handler::{
 };
 
 /// Starts the order service.
-pub async fn build(settings: Settings) -> store::Result<App> {
+pub async fn build(settings: Settings) -> servicekit::Result<App> {
     let config = settings
         .common
         .service_config("order", crate::config::DEFAULT_HTTP_ADDR);
@@ -38,7 +39,7 @@ pub async fn build(settings: Settings) -> store::Result<App> {
                 outcomes.clone(),
                 parts.shutdown.clone(),
             );
-            tasks.push((participant.order_consumer(), run.boxed()));
+            tasks.push(task(participant.order_consumer(), run));
         }
         let sink = match &settings.dataplatform_url {
             Some(url) => DataPlatformSink::http(url.clone(), &settings.dataplatform)?,
@@ -53,9 +54,9 @@ pub async fn build(settings: Settings) -> store::Result<App> {
         // The forwarder parks an order on the same decision the runner dead-letters it on.
         let spec = ConsumerSpec::new(ORDER_STREAM, DATAPLATFORM_CONSUMER, ORDER_COMPLETED)
             .with_retry(retry);
-        tasks.push((
+        tasks.push(task(
             "dataplatform forwarder",
-            run_consumer(parts.js.clone(), spec, forwarder, parts.shutdown.clone()).boxed(),
+            run_consumer(parts.js.clone(), spec, forwarder, parts.shutdown.clone()),
         ));
         if let Some(url) = settings.alert_webhook_url.clone() {
             tasks.push((

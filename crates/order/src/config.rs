@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use store::consumer::RetryPolicy;
-use store::service::{CommonArgs, Offline};
+use bus::retry::RetryPolicy;
+use servicekit::offline::Offline;
+use servicekit::settings::CommonArgs;
 
 use crate::handler::{DataPlatformSettings, SupervisorPolicy};
 

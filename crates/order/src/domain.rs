@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
-use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
-use store::domain::Domain;
 use uuid::Uuid;
 
 /// The order domain: tracks every order's saga from placement to its terminal status.
@@ -874,8 +874,8 @@ impl Domain for Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::OrderLine;
-    use store::scenario::given;
+    use contract::OrderLine;
+    use eventlog::scenario::given;
 
     const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
     const PLACED_AT: u64 = 1_000;

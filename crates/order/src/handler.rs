@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use store::consumer::{Delivery, HandleError, Handler, RetryDecision, RetryPolicy};
-use store::contract::{self, OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
-use store::live::{Executed, Execution, Live};
-use store::outbox;
-use store::participant::{meta_of, republish_recorded, transient};
-use store::record::{EventMeta, OutboxMessage};
-use store::service::now_ms;
+use bus::consumer::{Delivery, HandleError, Handler};
+use bus::retry::{RetryDecision, RetryPolicy};
+use contract::message::{first_publish, outbox_message};
+use contract::{OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
+use eventlog::clock::now_ms;
+use eventlog::live::{Executed, Execution, Live};
+use eventlog::record::{EventMeta, OutboxMessage};
+use servicekit::participant::{meta_of, republish_recorded, transient};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ pub const COMPLETED_REDELIVER_AFTER_MS: u64 = 10_000;
 /// How long connecting to the data platform may take.
 pub const DATAPLATFORM_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// How long one data platform request may take (connect included); below the consumer's
-/// ack wait (`store::jetstream::ACK_WAIT_SECS`), so a hung call is never handed out twice.
+/// ack wait (`bus::jetstream::ACK_WAIT_SECS`), so a hung call is never handed out twice.
 pub const DATAPLATFORM_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Alert kind raised when re-drives run out (`ops.alert.saga_stuck`).
 pub const ALERT_SAGA_STUCK: &str = "saga_stuck";
@@ -39,7 +40,7 @@ pub const ALERT_SAGA_STUCK: &str = "saga_stuck";
 pub const ALERT_DATAPLATFORM_FAILED: &str = "dataplatform_failed";
 
 /// The outbox messages an order's events publish.
-pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<OutboxMessage>> {
+pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> eventlog::Result<Vec<OutboxMessage>> {
     let mut out = Vec::new();
     for event in events {
         let order_id = event.order_id();
@@ -57,25 +58,25 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<Ou
         };
         let reason = saga.failure_reason.clone().unwrap_or_default();
         match event {
-            OrderEvent::Placed { order, .. } => out.push(outbox::first_publish(
+            OrderEvent::Placed { order, .. } => out.push(first_publish(
                 &SagaMessage::Placed(order.clone()),
                 &saga.trace_id,
                 &traceparent,
                 now,
             )?),
-            OrderEvent::Completed { .. } => out.push(outbox::first_publish(
+            OrderEvent::Completed { .. } => out.push(first_publish(
                 &completed_message(saga),
                 &saga.trace_id,
                 &traceparent,
                 now,
             )?),
-            OrderEvent::Failed { reason, .. } => out.push(outbox::first_publish(
+            OrderEvent::Failed { reason, .. } => out.push(first_publish(
                 &failed(reason),
                 &saga.trace_id,
                 &traceparent,
                 now,
             )?),
-            OrderEvent::FailureRedriven { attempt, .. } => out.push(outbox::outbox_message(
+            OrderEvent::FailureRedriven { attempt, .. } => out.push(outbox_message(
                 &failed(&reason),
                 format!(
                     "{}~redrive-{attempt}",
@@ -85,7 +86,7 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> store::Result<Vec<Ou
                 &traceparent,
                 now,
             )?),
-            OrderEvent::CompensationRetried { attempt, .. } => out.push(outbox::outbox_message(
+            OrderEvent::CompensationRetried { attempt, .. } => out.push(outbox_message(
                 &failed(&reason),
                 format!(
                     "{}~retry-{attempt}",
@@ -253,7 +254,7 @@ pub async fn run_own(
     saga: &OrderSaga,
     cause: &str,
     command: OrderCommand,
-) -> store::Result<bool> {
+) -> eventlog::Result<bool> {
     let executed = live
         .execute(
             Execution {
@@ -381,7 +382,7 @@ pub async fn run_supervisor(
     live: Live<Order>,
     policy: SupervisorPolicy,
     shutdown: CancellationToken,
-) -> store::Result<()> {
+) -> servicekit::Result<()> {
     let mut resends: HashMap<Uuid, Resends> = HashMap::new();
     let mut interval = tokio::time::interval(Duration::from_millis(SUPERVISE_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -444,7 +445,7 @@ pub async fn run_supervisor(
             if let Err(err) = result {
                 tracing::error!(%order_id, error = %err, "supervisor step failed");
                 if live.fatal().is_cancelled() {
-                    return Err(err);
+                    return Err(err.into());
                 }
             }
         }
@@ -458,9 +459,9 @@ async fn resend_completed(
     saga: &OrderSaga,
     count: u32,
     now: u64,
-) -> store::Result<bool> {
+) -> eventlog::Result<bool> {
     let order_id = saga.order.order_id;
-    let copy = outbox::outbox_message(
+    let copy = outbox_message(
         &completed_message(saga),
         format!(
             "{}~redeliver-{count}",
@@ -531,8 +532,8 @@ impl DataPlatformSink {
     /// The HTTP sink, with the settings' connect and request timeouts.
     /// A request timeout at or above the consumer's ack wait is lowered below it (with a
     /// warning): a call still running when the server redelivers would be made twice at once.
-    pub fn http(url: String, settings: &DataPlatformSettings) -> store::Result<Self> {
-        let ceiling = Duration::from_secs(store::jetstream::ACK_WAIT_SECS.saturating_sub(1));
+    pub fn http(url: String, settings: &DataPlatformSettings) -> servicekit::Result<Self> {
+        let ceiling = Duration::from_secs(bus::jetstream::ACK_WAIT_SECS.saturating_sub(1));
         let mut request_timeout = settings.request_timeout;
         if request_timeout > ceiling {
             tracing::warn!(
@@ -546,7 +547,7 @@ impl DataPlatformSink {
             .connect_timeout(settings.connect_timeout.min(request_timeout))
             .timeout(request_timeout)
             .build()
-            .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
+            .map_err(|e| servicekit::Error::Io(std::io::Error::other(e)))?;
         Ok(Self::Http { url, client })
     }
 
@@ -624,7 +625,7 @@ impl DataPlatformSink {
     }
 }
 
-/// Whether a message is an operator's DLQ re-drive (`store::dlq::redrive_msg_id`).
+/// Whether a message is an operator's DLQ re-drive (`bus::dlq::redrive_msg_id`).
 pub fn is_dlq_redrive(msg_id: &str) -> bool {
     msg_id.contains("~redrive-")
 }
@@ -773,19 +774,19 @@ pub async fn run_alert_webhook(
     js: async_nats::jetstream::Context,
     url: String,
     shutdown: CancellationToken,
-) -> store::Result<()> {
+) -> servicekit::Result<()> {
     use futures::StreamExt;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| store::Error::Io(std::io::Error::other(e)))?;
-    let spec = store::jetstream::ConsumerSpec::new(
+        .map_err(|e| servicekit::Error::Io(std::io::Error::other(e)))?;
+    let spec = bus::jetstream::ConsumerSpec::new(
         contract::OPS_STREAM,
         ALERT_WEBHOOK_CONSUMER,
         "ops.alert.>",
     );
     while !shutdown.is_cancelled() {
-        let consumer = match store::jetstream::ensure_consumer(&js, &spec).await {
+        let consumer = match bus::jetstream::ensure_consumer(&js, &spec).await {
             Ok(consumer) => consumer,
             Err(err) => {
                 tracing::warn!(error = %err, "alert consumer not available yet");
@@ -843,8 +844,8 @@ pub async fn run_alert_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::{OrderLine, OrderPlaced, Participant};
-    use store::domain::Domain;
+    use contract::{OrderLine, OrderPlaced, Participant};
+    use eventlog::domain::Domain;
 
     const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0042);
     const DEADLINE: u64 = 31_000;
@@ -1219,7 +1220,7 @@ mod tests {
         assert!(!state.open.contains(&ORDER));
     }
 
-    const RETRY_BUDGET_MS_FOR_TEST: u64 = store::consumer::RETRY_BUDGET_MS;
+    const RETRY_BUDGET_MS_FOR_TEST: u64 = bus::retry::RETRY_BUDGET_MS;
 
     #[test]
     fn a_parked_copy_that_comes_back_after_a_failed_dlq_publish_is_dead_lettered_again() {

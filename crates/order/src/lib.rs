@@ -10,10 +10,16 @@
 //! - [`config`]: command line and settings.
 //! - [`app`]: wiring everything into a running service.
 
+#[cfg(feature = "service")]
 pub mod admin;
+#[cfg(feature = "service")]
 pub mod api;
+#[cfg(feature = "service")]
 pub mod app;
+#[cfg(feature = "service")]
 pub mod cli;
+#[cfg(feature = "service")]
 pub mod config;
 pub mod domain;
+#[cfg(feature = "service")]
 pub mod handler;

@@ -6,12 +6,12 @@ use order::config::{Cli, Command, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    store::service::init_telemetry();
+    servicekit::telemetry::init_telemetry();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Offline(offline) => {
             let dir = cli.common.data_dir("order");
-            let code = store::service::run_offline::<order::domain::Order>(
+            let code = servicekit::offline::run_offline::<order::domain::Order>(
                 "order",
                 &dir,
                 &offline,
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
             let app = order::app::build(Settings::from_cli(cli.common, cli.order))
                 .await
                 .context("starting the order service")?;
-            tokio::spawn(store::service::shutdown_on_signal(app.shutdown_token()));
+            tokio::spawn(servicekit::cli::shutdown_on_signal(app.shutdown_token()));
             app.wait().await.context("order service")?;
             Ok(())
         }

@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use store::live::Live;
-use store::service::{check_admin, ApiError};
+use eventlog::live::Live;
+use servicekit::http::{check_admin, ApiError};
 use uuid::Uuid;
 
 use crate::domain::Payment;

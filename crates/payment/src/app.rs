@@ -1,7 +1,7 @@
 //! Wiring the payment service.
 
-use store::app::{start_participant, App};
-use store::service::CommonArgs;
+use servicekit::app::{start_participant, App};
+use servicekit::settings::CommonArgs;
 
 use crate::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
@@ -15,12 +15,12 @@ pub async fn build(
     pg_url: Option<String>,
     timeouts: PgTimeouts,
     rules: SimulatedRules,
-) -> store::Result<App> {
+) -> servicekit::Result<App> {
     let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(
             HttpGateway::new(base_url, timeouts)
-                .map_err(|e| store::Error::Io(std::io::Error::other(e)))?,
+                .map_err(|e| servicekit::Error::Io(std::io::Error::other(e)))?,
         ),
         None => Gateway::Simulated(SimulatedGateway { rules }),
     };

@@ -1,6 +1,7 @@
 //! Typed settings of the payment service.
 
-use store::service::{CommonArgs, ServiceCommand};
+use servicekit::cli::ServiceCommand;
+use servicekit::settings::CommonArgs;
 
 use crate::gateway::{PgTimeouts, SimulatedRules};
 

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
+pub use contract::ledger::{LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON};
+use contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
-use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
-use store::domain::Domain;
-pub use store::participant::{LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON};
 
 /// Reason recorded when `order.placed` arrives after the requested charge was cancelled.
 pub const CANCELLED_PLACEMENT: &str = "order already failed (charge request cancelled)";
@@ -590,8 +590,8 @@ impl Domain for Payment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::OrderLine;
-    use store::scenario::given;
+    use contract::OrderLine;
+    use eventlog::scenario::given;
 
     fn order(n: u128) -> Uuid {
         Uuid::from_u128(n)

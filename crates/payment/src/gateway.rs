@@ -5,7 +5,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use store::contract::OrderPlaced;
+use contract::OrderPlaced;
 use uuid::Uuid;
 
 use crate::domain::GatewayDecision;

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use store::consumer::HandleError;
-use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
-use store::live::{Executed, Execution, Live};
-use store::participant::{transient, ParticipantDomain};
-use store::record::EventMeta;
+use bus::consumer::HandleError;
+use contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
+use eventlog::live::{Executed, Execution, Live};
+use eventlog::record::EventMeta;
+use servicekit::participant::{transient, ParticipantDomain};
 use uuid::Uuid;
 
 use crate::domain::{

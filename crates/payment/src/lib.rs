@@ -7,9 +7,14 @@
 //! - [`config`]: command line.
 //! - [`app`] — wiring.
 
+#[cfg(feature = "service")]
 pub mod api;
+#[cfg(feature = "service")]
 pub mod app;
+#[cfg(feature = "service")]
 pub mod config;
 pub mod domain;
+#[cfg(feature = "service")]
 pub mod gateway;
+#[cfg(feature = "service")]
 pub mod handler;

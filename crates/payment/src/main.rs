@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use payment::config::Cli;
-use store::service::{init_telemetry, run_binary};
+use servicekit::cli::run_binary;
+use servicekit::telemetry::init_telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,15 +1,14 @@
 //! Payment's saga handler over a real log (no broker): deliveries go straight to the shared
 //! participant handler, and what it queued for publishing is read back from the outbox.
 
+use bus::consumer::{Delivery, HandleError, Handler};
+use contract::{codec, OrderFailed, OrderLine, OrderPlaced, Participant, SagaMessage};
+use eventlog::live::Live;
+use eventlog::{EventStore, OutboxMessage, StoreConfig};
 use payment::domain::{Payment, PaymentStatus};
 use payment::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use payment::handler::PaymentParticipant;
-use store::codec;
-use store::consumer::{Delivery, HandleError, Handler};
-use store::contract::{self, OrderFailed, OrderLine, OrderPlaced, Participant, SagaMessage};
-use store::live::Live;
-use store::participant::ParticipantHandler;
-use store::{EventStore, OutboxMessage, StoreConfig};
+use servicekit::participant::ParticipantHandler;
 use uuid::Uuid;
 
 fn placed(order_id: Uuid) -> SagaMessage {
@@ -65,7 +64,7 @@ fn simulated(cancel_fails: bool) -> PaymentParticipant {
 
 /// A PG nobody listens on: every call fails to connect.
 fn unreachable_pg() -> PaymentParticipant {
-    let port = store::testing::free_port();
+    let port = bus::testing::free_port();
     PaymentParticipant {
         gateway: Gateway::Http(
             HttpGateway::new(format!("http://127.0.0.1:{port}"), PgTimeouts::default())

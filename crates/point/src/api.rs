@@ -5,10 +5,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use eventlog::live::{Execution, Live};
+use eventlog::record::EventMeta;
 use serde::Deserialize;
-use store::live::{Execution, Live};
-use store::record::EventMeta;
-use store::service::{
+use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
     ApiError,
 };

@@ -1,7 +1,7 @@
 //! Wiring the point service.
 
-use store::app::{start_participant, App};
-use store::service::CommonArgs;
+use servicekit::app::{start_participant, App};
+use servicekit::settings::CommonArgs;
 
 use crate::handler::PointParticipant;
 
@@ -9,7 +9,7 @@ use crate::handler::PointParticipant;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8084";
 
 /// Starts the point service.
-pub async fn build(common: &CommonArgs) -> store::Result<App> {
+pub async fn build(common: &CommonArgs) -> servicekit::Result<App> {
     let config = common.service_config("point", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
     start_participant(config, PointParticipant, |live| {

@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
-use store::domain::Domain;
-use store::participant;
-pub use store::participant::{
+pub use contract::ledger::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
+use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Longest user id accepted, in characters.
@@ -35,7 +34,7 @@ pub struct OrderEntry {
     pub points: u64,
 }
 
-impl participant::OrderEntry for OrderEntry {
+impl ledger::OrderEntry for OrderEntry {
     fn status(&self) -> ParticipantOrderStatus {
         self.status
     }
@@ -324,11 +323,11 @@ fn handle_failed(state: &PointState, order_id: Uuid) -> Vec<PointEvent> {
 }
 
 fn record_new_order(state: &mut PointState, order_id: Uuid, entry: OrderEntry) {
-    participant::record_new_order(&mut state.orders, order_id, entry);
+    ledger::record_new_order(&mut state.orders, order_id, entry);
 }
 
 fn order_mut(state: &mut PointState, order_id: Uuid) -> &mut OrderEntry {
-    participant::order_mut(&mut state.orders, order_id, "point")
+    ledger::order_mut(&mut state.orders, order_id, "point")
 }
 
 fn add_points(state: &mut PointState, user_id: &str, points: u64) {
@@ -405,13 +404,13 @@ impl Domain for Point {
                 add_points(state, user_id, *points);
             }
             PointEvent::Tombstoned { order_id } => {
-                participant::evolve_tombstoned(&mut state.orders, *order_id)
+                ledger::evolve_tombstoned(&mut state.orders, *order_id)
             }
             PointEvent::CompensationSkipped { order_id, .. } => {
-                participant::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
+                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
             }
             PointEvent::PlacementIgnored { order_id, .. } => {
-                participant::evolve_placement_ignored(&state.orders, *order_id)
+                ledger::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }
@@ -444,8 +443,8 @@ impl Domain for Point {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::OrderLine;
-    use store::scenario::given;
+    use contract::OrderLine;
+    use eventlog::scenario::given;
 
     fn order(n: u128) -> Uuid {
         Uuid::from_u128(n)

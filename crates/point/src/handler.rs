@@ -1,10 +1,11 @@
 //! Point's part in the saga: deduct on `order.placed`, refund on `order.failed`.
 
-use store::consumer::HandleError;
-use store::contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
-use store::live::Live;
-use store::participant::{settled_outcome_of, ParticipantDomain};
-use store::record::EventMeta;
+use bus::consumer::HandleError;
+use contract::ledger::settled_outcome_of;
+use contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
+use eventlog::live::Live;
+use eventlog::record::EventMeta;
+use servicekit::participant::ParticipantDomain;
 use uuid::Uuid;
 
 use crate::domain::{self, Point, PointCommand, PointEvent, PointState};

@@ -5,7 +5,10 @@
 //! - [`api`]: HTTP: balances, and admin crediting.
 //! - [`app`] — wiring.
 
+#[cfg(feature = "service")]
 pub mod api;
+#[cfg(feature = "service")]
 pub mod app;
 pub mod domain;
+#[cfg(feature = "service")]
 pub mod handler;

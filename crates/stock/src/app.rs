@@ -1,7 +1,7 @@
 //! Wiring the stock service.
 
-use store::app::{start_participant, App};
-use store::service::CommonArgs;
+use servicekit::app::{start_participant, App};
+use servicekit::settings::CommonArgs;
 
 use crate::handler::StockParticipant;
 
@@ -9,7 +9,7 @@ use crate::handler::StockParticipant;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8082";
 
 /// Starts the stock service.
-pub async fn build(common: &CommonArgs) -> store::Result<App> {
+pub async fn build(common: &CommonArgs) -> servicekit::Result<App> {
     let config = common.service_config("stock", DEFAULT_HTTP_ADDR);
     let token = common.admin_token.clone();
     start_participant(config, StockParticipant, |live| {

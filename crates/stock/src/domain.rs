@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-use store::contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
-use store::domain::Domain;
-use store::participant;
-pub use store::participant::{
+pub use contract::ledger::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
+use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Longest SKU accepted, in characters.
@@ -33,7 +32,7 @@ pub struct OrderEntry {
     pub lines: Vec<(String, u64)>,
 }
 
-impl participant::OrderEntry for OrderEntry {
+impl ledger::OrderEntry for OrderEntry {
     fn status(&self) -> ParticipantOrderStatus {
         self.status
     }
@@ -314,11 +313,11 @@ fn handle_failed(state: &StockState, order_id: Uuid) -> Vec<StockEvent> {
 }
 
 fn record_new_order(state: &mut StockState, order_id: Uuid, entry: OrderEntry) {
-    participant::record_new_order(&mut state.orders, order_id, entry);
+    ledger::record_new_order(&mut state.orders, order_id, entry);
 }
 
 fn order_mut(state: &mut StockState, order_id: Uuid) -> &mut OrderEntry {
-    participant::order_mut(&mut state.orders, order_id, "stock")
+    ledger::order_mut(&mut state.orders, order_id, "stock")
 }
 
 impl Domain for Stock {
@@ -391,13 +390,13 @@ impl Domain for Stock {
                 }
             }
             StockEvent::Tombstoned { order_id } => {
-                participant::evolve_tombstoned(&mut state.orders, *order_id)
+                ledger::evolve_tombstoned(&mut state.orders, *order_id)
             }
             StockEvent::CompensationSkipped { order_id, .. } => {
-                participant::evolve_compensation_skipped(&mut state.orders, *order_id, "stock")
+                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "stock")
             }
             StockEvent::PlacementIgnored { order_id, .. } => {
-                participant::evolve_placement_ignored(&state.orders, *order_id)
+                ledger::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }
@@ -430,8 +429,8 @@ impl Domain for Stock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::contract::OrderLine;
-    use store::scenario::given;
+    use contract::OrderLine;
+    use eventlog::scenario::given;
 
     fn order(n: u128) -> Uuid {
         Uuid::from_u128(n)

@@ -1,0 +1,152 @@
+//! Declaring the design's streams against a real nats-server: idempotent, and drift repaired
+//! in place without losing messages.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bus::jetstream::{ensure_streams, stream_configs, DUPLICATE_WINDOW_SECS};
+use bus::testing::NatsServer;
+use common::{connect, stream_count};
+use contract::ORDER_STREAM;
+
+/// Asserts a stream's configuration is the design's on every field `ensure_streams` manages.
+async fn assert_as_designed(js: &jetstream::Context, wanted: &stream::Config) -> stream::Info {
+    let mut stream = js
+        .get_stream(&wanted.name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {} exists: {e}", wanted.name));
+    let info = stream.info().await.expect("stream info").clone();
+    let have = &info.config;
+    assert_eq!(have.subjects, wanted.subjects, "{} subjects", wanted.name);
+    assert_eq!(have.storage, wanted.storage, "{} storage", wanted.name);
+    assert_eq!(
+        have.retention, wanted.retention,
+        "{} retention",
+        wanted.name
+    );
+    assert_eq!(have.discard, wanted.discard, "{} discard", wanted.name);
+    assert_eq!(have.max_age, wanted.max_age, "{} max_age", wanted.name);
+    assert_eq!(
+        have.duplicate_window, wanted.duplicate_window,
+        "{} duplicate_window",
+        wanted.name
+    );
+    info
+}
+
+async fn publish(js: &jetstream::Context, subject: &str) {
+    js.publish(subject.to_owned(), "x".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declaring_the_streams_twice_changes_nothing_the_second_time() {
+    // Given a broker where the streams were declared once and hold a message
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    ensure_streams(&js).await.expect("first declaration");
+    let mut first = Vec::new();
+    for wanted in stream_configs() {
+        first.push(assert_as_designed(&js, &wanted).await);
+    }
+    publish(&js, "order.placed").await;
+
+    // When they are declared again
+    ensure_streams(&js).await.expect("second declaration");
+
+    // Then every stream is the same one, configured as designed, and the message is still there
+    assert_eq!(stream_configs().len(), 7);
+    for (wanted, before) in stream_configs().iter().zip(&first) {
+        let after = assert_as_designed(&js, wanted).await;
+        assert_eq!(
+            after.created, before.created,
+            "{} was not recreated",
+            wanted.name
+        );
+        assert_eq!(after.config, before.config, "{} unchanged", wanted.name);
+    }
+    assert_eq!(stream_count(&js, ORDER_STREAM).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_stream_is_updated_in_place_to_the_design() {
+    // Given ORDER created by hand with a short dedup window, no age limit and a narrower
+    // subject, holding a message
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    let drifted = stream::Config {
+        name: ORDER_STREAM.to_owned(),
+        subjects: vec!["order.placed".to_owned()],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let mut created = js
+        .create_stream(drifted)
+        .await
+        .expect("ORDER created by hand");
+    let created_at = created.info().await.expect("info").created;
+    publish(&js, "order.placed").await;
+
+    // When the streams are declared
+    ensure_streams(&js)
+        .await
+        .expect("declaration repairs drift");
+
+    // Then ORDER has the design's settings, is the same stream and kept its message
+    let wanted = stream_configs()
+        .into_iter()
+        .find(|c| c.name == ORDER_STREAM)
+        .expect("ORDER is designed");
+    let info = assert_as_designed(&js, &wanted).await;
+    assert_eq!(
+        info.config.duplicate_window,
+        Duration::from_secs(DUPLICATE_WINDOW_SECS)
+    );
+    assert_eq!(info.created, created_at, "updated, not recreated");
+    assert_eq!(info.state.messages, 1);
+    // And the rest of the design's streams exist
+    for wanted in stream_configs() {
+        assert_as_designed(&js, &wanted).await;
+    }
+    // And the widened subjects now take the other order events
+    publish(&js, "order.failed").await;
+    assert_eq!(stream_count(&js, ORDER_STREAM).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_the_wrong_storage_is_refused_not_recreated() {
+    // Given ORDER created by hand in memory, holding a message
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    js.create_stream(stream::Config {
+        name: ORDER_STREAM.to_owned(),
+        subjects: vec!["order.>".to_owned()],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("ORDER created by hand");
+    publish(&js, "order.placed").await;
+
+    // When the streams are declared
+    let err = ensure_streams(&js)
+        .await
+        .expect_err("storage cannot be changed in place");
+
+    // Then the error names the stream and the fix, and the stream and its message are untouched
+    let message = err.to_string();
+    assert!(
+        message.contains(ORDER_STREAM) && message.contains("recreate"),
+        "{message}"
+    );
+    let mut order = js.get_stream(ORDER_STREAM).await.expect("ORDER exists");
+    let info = order.info().await.expect("info");
+    assert_eq!(info.config.storage, stream::StorageType::Memory);
+    assert_eq!(info.state.messages, 1);
+}
