@@ -62,7 +62,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     // Given a system whose PG can be told to fail cancellations, and a data platform that
     // cannot take anything yet (its file is a directory)
     let pg = FakePg::start().await;
-    let system = System::start(Options {
+    let mut system = System::start(Options {
         pg_url: Some(pg.url()),
         ..Options::default()
     })
@@ -118,6 +118,32 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
     assert_eq!(rows, serde_json::json!([completed]), "carol's order only");
     shot(&browser, "orders-search").await;
+
+    // When the operator pages through all orders one at a time
+    visit(&browser, &format!("{base}/#/orders?limit=1")).await;
+    loaded(&browser, "orders").await;
+    for shown in 2..=3 {
+        browser.click("#next-page").await;
+        browser
+            .wait_for(
+                &format!("document.querySelectorAll('#orders tr').length === {shown}"),
+                &format!("page {shown}"),
+                PAGE_WITHIN,
+            )
+            .await;
+    }
+    // Then each order appears once, newest first, and there is no further page
+    let paged = browser
+        .eval("[...document.querySelectorAll('#orders tr')].map(r => r.dataset.orderId)")
+        .await;
+    assert_eq!(paged, serde_json::json!([stuck, completed, failed]));
+    browser
+        .wait_for(
+            "document.getElementById('next-page').disabled",
+            "the last page",
+            PAGE_WITHIN,
+        )
+        .await;
 
     // When the operator opens the failed order from a search by status
     visit(&browser, &format!("{base}/#/orders?status=FAILED")).await;
@@ -321,4 +347,25 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
     assert_eq!(consumers, 9);
     shot(&browser, "health").await;
+
+    // When a participant cannot be reached
+    system.stop_service("coupon").await;
+    visit(&browser, &format!("{base}/#/orders/{completed}")).await;
+    loaded(&browser, "order").await;
+    // Then its lane says so, instead of being an empty lane
+    browser
+        .wait_for(
+            "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')",
+            "the coupon lane marked unreachable",
+            PAGE_WITHIN,
+        )
+        .await;
+    shot(&browser, "order-unreachable").await;
+    // ... and health shows it not ready
+    visit(&browser, &format!("{base}/#/health")).await;
+    loaded(&browser, "health").await;
+    let coupon = browser
+        .eval("document.querySelector('#services tr[data-service=\"coupon\"]').children[1].textContent")
+        .await;
+    assert_eq!(coupon, "NOT READY");
 }

@@ -335,16 +335,22 @@ function drawDiagram(t, order) {
   root.appendChild(defs);
   const colours = { neutral: '#333', success: '#176f2c', failure: '#b3261e', compensation: '#c25e00' };
   const bottom = height - headH - 10;
+  const required = new Set(['order', 'dataplatform', ...((order && order.required) || PARTICIPANTS).map(String)]);
   for (const [lane, label] of LANES) {
     const cx = x(lane);
     const down = unreachable.has(lane);
-    const g = svg('g', { class: 'lane' + (down ? ' unreachable' : ''), 'data-lane': lane, 'data-unreachable': down ? 'true' : null });
+    const idle = !down && !required.has(lane);
+    const g = svg('g', { class: 'lane' + (down ? ' unreachable' : '') + (idle ? ' not-involved' : ''), 'data-lane': lane,
+      'data-unreachable': down ? 'true' : null, opacity: idle ? 0.55 : null });
     g.appendChild(svg('line', { x1: cx, y1: top + headH, x2: cx, y2: bottom, stroke: down ? '#b3261e' : '#999',
       'stroke-dasharray': down ? '2 6' : '4 4' }));
     for (const y of [top, bottom]) {
       g.appendChild(svg('rect', { x: cx - 65, y, width: 130, height: headH, rx: 3,
         fill: down ? '#fdecea' : '#eaeaf7', stroke: down ? '#b3261e' : '#8a8ac0' }));
       g.appendChild(svg('text', { x: cx, y: y + 21, 'text-anchor': 'middle', 'font-size': 13, 'font-weight': 600 }, label));
+    }
+    if (idle) {
+      g.appendChild(svg('text', { x: cx, y: top + headH + 14, 'text-anchor': 'middle', 'font-size': 11, fill: '#777' }, 'not involved'));
     }
     if (down) {
       const why = svg('text', { x: cx, y: top + headH + 14, 'text-anchor': 'middle', 'font-size': 11, fill: '#b3261e', class: 'unreachable-label' }, 'unreachable');
@@ -371,10 +377,12 @@ function drawDiagram(t, order) {
       const cx = x(row.lane);
       const text = row.text.length > 60 ? row.text.slice(0, 57) + '…' : row.text;
       const w = Math.min(2 * laneW - 10, 16 + text.length * 6.2);
+      // Keep the note inside the picture; text stays centred on it.
+      const nx = Math.max(4, Math.min(width - w - 4, cx - w / 2));
       const g = svg('g', { class: 'note' + (row.alert ? ' alert' : ''), 'data-lane': row.lane, 'data-type': row.type });
-      g.appendChild(svg('rect', { x: cx - w / 2, y: y - 14, width: w, height: 22,
+      g.appendChild(svg('rect', { x: nx, y: y - 14, width: w, height: 22,
         fill: row.alert ? '#fdecea' : '#fff5ad', stroke: row.alert ? '#b3261e' : '#c9b33c' }));
-      g.appendChild(svg('text', { x: cx, y: y + 1, 'text-anchor': 'middle', 'font-size': 11 }, text));
+      g.appendChild(svg('text', { x: nx + w / 2, y: y + 1, 'text-anchor': 'middle', 'font-size': 11 }, text));
       g.appendChild(svg('title', {}, `${row.text} (${fmtTime(row.time)})`));
       root.appendChild(g);
     } else {
