@@ -74,7 +74,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     let failed = system
         .place_id(order_body("dave", &[("apple", 50, 100)], None, 0, 5_000))
         .await;
-    assert_eq!(system.settled(&failed).await["status"], "FAILED");
+    let failed_order = system.settled(&failed).await;
+    assert_eq!(failed_order["status"], "FAILED");
+    let failed_trace = failed_order["traceId"]
+        .as_str()
+        .expect("a traceId")
+        .to_owned();
     // ... a completed order, whose delivery to the data platform ends in the DLQ
     let completed = system
         .place_id(order_body("carol", &[("apple", 1, 500)], None, 0, 500))
@@ -141,6 +146,20 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .wait_for(
             "document.getElementById('next-page').disabled",
             "the last page",
+            PAGE_WITHIN,
+        )
+        .await;
+
+    // When the operator looks an order up by its traceId
+    visit(&browser, &format!("{base}/#/orders")).await;
+    loaded(&browser, "orders").await;
+    browser.type_into("#f-trace", &failed_trace).await;
+    browser.click("#open-button").await;
+    // Then that order opens
+    browser
+        .wait_for(
+            &format!("document.body.dataset.ready === 'order' && document.getElementById('title').textContent.includes('{failed}')"),
+            "the order found by its traceId",
             PAGE_WITHIN,
         )
         .await;
@@ -357,6 +376,14 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .wait_for(
             "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')",
             "the coupon lane marked unreachable",
+            PAGE_WITHIN,
+        )
+        .await;
+    // ... and the operator's DLQ redrive is on the diagram: a note and the message sent again
+    browser
+        .wait_for(
+            "document.querySelector('#sequence .note[data-type=\"note.dlq_redrive\"]') && document.querySelector('#sequence .arrow.again[data-subject=\"order.completed\"][data-to=\"dataplatform\"]')",
+            "the redrive on the diagram",
             PAGE_WITHIN,
         )
         .await;

@@ -280,10 +280,9 @@ function diagramRows(t, order) {
     }
     if (subject === 'order.completed') return ['dataplatform'];
     if (!subject.startsWith('order.')) return ['order'];
-    if (found.size) return [...found];
-    const required = (subject === 'order.failed' && steps.find(s => s.type === 'Failed')?.payload?.required) ||
-      (order && order.required) || PARTICIPANTS;
-    return required.map(String);
+    // Everyone the order involves is sent the message, whether or not it answered.
+    const required = (order && order.required) || PARTICIPANTS;
+    return PARTICIPANTS.filter(p => found.has(p) || required.map(String).includes(p));
   };
   const seen = new Set();
   let lastCommit = null;
@@ -292,6 +291,15 @@ function diagramRows(t, order) {
     const type = String(s.type);
     if (DECISION_TYPES.test(type)) {
       rows.push({ kind: 'note', lane: domain, text: noteText(s), type, time: s.recordedAtMs });
+      // A DLQ redrive publishes the message again, outside any commit: draw it from its note.
+      const again = type === 'note.dlq_redrive' && /re-published on (\S+)/.exec(String((s.payload || {}).detail || ''));
+      if (again) {
+        const subject = again[1];
+        const from = subject.split('.')[0] === 'order' ? 'order' : subject.split('.')[0];
+        for (const to of receiversOf(subject, subject)) {
+          rows.push({ kind: 'arrow', from, to, subject, time: s.recordedAtMs, again: true, arrow: arrowKind(subject) });
+        }
+      }
     } else if (!(domain === 'order' && type === 'OutcomeRecorded')) {
       rows.push({ kind: 'action', lane: domain, text: type, time: s.recordedAtMs });
     }
