@@ -396,3 +396,133 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
     assert_eq!(coupon, "NOT READY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_behind_the_console_filter_page_and_report_and_the_admin_ones_need_the_token() {
+    // Given three orders by two users
+    let system = System::start_default().await;
+    system.restock("apple", 10).await;
+    let mut ids = Vec::new();
+    for user in ["ann", "ben", "ann"] {
+        let id = system
+            .place_id(order_body(user, &[("apple", 1, 100)], None, 0, 100))
+            .await;
+        system.settled(&id).await;
+        ids.push(id);
+    }
+
+    // When the orders are paged one at a time
+    let mut cursor: Option<String> = None;
+    let mut paged = Vec::new();
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/orders?limit=1&cursor={c}"),
+            None => "/orders?limit=1".to_owned(),
+        };
+        let (status, page) = system.get("order", &path).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["orders"]
+                .as_array()
+                .expect("orders")
+                .iter()
+                .map(|o| o["orderId"].as_str().expect("an id").to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(paged.len() <= 3, "paging does not end: {paged:?}");
+    }
+    // Then every order comes once, newest first
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(paged, newest_first);
+
+    // When they are filtered by user and by time
+    let (_, anns) = system.get("order", "/orders?userId=ann").await;
+    let (_, placed) = system.get("order", &format!("/orders/{}", ids[1])).await;
+    let second_at = placed["placedAtMs"].as_u64().expect("placedAtMs");
+    let (_, from_second) = system
+        .get("order", &format!("/orders?from={second_at}"))
+        .await;
+    let (_, before_second) = system
+        .get("order", &format!("/orders?to={second_at}"))
+        .await;
+    // Then each filter holds
+    let ids_of = |body: &Value| -> Vec<String> {
+        body["orders"]
+            .as_array()
+            .map(|o| {
+                o.iter()
+                    .map(|o| o["orderId"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids_of(&anns), [ids[2].clone(), ids[0].clone()]);
+    assert_eq!(ids_of(&from_second), [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(ids_of(&before_second), [ids[0].clone()]);
+    let (status, bad) = system.get("order", "/orders?cursor=not-a-cursor").await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["field"], "cursor", "{bad}");
+
+    // When every service's status is read
+    for service in e2e::SERVICES {
+        let (status, body) = system.get(service, "/status").await;
+        // Then it names itself, its log head and its outbox backlog
+        assert_eq!(status, 200, "{service}: {body}");
+        assert_eq!(body["domain"], service, "{body}");
+        assert!(
+            body["logHead"].is_u64() && body["outboxBacklog"].is_u64(),
+            "{body}"
+        );
+    }
+
+    // When the alerts and health are asked for without and with the token
+    for path in ["/admin/alerts", "/admin/health"] {
+        let (anonymous, _) = system.get("order", path).await;
+        assert_eq!(anonymous, 401, "{path}");
+    }
+    let (status, alerts) = system.get_admin("order", "/admin/alerts?limit=5").await;
+    assert_eq!(status, 200, "{alerts}");
+    assert_eq!(alerts["alerts"], serde_json::json!([]), "no alert yet");
+    let (status, health) = system.get_admin("order", "/admin/health").await;
+    // Then health lists five ready services and nine consumers with their lag
+    assert_eq!(status, 200, "{health}");
+    let services = health["services"].as_array().expect("services");
+    assert_eq!(services.len(), 5, "{health}");
+    assert!(services.iter().all(|s| s["ready"] == true), "{health}");
+    let consumers = health["consumers"].as_array().expect("consumers");
+    assert_eq!(consumers.len(), 9, "{health}");
+    assert!(
+        consumers.iter().all(|c| c["numPending"].is_u64()),
+        "{health}"
+    );
+
+    // When an alert is published on OPS
+    let js = system.jetstream().await;
+    for n in 1..=3 {
+        js.publish(
+            format!("ops.alert.test_{n}"),
+            serde_json::json!({"kind": format!("test_{n}"), "orderId": null})
+                .to_string()
+                .into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+    }
+    let (_, alerts) = system.get_admin("order", "/admin/alerts?limit=2").await;
+    // Then the feed shows the newest first, as many as asked for
+    let kinds: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|a| a["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, ["test_3", "test_2"], "{alerts}");
+    assert_eq!(alerts["alerts"][0]["subject"], "ops.alert.test_3");
+    assert!(
+        alerts["alerts"][0]["timeMs"].as_u64().unwrap_or(0) > 0,
+        "{alerts}"
+    );
+}
