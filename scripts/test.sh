@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-nats.sh >/dev/null
-# The dashboard test renders the operator console in a real headless browser.
+# The console and dashboard tests drive the operator console in a real headless browser.
 scripts/ensure-chromium.sh >/dev/null
 # The chaos suite runs the real service binaries as processes.
 cargo build --bins --quiet

@@ -1,6 +1,7 @@
 //! Test harness: a real nats-server and the five real services, each with its own data dir,
 //! started in-process on fixed free ports so they can be stopped and restarted in place.
 
+pub mod cdp;
 pub mod pg;
 pub mod procs;
 

@@ -3,7 +3,7 @@
 //!
 //! The order service runs in a child process (this test binary, re-run with a filter). Its
 //! store writer is held between applying a commit group and flushing it
-//! (`store::testing_hooks`), the child sends requests that depend on the held decision, and the
+//! (`eventlog::testing_hooks`), the child sends requests that depend on the held decision, and the
 //! parent SIGKILLs it. A control run releases the hold and sees every reply.
 
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,5 @@
-//! Operator routes of the order service: the dead-letter queue (list, inspect, re-drive, discard).
+//! Operator routes of the order service: the dead-letter queue (list, inspect, re-drive, discard),
+//! the ops alerts feed (`GET /admin/alerts`) and the system's health (`GET /admin/health`).
 //!
 //! Every re-drive and discard is recorded: as a note on the order's timeline
 //! (`note.dlq_redrive`, `note.dlq_discard`) when the entry names an order this service knows,
@@ -12,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bus::dlq;
 use bus::dlq::DlqEntry;
-use contract::DATAPLATFORM_CONSUMER;
+use contract::{Participant, DATAPLATFORM_CONSUMER, OPS_STREAM, ORDER_STREAM};
 use eventlog::clock::now_ms;
 use eventlog::live::{Execution, Live};
 use serde::Deserialize;
@@ -35,6 +36,10 @@ pub struct AdminState {
     pub js: async_nats::jetstream::Context,
     /// Admin bearer token; without it the routes answer 403.
     pub admin_token: Option<String>,
+    /// Participants' base URLs, for health.
+    pub participant_urls: Vec<(Participant, String)>,
+    /// HTTP client for health.
+    pub client: reqwest::Client,
 }
 
 /// The admin routes.
@@ -44,6 +49,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/dlq/{seq}", get(show))
         .route("/admin/dlq/{seq}/redrive", post(redrive))
         .route("/admin/dlq/{seq}/discard", post(discard))
+        .route("/admin/alerts", get(alerts))
+        .route("/admin/health", get(health))
         .with_state(state)
 }
 
@@ -239,4 +246,186 @@ fn missing(seq: u64) -> ApiError {
     ApiError::not_found(format!(
         "no DLQ entry {seq} (never existed, or already re-driven or discarded)"
     ))
+}
+
+/// Alerts a feed returns when the caller names no limit.
+pub const ALERTS_LIMIT_DEFAULT: usize = 100;
+/// Most alerts one feed returns.
+pub const ALERTS_LIMIT_MAX: usize = 1_000;
+/// How long fetching one participant's health may take.
+pub const HEALTH_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /admin/alerts?limit=`: the newest `ops.alert.>` messages of the OPS stream, newest first,
+/// read straight from JetStream by sequence.
+async fn alerts(
+    State(api): State<AdminState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_admin(&headers, api.admin_token.as_deref())?;
+    let limit = query
+        .limit
+        .unwrap_or(ALERTS_LIMIT_DEFAULT)
+        .clamp(1, ALERTS_LIMIT_MAX);
+    let stream = api
+        .js
+        .get_stream(OPS_STREAM)
+        .await
+        .map_err(|e| ApiError::internal(format!("get the OPS stream: {e}")))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| ApiError::internal(format!("OPS stream info: {e}")))?;
+    let first = info.state.first_sequence.max(1);
+    let mut seq = info.state.last_sequence;
+    let mut alerts = Vec::new();
+    // The stream holds only alerts today; the bound keeps a stream of other ops.* messages
+    // from turning one request into a full scan.
+    let mut reads_left = limit.saturating_mul(4);
+    while seq >= first && seq > 0 && alerts.len() < limit && reads_left > 0 {
+        reads_left -= 1;
+        match stream.get_raw_message(seq).await {
+            Ok(message) if message.subject.starts_with("ops.alert.") => {
+                let body = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                    .unwrap_or_else(|_| {
+                        serde_json::Value::String(
+                            String::from_utf8_lossy(&message.payload).into_owned(),
+                        )
+                    });
+                alerts.push(serde_json::json!({
+                    "seq": message.sequence,
+                    "subject": message.subject.as_str(),
+                    "kind": message.subject.as_str().trim_start_matches("ops.alert."),
+                    "timeMs": (message.time.unix_timestamp_nanos() / 1_000_000) as u64,
+                    "body": body,
+                }));
+            }
+            // Not an alert, or deleted: skip it.
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound
+                ) => {}
+            Err(err) => return Err(ApiError::internal(format!("read OPS {seq}: {err}"))),
+        }
+        seq -= 1;
+    }
+    Ok(Json(serde_json::json!({ "alerts": alerts })).into_response())
+}
+
+/// Every durable consumer of the saga: `(stream, durable)`.
+pub fn durable_consumers() -> Vec<(&'static str, &'static str)> {
+    let mut consumers: Vec<(&'static str, &'static str)> = Participant::ALL
+        .into_iter()
+        .map(|p| (ORDER_STREAM, p.name()))
+        .collect();
+    consumers.extend(
+        Participant::ALL
+            .into_iter()
+            .map(|p| (p.stream(), p.order_consumer())),
+    );
+    consumers.push((ORDER_STREAM, DATAPLATFORM_CONSUMER));
+    consumers
+}
+
+/// `GET /admin/health`: every service's readiness, log head and outbox backlog (their
+/// `/readyz` and `/status`, fetched here), and every durable consumer's lag.
+async fn health(State(api): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_admin(&headers, api.admin_token.as_deref())?;
+    let store = api.live.store();
+    let nats_up = api.js.client().connection_state() == async_nats::connection::State::Connected;
+    let store_up = !api.live.fatal().is_cancelled();
+    let mut services = vec![serde_json::json!({
+        "name": "order",
+        "url": null,
+        "ready": nats_up && store_up,
+        "readyz": {"nats": nats_up, "store": store_up, "head": store.head()},
+        "status": {"domain": "order", "logHead": store.head(), "outboxBacklog": store.outbox_len()},
+        "error": null,
+    })];
+    let fetches = api.participant_urls.iter().map(|(participant, base)| {
+        let base = base.trim_end_matches('/').to_owned();
+        let client = api.client.clone();
+        async move {
+            let get = |path: &str| {
+                let request = client
+                    .get(format!("{base}{path}"))
+                    .timeout(HEALTH_FETCH_TIMEOUT);
+                async move {
+                    let response = request.send().await?;
+                    let ok = response.status().is_success();
+                    let body = response.json::<serde_json::Value>().await?;
+                    Ok::<_, reqwest::Error>((ok, body))
+                }
+            };
+            let (readyz, status) = futures::join!(get("/readyz"), get("/status"));
+            let error = readyz.as_ref().err().map(|e| e.to_string());
+            let (ready, readyz) = match readyz {
+                Ok((ok, body)) => (ok, body),
+                Err(_) => (false, serde_json::Value::Null),
+            };
+            serde_json::json!({
+                "name": participant.name(),
+                "url": base,
+                "ready": ready,
+                "readyz": readyz,
+                "status": status.ok().map(|(_, body)| body),
+                "error": error,
+            })
+        }
+    });
+    services.extend(futures::future::join_all(fetches).await);
+    let mut consumers = Vec::new();
+    for (stream_name, durable) in durable_consumers() {
+        let info = async {
+            let stream = api
+                .js
+                .get_stream(stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .consumer_info(durable)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        consumers.push(match info {
+            Ok(info) => serde_json::json!({
+                "stream": stream_name,
+                "durable": durable,
+                "numPending": info.num_pending,
+                "numAckPending": info.num_ack_pending,
+                "numRedelivered": info.num_redelivered,
+                "error": null,
+            }),
+            Err(error) => serde_json::json!({
+                "stream": stream_name,
+                "durable": durable,
+                "numPending": null,
+                "numAckPending": null,
+                "numRedelivered": null,
+                "error": error,
+            }),
+        });
+    }
+    Ok(Json(serde_json::json!({ "services": services, "consumers": consumers })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_covers_every_durable_consumer_of_the_design_once() {
+        let consumers = durable_consumers();
+        assert_eq!(consumers.len(), 9);
+        let mut names: Vec<_> = consumers.iter().map(|(_, d)| *d).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 9, "{consumers:?}");
+        assert!(consumers.contains(&("ORDER", "dataplatform")));
+        assert!(consumers.contains(&("STOCK", "order-stock")));
+        assert!(consumers.contains(&("ORDER", "payment")));
+    }
 }

@@ -57,6 +57,8 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/console.js", get(console_js))
+        .route("/console.css", get(console_css))
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{order_id}", get(get_order))
         .route("/orders/{order_id}/timeline", get(order_timeline))
@@ -301,15 +303,95 @@ async fn get_order(
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     status: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
     limit: Option<usize>,
 }
 
-async fn list_orders(
-    State(api): State<ApiState>,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
+/// Default `limit` of a listing.
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+
+/// Which orders a listing returns: every given criterion must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// Only this status.
+    pub status: Option<OrderStatus>,
+    /// Only this buyer.
+    pub user_id: Option<String>,
+    /// Placed at or after (ms since the Unix epoch).
+    pub from_ms: Option<u64>,
+    /// Placed before (ms since the Unix epoch).
+    pub to_ms: Option<u64>,
+}
+
+impl OrderFilter {
+    /// Whether an order with these fields passes the filter.
+    pub fn matches(&self, status: OrderStatus, user_id: &str, placed_at_ms: u64) -> bool {
+        self.status.is_none_or(|s| s == status)
+            && self.user_id.as_deref().is_none_or(|u| u == user_id)
+            && self.from_ms.is_none_or(|from| placed_at_ms >= from)
+            && self.to_ms.is_none_or(|to| placed_at_ms < to)
+    }
+}
+
+/// Where a page of a newest-first listing ends: the last order it returned.
+///
+/// Orders are listed by `(placedAtMs, orderId)` descending, so the next page is everything
+/// strictly below the cursor; orders placed meanwhile never shift a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last order's placement time.
+    pub placed_at_ms: u64,
+    /// The last order's id.
+    pub order_id: Uuid,
+}
+
+impl Cursor {
+    /// The opaque text form clients pass back as `?cursor=`.
+    pub fn encode(&self) -> String {
+        format!("{:x}-{}", self.placed_at_ms, self.order_id.simple())
+    }
+
+    /// Parses [`Cursor::encode`]'s output; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ms, id) = text.split_once('-')?;
+        if ms.is_empty() || ms.len() > 16 || id.len() != 32 {
+            return None;
+        }
+        Some(Self {
+            placed_at_ms: u64::from_str_radix(ms, 16).ok()?,
+            order_id: Uuid::try_parse(id).ok()?,
+        })
+    }
+
+    /// Whether an order comes after this cursor in the newest-first order.
+    pub fn precedes(&self, placed_at_ms: u64, order_id: Uuid) -> bool {
+        (placed_at_ms, order_id) < (self.placed_at_ms, self.order_id)
+    }
+}
+
+/// Parses a time bound: ms since the Unix epoch or RFC 3339.
+pub fn parse_time_bound(field: &str, text: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| ApiError::bad_field(field, "ms since the Unix epoch or an RFC 3339 time"))
+}
+
+fn non_empty(text: Option<&str>) -> Option<&str> {
+    text.filter(|t| !t.trim().is_empty())
+}
+
+fn list_filter(query: &ListQuery) -> Result<(OrderFilter, Option<Cursor>, usize), ApiError> {
+    let status = match non_empty(query.status.as_deref()) {
+        None => None,
         Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
             ApiError::bad_field(
                 "status",
@@ -317,14 +399,49 @@ async fn list_orders(
             )
         })?),
     };
-    let limit = query.limit.unwrap_or(100).min(LIST_LIMIT_MAX);
-    let orders = api
+    let user_id = non_empty(query.user_id.as_deref()).map(str::to_owned);
+    let from_ms = non_empty(query.from.as_deref())
+        .map(|t| parse_time_bound("from", t))
+        .transpose()?;
+    let to_ms = non_empty(query.to.as_deref())
+        .map(|t| parse_time_bound("to", t))
+        .transpose()?;
+    let cursor = match non_empty(query.cursor.as_deref()) {
+        None => None,
+        Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
+            ApiError::bad_field("cursor", "not a cursor this service handed out")
+        })?),
+    };
+    let limit = query
+        .limit
+        .unwrap_or(LIST_LIMIT_DEFAULT)
+        .clamp(1, LIST_LIMIT_MAX);
+    let filter = OrderFilter {
+        status,
+        user_id,
+        from_ms,
+        to_ms,
+    };
+    Ok((filter, cursor, limit))
+}
+
+/// `GET /orders`: newest first, filtered, one page at a time; `nextCursor` is null on the last
+/// page. A scan of the in-memory state (an index is another issue's work).
+async fn list_orders(
+    State(api): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (filter, cursor, limit) = list_filter(&query)?;
+    let (orders, next) = api
         .live
         .read(|s| {
             let mut sagas: Vec<&OrderSaga> = s
                 .orders
                 .values()
-                .filter(|o| status.is_none_or(|st| o.status == st))
+                .filter(|o| filter.matches(o.status, &o.order.user_id, o.order.placed_at_ms))
+                .filter(|o| {
+                    cursor.is_none_or(|c| c.precedes(o.order.placed_at_ms, o.order.order_id))
+                })
                 .collect();
             sagas.sort_by(|a, b| {
                 b.order
@@ -332,14 +449,20 @@ async fn list_orders(
                     .cmp(&a.order.placed_at_ms)
                     .then(b.order.order_id.cmp(&a.order.order_id))
             });
-            sagas
-                .into_iter()
-                .take(limit)
-                .map(order_json)
-                .collect::<Vec<_>>()
+            let more = sagas.len() > limit;
+            sagas.truncate(limit);
+            let next = more.then(|| sagas.last()).flatten().map(|last| Cursor {
+                placed_at_ms: last.order.placed_at_ms,
+                order_id: last.order.order_id,
+            });
+            (sagas.into_iter().map(order_json).collect::<Vec<_>>(), next)
         })
         .await?;
-    Ok(Json(serde_json::json!({ "orders": orders })).into_response())
+    Ok(Json(serde_json::json!({
+        "orders": orders,
+        "nextCursor": next.map(|c| c.encode()),
+    }))
+    .into_response())
 }
 
 /// Orders per status.
@@ -532,7 +655,24 @@ async fn retry_compensation(
 }
 
 async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+    Html(include_str!("console/index.html"))
+}
+
+async fn console_js() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("console/console.js"),
+    )
+}
+
+async fn console_css() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("console/console.css"),
+    )
 }
 
 #[cfg(test)]
@@ -595,7 +735,97 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("items"));
     }
 
+    #[test]
+    fn a_cursor_survives_its_text_form_and_garbage_is_refused() {
+        let cursor = Cursor {
+            placed_at_ms: 1_764_000_000_123,
+            order_id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        for bad in [
+            "",
+            "-",
+            "zz-00",
+            "1",
+            "1-nothex",
+            &format!("-{}", cursor.order_id.simple()),
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_lets_through_only_older_orders() {
+        let id = Uuid::from_u128(5);
+        let cursor = Cursor {
+            placed_at_ms: 100,
+            order_id: id,
+        };
+        assert!(cursor.precedes(99, Uuid::from_u128(9)));
+        assert!(cursor.precedes(100, Uuid::from_u128(4)));
+        assert!(
+            !cursor.precedes(100, id),
+            "the cursor's own order is on the page before"
+        );
+        assert!(!cursor.precedes(100, Uuid::from_u128(6)));
+        assert!(!cursor.precedes(101, Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn a_filter_needs_every_criterion_it_names() {
+        let any = OrderFilter::default();
+        assert!(any.matches(OrderStatus::Pending, "u", 5));
+        let filter = OrderFilter {
+            status: Some(OrderStatus::Failed),
+            user_id: Some("alice".into()),
+            from_ms: Some(10),
+            to_ms: Some(20),
+        };
+        assert!(filter.matches(OrderStatus::Failed, "alice", 10));
+        assert!(filter.matches(OrderStatus::Failed, "alice", 19));
+        assert!(
+            !filter.matches(OrderStatus::Failed, "alice", 20),
+            "to is exclusive"
+        );
+        assert!(!filter.matches(OrderStatus::Failed, "alice", 9));
+        assert!(!filter.matches(OrderStatus::Completed, "alice", 15));
+        assert!(!filter.matches(OrderStatus::Failed, "bob", 15));
+    }
+
+    #[test]
+    fn list_parameters_are_checked_and_blank_ones_ignored() {
+        let query = |status: &str, from: &str, cursor: &str| ListQuery {
+            status: Some(status.into()),
+            user_id: Some(" ".into()),
+            from: Some(from.into()),
+            to: None,
+            cursor: Some(cursor.into()),
+            limit: Some(0),
+        };
+        let (filter, cursor, limit) = list_filter(&query("", "", "")).expect("blank is no filter");
+        assert_eq!(filter, OrderFilter::default());
+        assert_eq!((cursor, limit), (None, 1));
+        let (filter, _, _) =
+            list_filter(&query("FAILED", "2026-01-01T00:00:00Z", "")).expect("valid");
+        assert_eq!(filter.status, Some(OrderStatus::Failed));
+        assert_eq!(filter.from_ms, Some(1_767_225_600_000));
+        for (field, q) in [
+            ("status", query("LOST", "", "")),
+            ("from", query("", "yesterday", "")),
+            ("cursor", query("", "", "abc")),
+        ] {
+            let err = list_filter(&q).expect_err(field);
+            assert_eq!(err.field.as_deref(), Some(field));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn cursors_round_trip(ms in any::<u64>(), id in any::<u128>()) {
+            let cursor = Cursor { placed_at_ms: ms, order_id: Uuid::from_u128(id) };
+            prop_assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        }
+
         #[test]
         fn the_parser_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_order_request(&bytes);

@@ -87,6 +87,8 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
             live: parts.live.clone(),
             js: parts.js.clone(),
             admin_token: settings.common.admin_token.clone(),
+            participant_urls: state.participant_urls.clone(),
+            client: state.client.clone(),
         };
         Ok((api::router(state).merge(admin::router(admin)), tasks))
     })

@@ -4,8 +4,10 @@
 //!   escalation, data platform delivery (parked/resumed).
 //! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive, escalation: pure
 //!   `next_action`); the data platform forwarder (pure `forward_step`, at-least-once).
-//! - [`api`]: HTTP: place orders, read them, timelines by orderId and traceId, dashboard.
-//! - [`admin`]: operator routes: the dead-letter queue (list, inspect, re-drive, discard).
+//! - [`api`]: HTTP: place orders, search and page them, timelines by orderId and traceId, and the
+//!   operator console (`console/`: HTML, CSS and JS served from the binary).
+//! - [`admin`]: operator routes: the dead-letter queue (list, inspect, re-drive, discard), the
+//!   ops alerts feed and the system's health.
 //! - [`cli`]: the `order dlq ...` client of the admin routes.
 //! - [`config`]: command line and settings.
 //! - [`app`]: wiring everything into a running service.

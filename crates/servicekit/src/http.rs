@@ -86,7 +86,7 @@ pub struct CommonState {
     pub admin_token: Option<String>,
 }
 
-/// `/healthz`, `/readyz`, `/metrics` and `/log/{orderId}` (this domain's records of an order;
+/// `/healthz`, `/readyz`, `/status`, `/metrics` and `/log/{orderId}` (this domain's records of an order;
 /// admin token required).
 pub fn common_routes<D: Domain>(
     live: &Live<D>,
@@ -105,6 +105,7 @@ pub fn common_routes<D: Domain>(
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/log/{order_id}", get(order_log))
         .with_state(state)
@@ -121,6 +122,16 @@ async fn readyz(State(state): State<CommonState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// `GET /status`: `{domain, logHead, outboxBacklog}` for the operator console's health page.
+async fn status(State(state): State<CommonState>) -> Response {
+    Json(serde_json::json!({
+        "domain": state.domain,
+        "logHead": state.store.head(),
+        "outboxBacklog": state.store.outbox_len(),
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<CommonState>) -> Response {
