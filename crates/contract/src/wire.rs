@@ -69,7 +69,7 @@ impl Participant {
     ];
 
     /// The domain name, also the stream's subject prefix and the consumer name on ORDER.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Participant::Payment => "payment",
             Participant::Stock => "stock",

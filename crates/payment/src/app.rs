@@ -1,8 +1,11 @@
 //! Wiring the payment service.
 
 use servicekit::app::{start_participant, App};
+use servicekit::cli::Service;
 use servicekit::settings::CommonArgs;
 
+use crate::config::PaymentArgs;
+use crate::domain::{Payment, PaymentState};
 use crate::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
 
@@ -29,4 +32,30 @@ pub async fn build(
         crate::api::router(live.clone(), token)
     })
     .await
+}
+
+/// The payment binary: the shared shell with the PG flags.
+pub struct PaymentService;
+
+impl Service for PaymentService {
+    type D = Payment;
+    type Args = PaymentArgs;
+    const NAME: &'static str = "payment";
+    const ABOUT: &'static str = "Payment service: approves and cancels at the payment gateway";
+
+    fn render_state(state: &PaymentState) -> serde_json::Value {
+        let payments: Vec<_> = state
+            .payments
+            .values()
+            .map(|p| {
+                serde_json::json!({
+                    "orderId": p.order_id, "status": p.status.as_str(), "amount": p.amount })
+            })
+            .collect();
+        serde_json::json!({ "payments": payments })
+    }
+
+    async fn start(common: &CommonArgs, args: PaymentArgs) -> servicekit::Result<App> {
+        build(common, args.pg_url, args.pg_timeouts, args.simulated).await
+    }
 }
