@@ -5,7 +5,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::Live;
 use servicekit::http::{
     admin_reply, check_admin, id_field, idempotency_key, AdminWrite, ApiError, DomainApi,
 };
@@ -15,12 +14,11 @@ use crate::domain::{Coupon, CouponCommand, CouponEntry, CouponRejection};
 
 type ApiState = DomainApi<Coupon>;
 
-/// Coupon's routes.
-pub fn router(live: Live<Coupon>, admin_token: Option<String>) -> Router {
+/// Coupon's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/coupons/{coupon_id}", get(coupon))
         .route("/coupons", post(issue))
-        .with_state(DomainApi { live, admin_token })
 }
 
 fn coupon_json(entry: &CouponEntry) -> serde_json::Value {

@@ -17,7 +17,7 @@ pub use service::CouponParticipant;
 mod service {
     use contract::ledger::ParticipantOrderStatus;
     use contract::{OrderPlaced, Participant, ParticipantEvent};
-    use eventlog::live::Live;
+    use servicekit::http::DomainApi;
     use servicekit::participant::SimpleParticipant;
     use uuid::Uuid;
 
@@ -30,7 +30,6 @@ mod service {
     impl SimpleParticipant for CouponParticipant {
         type D = Coupon;
         const PARTICIPANT: Participant = Participant::Coupon;
-        const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:8083";
 
         fn placed_command(placed: &OrderPlaced) -> CouponCommand {
             CouponCommand::HandlePlaced {
@@ -55,8 +54,8 @@ mod service {
             serde_json::json!({ "coupons": state.coupons })
         }
 
-        fn router(live: Live<Coupon>, admin_token: Option<String>) -> axum::Router {
-            crate::api::router(live, admin_token)
+        fn routes() -> axum::Router<DomainApi<Coupon>> {
+            crate::api::routes()
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Wiring the payment service.
 
+use contract::Participant;
 use servicekit::app::{start_participant, App};
 use servicekit::cli::Service;
 use servicekit::settings::CommonArgs;
@@ -9,9 +10,6 @@ use crate::domain::{Payment, PaymentState};
 use crate::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
 
-/// Default HTTP address of the payment service.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
-
 /// Starts the payment service with a real PG (`pg_url`, called with `timeouts`) or the simulated one.
 pub async fn build(
     common: &CommonArgs,
@@ -19,7 +17,7 @@ pub async fn build(
     timeouts: PgTimeouts,
     rules: SimulatedRules,
 ) -> servicekit::Result<App> {
-    let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
+    let config = common.service_config("payment", Participant::Payment.default_http_addr());
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(
             HttpGateway::new(base_url, timeouts)

@@ -5,7 +5,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::Live;
 use serde::Deserialize;
 use servicekit::http::{
     admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
@@ -15,12 +14,11 @@ use crate::domain::{Point, PointCommand, PointRejection};
 
 type ApiState = DomainApi<Point>;
 
-/// Point's routes.
-pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
+/// Point's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/points/{user_id}", get(balance))
         .route("/points/{user_id}/credit", post(credit))
-        .with_state(DomainApi { live, admin_token })
 }
 
 async fn balance(

@@ -17,7 +17,7 @@ pub use service::PointParticipant;
 mod service {
     use contract::ledger::ParticipantOrderStatus;
     use contract::{OrderPlaced, Participant, ParticipantEvent};
-    use eventlog::live::Live;
+    use servicekit::http::DomainApi;
     use servicekit::participant::SimpleParticipant;
     use uuid::Uuid;
 
@@ -30,7 +30,6 @@ mod service {
     impl SimpleParticipant for PointParticipant {
         type D = Point;
         const PARTICIPANT: Participant = Participant::Point;
-        const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:8084";
 
         fn placed_command(placed: &OrderPlaced) -> PointCommand {
             PointCommand::HandlePlaced {
@@ -54,8 +53,8 @@ mod service {
             serde_json::json!({ "balances": state.balances })
         }
 
-        fn router(live: Live<Point>, admin_token: Option<String>) -> axum::Router {
-            crate::api::router(live, admin_token)
+        fn routes() -> axum::Router<DomainApi<Point>> {
+            crate::api::routes()
         }
     }
 }

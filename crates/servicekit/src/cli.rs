@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{start_participant, App};
 use crate::error::Result;
+use crate::http::DomainApi;
 use crate::offline::{run_offline, Offline};
 use crate::participant::SimpleParticipant;
 use crate::settings::CommonArgs;
@@ -111,9 +112,15 @@ impl<P: SimpleParticipant> Service for P {
     }
 
     async fn start(common: &CommonArgs, _: NoArgs) -> Result<App> {
-        let config = common.service_config(Self::NAME, P::DEFAULT_HTTP_ADDR);
-        let token = common.admin_token.clone();
-        start_participant(config, P::default(), |live| P::router(live.clone(), token)).await
+        let config = common.service_config(Self::NAME, P::PARTICIPANT.default_http_addr());
+        let admin_token = common.admin_token.clone();
+        start_participant(config, P::default(), |live| {
+            P::routes().with_state(DomainApi {
+                live: live.clone(),
+                admin_token,
+            })
+        })
+        .await
     }
 }
 

@@ -10,6 +10,8 @@ use std::future::Future;
 use uuid::Uuid;
 
 use axum::Router;
+
+use crate::http::DomainApi;
 use bus::consumer::{Delivery, HandleError, Handler};
 use contract::ledger::{settled_outcome_of, ParticipantOrderStatus};
 use contract::{
@@ -62,10 +64,8 @@ pub trait ParticipantDomain: Send + Sync + 'static {
 pub trait SimpleParticipant: Default + Send + Sync + 'static {
     /// The domain core.
     type D: Domain;
-    /// Which participant this is (its name is the service's name).
+    /// Which participant this is (its name is the service's name and sets its default address).
     const PARTICIPANT: Participant;
-    /// Where the service listens unless told otherwise.
-    const DEFAULT_HTTP_ADDR: &'static str;
 
     /// The command for an `order.placed` that involves this participant.
     fn placed_command(placed: &OrderPlaced) -> <Self::D as Domain>::Command;
@@ -86,7 +86,7 @@ pub trait SimpleParticipant: Default + Send + Sync + 'static {
     fn render_state(state: &<Self::D as Domain>::State) -> serde_json::Value;
 
     /// The service's own routes (the common ones are added by the shell).
-    fn router(live: Live<Self::D>, admin_token: Option<String>) -> Router;
+    fn routes() -> Router<DomainApi<Self::D>>;
 }
 
 impl<P: SimpleParticipant> ParticipantDomain for P {

@@ -5,7 +5,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::Live;
 use serde::Deserialize;
 use servicekit::http::{
     admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
@@ -15,12 +14,11 @@ use crate::domain::{Stock, StockCommand, StockRejection};
 
 type ApiState = DomainApi<Stock>;
 
-/// Stock's routes.
-pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
+/// Stock's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/stock/{sku}", get(available))
         .route("/stock/{sku}/restock", post(restock))
-        .with_state(DomainApi { live, admin_token })
 }
 
 async fn available(

@@ -17,7 +17,7 @@ pub use service::StockParticipant;
 mod service {
     use contract::ledger::ParticipantOrderStatus;
     use contract::{OrderPlaced, Participant, ParticipantEvent};
-    use eventlog::live::Live;
+    use servicekit::http::DomainApi;
     use servicekit::participant::SimpleParticipant;
     use uuid::Uuid;
 
@@ -30,7 +30,6 @@ mod service {
     impl SimpleParticipant for StockParticipant {
         type D = Stock;
         const PARTICIPANT: Participant = Participant::Stock;
-        const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:8082";
 
         fn placed_command(placed: &OrderPlaced) -> StockCommand {
             StockCommand::HandlePlaced {
@@ -54,8 +53,8 @@ mod service {
             serde_json::json!({ "available": state.available })
         }
 
-        fn router(live: Live<Stock>, admin_token: Option<String>) -> axum::Router {
-            crate::api::router(live, admin_token)
+        fn routes() -> axum::Router<DomainApi<Stock>> {
+            crate::api::routes()
         }
     }
 }
