@@ -843,7 +843,7 @@ impl Domain for Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, line};
     use eventlog::scenario::given;
 
     const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
@@ -852,18 +852,13 @@ mod tests {
 
     fn order_with(coupon_id: Option<&str>, points: u64) -> OrderPlaced {
         OrderPlaced {
-            order_id: ORDER,
-            user_id: "user-1".into(),
-            items: vec![OrderLine {
-                sku: "sku-1".into(),
-                qty: 2,
-                price: 5_000,
-            }],
+            items: vec![line("sku-1", 2, 5_000)],
             coupon_id: coupon_id.map(Into::into),
             points,
             amount: 10_000,
             placed_at_ms: PLACED_AT,
             deadline_ms: DEADLINE,
+            ..fixtures::placed(ORDER)
         }
     }
 
