@@ -15,6 +15,7 @@ use order::handler::{DataPlatformSettings, SupervisorPolicy};
 use payment::gateway::{PgTimeouts, SimulatedRules};
 use serde_json::{json, Value};
 use servicekit::app::App;
+use servicekit::cli::{NoArgs, Service};
 use servicekit::settings::CommonArgs;
 
 /// The admin token the harness configures.
@@ -169,9 +170,9 @@ impl System {
                 )
                 .await
             }
-            "stock" => stock::app::build(&common).await,
-            "coupon" => coupon::app::build(&common).await,
-            "point" => point::app::build(&common).await,
+            "stock" => stock::StockParticipant::start(&common, NoArgs {}).await,
+            "coupon" => coupon::CouponParticipant::start(&common, NoArgs {}).await,
+            "point" => point::PointParticipant::start(&common, NoArgs {}).await,
             other => panic!("no service {other}"),
         };
         let app = app.unwrap_or_else(|e| panic!("{service} did not start: {e}"));

@@ -7,9 +7,12 @@
 //! - [`ledger`]: what stock, coupon and point remember per order (tombstones, skipped
 //!   compensations, ignored late placements).
 //! - [`error`]: the crate's error type.
+//! - `fixtures` (feature `test-util`): orders and messages the domains' tests share.
 
 pub mod codec;
 pub mod error;
+#[cfg(feature = "test-util")]
+pub mod fixtures;
 pub mod ledger;
 pub mod message;
 mod wire;

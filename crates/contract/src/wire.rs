@@ -68,8 +68,18 @@ impl Participant {
         Participant::Point,
     ];
 
+    /// Where the participant's service listens unless told otherwise.
+    pub const fn default_http_addr(self) -> &'static str {
+        match self {
+            Participant::Payment => "127.0.0.1:8081",
+            Participant::Stock => "127.0.0.1:8082",
+            Participant::Coupon => "127.0.0.1:8083",
+            Participant::Point => "127.0.0.1:8084",
+        }
+    }
+
     /// The domain name, also the stream's subject prefix and the consumer name on ORDER.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Participant::Payment => "payment",
             Participant::Stock => "stock",

@@ -5,27 +5,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::{Execution, Live};
-use eventlog::record::EventMeta;
 use servicekit::http::{
-    admin_dedup_key, admin_replayed, admin_reply, check_admin, id_field, idempotency_key, ApiError,
+    admin_reply, check_admin, id_field, idempotency_key, AdminWrite, ApiError, DomainApi,
 };
 use servicekit::offline::parse_time_ms;
 
-use crate::domain::{Coupon, CouponCommand, CouponEntry};
+use crate::domain::{Coupon, CouponCommand, CouponEntry, CouponRejection};
 
-#[derive(Clone)]
-struct ApiState {
-    live: Live<Coupon>,
-    admin_token: Option<String>,
-}
+type ApiState = DomainApi<Coupon>;
 
-/// Coupon's routes.
-pub fn router(live: Live<Coupon>, admin_token: Option<String>) -> Router {
+/// Coupon's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/coupons/{coupon_id}", get(coupon))
         .route("/coupons", post(issue))
-        .with_state(ApiState { live, admin_token })
 }
 
 fn coupon_json(entry: &CouponEntry) -> serde_json::Value {
@@ -81,13 +74,11 @@ async fn issue(
             ))
         }
     };
-    let execution = Execution {
-        meta: EventMeta {
-            causation_id: format!("admin:issue {coupon_id}"),
-            ..EventMeta::default()
-        },
+    let write = AdminWrite {
+        causation: format!("admin:issue {coupon_id}"),
         // A retried issue with the same key is answered with the coupon it issued.
-        dedup_key: key.as_deref().map(|k| admin_dedup_key("coupons", k)),
+        route: "coupons",
+        stream: format!("coupon-{coupon_id}"),
     };
     let command = CouponCommand::Issue {
         coupon_id: coupon_id.clone(),
@@ -95,27 +86,16 @@ async fn issue(
         discount,
         expires_at_ms,
     };
-    match api
+    let replayed = api
+        .admin_execute(key.as_deref(), write, command, CouponRejection::field)
+        .await?;
+    let entry = api
         .live
-        .execute(execution, command, |_, _| Ok(Vec::new()))
-        .await?
-    {
-        Ok(executed) => {
-            let replayed =
-                admin_replayed(api.live.store(), &executed, &format!("coupon-{coupon_id}"))?;
-            let entry = api
-                .live
-                .read(|s| s.coupon(&coupon_id).map(coupon_json))
-                .await?;
-            Ok(admin_reply(
-                StatusCode::CREATED,
-                entry.unwrap_or_default(),
-                replayed,
-            ))
-        }
-        Err(rejection) => Err(ApiError::bad_field(
-            rejection.field(),
-            rejection.to_string(),
-        )),
-    }
+        .read(|s| s.coupon(&coupon_id).map(coupon_json))
+        .await?;
+    Ok(admin_reply(
+        StatusCode::CREATED,
+        entry.unwrap_or_default(),
+        replayed,
+    ))
 }

@@ -104,7 +104,7 @@ impl CouponState {
 
 /// A fact the coupon service recorded.
 // Postcard encodes variants by position: this order is final, append new variants at the end only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum CouponEvent {
     /// A coupon was issued.
@@ -191,25 +191,31 @@ pub enum CouponCommand {
 }
 
 /// Why a coupon command was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CouponRejection {
     /// The coupon id is empty.
+    #[error("couponId must not be empty")]
     EmptyCouponId,
     /// The coupon id is longer than [`MAX_ID_LEN`] characters.
+    #[error("couponId is {len} characters, at most {max} allowed", max = MAX_ID_LEN)]
     CouponIdTooLong {
         /// Its length in characters.
         len: usize,
     },
     /// The user id is given but empty.
+    #[error("userId must not be empty when given")]
     EmptyUserId,
     /// The user id is longer than [`MAX_ID_LEN`] characters.
+    #[error("userId is {len} characters, at most {max} allowed", max = MAX_ID_LEN)]
     UserIdTooLong {
         /// Its length in characters.
         len: usize,
     },
     /// A coupon that grants nothing.
+    #[error("discount must be at least 1")]
     ZeroDiscount,
     /// A coupon with this id was already issued.
+    #[error("coupon {coupon_id} already exists")]
     AlreadyExists {
         /// The coupon.
         coupon_id: String,
@@ -228,33 +234,6 @@ impl CouponRejection {
         }
     }
 }
-
-impl std::fmt::Display for CouponRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CouponRejection::EmptyCouponId => f.write_str("couponId must not be empty"),
-            CouponRejection::CouponIdTooLong { len } => {
-                write!(
-                    f,
-                    "couponId is {len} characters, at most {MAX_ID_LEN} allowed"
-                )
-            }
-            CouponRejection::EmptyUserId => f.write_str("userId must not be empty when given"),
-            CouponRejection::UserIdTooLong { len } => {
-                write!(
-                    f,
-                    "userId is {len} characters, at most {MAX_ID_LEN} allowed"
-                )
-            }
-            CouponRejection::ZeroDiscount => f.write_str("discount must be at least 1"),
-            CouponRejection::AlreadyExists { coupon_id } => {
-                write!(f, "coupon {coupon_id} already exists")
-            }
-        }
-    }
-}
-
-impl std::error::Error for CouponRejection {}
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
@@ -520,15 +499,7 @@ impl Domain for Coupon {
     }
 
     fn event_type(event: &CouponEvent) -> &'static str {
-        match event {
-            CouponEvent::Issued { .. } => "Issued",
-            CouponEvent::Used { .. } => "Used",
-            CouponEvent::UseRejected { .. } => "UseRejected",
-            CouponEvent::Released { .. } => "Released",
-            CouponEvent::Tombstoned { .. } => "Tombstoned",
-            CouponEvent::CompensationSkipped { .. } => "CompensationSkipped",
-            CouponEvent::PlacementIgnored { .. } => "PlacementIgnored",
-        }
+        event.into()
     }
 
     fn stream_of(event: &CouponEvent) -> String {
@@ -547,29 +518,18 @@ impl Domain for Coupon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, order};
     use eventlog::scenario::given;
 
     const NOW: u64 = 10_000;
 
-    fn order(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
     fn placed(order_id: Uuid, user_id: &str, coupon_id: Option<&str>) -> OrderPlaced {
         OrderPlaced {
-            order_id,
             user_id: user_id.into(),
-            items: vec![OrderLine {
-                sku: "sku-1".into(),
-                qty: 1,
-                price: 100,
-            }],
             coupon_id: coupon_id.map(Into::into),
-            points: 0,
-            amount: 100,
             placed_at_ms: NOW,
             deadline_ms: NOW + 30_000,
+            ..fixtures::placed(order_id)
         }
     }
 

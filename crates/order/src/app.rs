@@ -6,13 +6,14 @@ use bus::consumer::run_consumer;
 use bus::jetstream::ConsumerSpec;
 use contract::{Participant, DATAPLATFORM_CONSUMER, ORDER_COMPLETED, ORDER_STREAM};
 use futures::FutureExt;
-use servicekit::app::App;
-use servicekit::app::{task, Task};
+use servicekit::app::{task, App, Task};
+use servicekit::cli::Service;
+use servicekit::settings::CommonArgs;
 
 use crate::admin::{self, AdminState};
 use crate::api::{self, ApiState};
-use crate::config::Settings;
-use crate::domain::Order;
+use crate::config::{OrderArgs, Settings};
+use crate::domain::{Order, Orders};
 use crate::handler::{
     run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler,
 };
@@ -93,4 +94,22 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
         Ok((api::router(state).merge(admin::router(admin)), tasks))
     })
     .await
+}
+
+/// The order binary's `serve` and offline commands, through the shared shell.
+pub struct OrderService;
+
+impl Service for OrderService {
+    type D = Order;
+    type Args = OrderArgs;
+    const NAME: &'static str = "order";
+    const ABOUT: &'static str = "Order service: accepts orders, tracks the saga, answers timelines";
+
+    fn render_state(state: &Orders) -> serde_json::Value {
+        serde_json::to_value(state.orders.values().collect::<Vec<_>>()).unwrap_or_default()
+    }
+
+    async fn start(common: &CommonArgs, args: OrderArgs) -> servicekit::Result<App> {
+        build(Settings::from_cli(common.clone(), args)).await
+    }
 }

@@ -22,7 +22,7 @@ pub fn request_of(action: &DlqAction) -> (reqwest::Method, String) {
 }
 
 /// Runs one DLQ operation and prints the answer; the exit code is 0 on a 2xx answer, else 1.
-pub async fn run_dlq(args: &DlqArgs, token: Option<&str>) -> Result<i32, String> {
+pub async fn run_dlq(args: &DlqArgs, token: Option<&str>) -> Result<u8, String> {
     let (method, path) = request_of(&args.action);
     send(&args.url, method, &path, token).await
 }
@@ -32,7 +32,7 @@ pub async fn run_retry_compensation(
     base: &str,
     order_id: &str,
     token: Option<&str>,
-) -> Result<i32, String> {
+) -> Result<u8, String> {
     let path = format!("/orders/{order_id}/retry-compensation");
     send(base, reqwest::Method::POST, &path, token).await
 }
@@ -43,7 +43,7 @@ async fn send(
     method: reqwest::Method,
     path: &str,
     token: Option<&str>,
-) -> Result<i32, String> {
+) -> Result<u8, String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(CLI_TIMEOUT)

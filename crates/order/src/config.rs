@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bus::retry::RetryPolicy;
-use servicekit::offline::Offline;
+use servicekit::cli::ServiceCommand;
 use servicekit::settings::CommonArgs;
 
 use crate::handler::{DataPlatformSettings, SupervisorPolicy};
@@ -32,11 +32,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Run the service (the default).
-    Serve,
-    /// Offline log commands.
+    /// `serve` (the default) and the offline log commands every service has.
     #[command(flatten)]
-    Offline(Offline),
+    Service(ServiceCommand),
     /// Operate the dead-letter queue through a running order service's admin API
     /// (token from ADMIN_TOKEN or --admin-token).
     Dlq(DlqArgs),

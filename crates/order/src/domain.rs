@@ -265,13 +265,16 @@ pub enum OrderCommand {
 }
 
 /// Why an order command was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderRejection {
     /// An order with this id exists already.
+    #[error("order {0} already exists")]
     DuplicateOrder(Uuid),
     /// No order with this id.
+    #[error("order {0} not found")]
     UnknownOrder(Uuid),
     /// The idempotency key already placed another order.
+    #[error("idempotency key {key:?} already placed order {order_id}")]
     IdempotencyKeyReused {
         /// The key.
         key: String,
@@ -279,43 +282,23 @@ pub enum OrderRejection {
         order_id: Uuid,
     },
     /// The order is not compensating (or has nobody left to wait for).
+    #[error("order {0} is not waiting for compensations")]
     NotCompensating(Uuid),
     /// The order does not need an operator.
+    #[error("order {0} does not need attention")]
     NotNeedingAttention(Uuid),
     /// The order is not completed.
+    #[error("order {0} is not completed")]
     NotCompleted(Uuid),
     /// The order's data platform delivery is not parked.
+    #[error("order {0} has no data platform delivery parked")]
     NotParked(Uuid),
 }
-
-impl std::fmt::Display for OrderRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OrderRejection::DuplicateOrder(id) => write!(f, "order {id} already exists"),
-            OrderRejection::UnknownOrder(id) => write!(f, "order {id} not found"),
-            OrderRejection::IdempotencyKeyReused { key, order_id } => {
-                write!(f, "idempotency key {key:?} already placed order {order_id}")
-            }
-            OrderRejection::NotCompensating(id) => {
-                write!(f, "order {id} is not waiting for compensations")
-            }
-            OrderRejection::NotNeedingAttention(id) => {
-                write!(f, "order {id} does not need attention")
-            }
-            OrderRejection::NotCompleted(id) => write!(f, "order {id} is not completed"),
-            OrderRejection::NotParked(id) => {
-                write!(f, "order {id} has no data platform delivery parked")
-            }
-        }
-    }
-}
-
-impl std::error::Error for OrderRejection {}
 
 /// A fact about an order's saga.
 ///
 /// Postcard encodes variants by position: the order below is final, only append new variants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum OrderEvent {
     /// The order was accepted; `order.placed` goes out.
@@ -849,21 +832,7 @@ impl Domain for Order {
     }
 
     fn event_type(event: &OrderEvent) -> &'static str {
-        match event {
-            OrderEvent::Placed { .. } => "Placed",
-            OrderEvent::OutcomeRecorded { .. } => "OutcomeRecorded",
-            OrderEvent::Completed { .. } => "Completed",
-            OrderEvent::Failed { .. } => "Failed",
-            OrderEvent::Compensated { .. } => "Compensated",
-            OrderEvent::AttentionNeeded { .. } => "AttentionNeeded",
-            OrderEvent::FailureRedriven { .. } => "FailureRedriven",
-            OrderEvent::CompensationRetried { .. } => "CompensationRetried",
-            OrderEvent::DataPlatformDelivered { .. } => "DataPlatformDelivered",
-            OrderEvent::DuplicateIgnored { .. } => "DuplicateIgnored",
-            OrderEvent::RedrivesExhausted { .. } => "RedrivesExhausted",
-            OrderEvent::DeliveryParked { .. } => "DeliveryParked",
-            OrderEvent::DeliveryResumed { .. } => "DeliveryResumed",
-        }
+        event.into()
     }
 
     fn stream_of(event: &OrderEvent) -> String {
@@ -874,7 +843,7 @@ impl Domain for Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, line};
     use eventlog::scenario::given;
 
     const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
@@ -883,18 +852,13 @@ mod tests {
 
     fn order_with(coupon_id: Option<&str>, points: u64) -> OrderPlaced {
         OrderPlaced {
-            order_id: ORDER,
-            user_id: "user-1".into(),
-            items: vec![OrderLine {
-                sku: "sku-1".into(),
-                qty: 2,
-                price: 5_000,
-            }],
+            items: vec![line("sku-1", 2, 5_000)],
             coupon_id: coupon_id.map(Into::into),
             points,
             amount: 10_000,
             placed_at_ms: PLACED_AT,
             deadline_ms: DEADLINE,
+            ..fixtures::placed(ORDER)
         }
     }
 

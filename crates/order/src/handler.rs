@@ -844,7 +844,8 @@ pub async fn run_alert_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::{OrderLine, OrderPlaced, Participant};
+    use contract::fixtures::{self, line};
+    use contract::{OrderPlaced, Participant};
     use eventlog::domain::Domain;
 
     const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0042);
@@ -856,18 +857,11 @@ mod tests {
     fn placed(points: u64) -> OrderEvent {
         OrderEvent::Placed {
             order: OrderPlaced {
-                order_id: ORDER,
-                user_id: "user-1".into(),
-                items: vec![OrderLine {
-                    sku: "sku-1".into(),
-                    qty: 1,
-                    price: 1_000,
-                }],
-                coupon_id: None,
+                items: vec![line("sku-1", 1, 1_000)],
                 points,
                 amount: 1_000,
-                placed_at_ms: 1_000,
                 deadline_ms: DEADLINE,
+                ..fixtures::placed(ORDER)
             },
             trace_id: "trace-1".into(),
             idempotency_key: None,

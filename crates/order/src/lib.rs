@@ -10,7 +10,8 @@
 //!   ops alerts feed and the system's health.
 //! - [`cli`]: the `order dlq ...` client of the admin routes.
 //! - [`config`]: command line and settings.
-//! - [`app`]: wiring everything into a running service.
+//! - [`app`]: wiring everything into a running service, and [`app::OrderService`]: `serve` and
+//!   the offline commands through the shared `servicekit::cli` path.
 
 #[cfg(feature = "service")]
 pub mod admin;

@@ -1,13 +1,14 @@
 //! Wiring the payment service.
 
+use contract::Participant;
 use servicekit::app::{start_participant, App};
+use servicekit::cli::Service;
 use servicekit::settings::CommonArgs;
 
+use crate::config::PaymentArgs;
+use crate::domain::{Payment, PaymentState};
 use crate::gateway::{Gateway, HttpGateway, PgTimeouts, SimulatedGateway, SimulatedRules};
 use crate::handler::PaymentParticipant;
-
-/// Default HTTP address of the payment service.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
 
 /// Starts the payment service with a real PG (`pg_url`, called with `timeouts`) or the simulated one.
 pub async fn build(
@@ -16,7 +17,7 @@ pub async fn build(
     timeouts: PgTimeouts,
     rules: SimulatedRules,
 ) -> servicekit::Result<App> {
-    let config = common.service_config("payment", DEFAULT_HTTP_ADDR);
+    let config = common.service_config("payment", Participant::Payment.default_http_addr());
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(
             HttpGateway::new(base_url, timeouts)
@@ -29,4 +30,30 @@ pub async fn build(
         crate::api::router(live.clone(), token)
     })
     .await
+}
+
+/// The payment binary: the shared shell with the PG flags.
+pub struct PaymentService;
+
+impl Service for PaymentService {
+    type D = Payment;
+    type Args = PaymentArgs;
+    const NAME: &'static str = "payment";
+    const ABOUT: &'static str = "Payment service: approves and cancels at the payment gateway";
+
+    fn render_state(state: &PaymentState) -> serde_json::Value {
+        let payments: Vec<_> = state
+            .payments
+            .values()
+            .map(|p| {
+                serde_json::json!({
+                    "orderId": p.order_id, "status": p.status.as_str(), "amount": p.amount })
+            })
+            .collect();
+        serde_json::json!({ "payments": payments })
+    }
+
+    async fn start(common: &CommonArgs, args: PaymentArgs) -> servicekit::Result<App> {
+        build(common, args.pg_url, args.pg_timeouts, args.simulated).await
+    }
 }

@@ -1,23 +1,10 @@
-//! Typed settings of the payment service.
-
-use servicekit::cli::ServiceCommand;
-use servicekit::settings::CommonArgs;
+//! Typed settings of the payment service: its own flags beside the common ones.
 
 use crate::gateway::{PgTimeouts, SimulatedRules};
 
-/// The payment service's command line.
-#[derive(Debug, clap::Parser)]
-#[command(
-    name = "payment",
-    about = "Payment service: approves and cancels at the payment gateway"
-)]
-pub struct Cli {
-    /// What to do (default: serve).
-    #[command(subcommand)]
-    pub command: Option<ServiceCommand>,
-    /// Settings shared by every service.
-    #[command(flatten)]
-    pub common: CommonArgs,
+/// The payment service's own flags.
+#[derive(Debug, clap::Args)]
+pub struct PaymentArgs {
     /// A real PG's base URL; without it the simulated PG is used.
     #[arg(long, env = "PG_URL", global = true)]
     pub pg_url: Option<String>,

@@ -124,7 +124,7 @@ pub enum CancelResult {
 
 /// A fact the payment service recorded.
 // Postcard encodes variants by position: this order is final, append new variants at the end only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum PaymentEvent {
     /// The gateway approved the order's amount.
@@ -211,35 +211,21 @@ pub enum PaymentCommand {
 }
 
 /// Why a payment command was refused (the shell handed in an impossible gateway answer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentRejection {
     /// An approval without an authorization code could never be cancelled.
+    #[error("approval of order {order_id} has an empty authorization")]
     EmptyAuthorization {
         /// The order.
         order_id: Uuid,
     },
     /// The payment is approved (or its cancellation failed) but the gateway was not asked to cancel.
+    #[error("payment of order {order_id} must be cancelled at the gateway first")]
     GatewayCancelRequired {
         /// The order.
         order_id: Uuid,
     },
 }
-
-impl std::fmt::Display for PaymentRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PaymentRejection::EmptyAuthorization { order_id } => {
-                write!(f, "approval of order {order_id} has an empty authorization")
-            }
-            PaymentRejection::GatewayCancelRequired { order_id } => write!(
-                f,
-                "payment of order {order_id} must be cancelled at the gateway first"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PaymentRejection {}
 
 /// Whether the gateway must be asked to charge before deciding `HandlePlaced`: the order is new,
 /// or its charge was requested without a known answer. A failed or cancelled order never is.
@@ -561,16 +547,7 @@ impl Domain for Payment {
     }
 
     fn event_type(event: &PaymentEvent) -> &'static str {
-        match event {
-            PaymentEvent::Approved { .. } => "Approved",
-            PaymentEvent::Declined { .. } => "Declined",
-            PaymentEvent::Cancelled { .. } => "Cancelled",
-            PaymentEvent::CancelFailed { .. } => "CancelFailed",
-            PaymentEvent::Tombstoned { .. } => "Tombstoned",
-            PaymentEvent::CompensationSkipped { .. } => "CompensationSkipped",
-            PaymentEvent::PlacementIgnored { .. } => "PlacementIgnored",
-            PaymentEvent::ApprovalRequested { .. } => "ApprovalRequested",
-        }
+        event.into()
     }
 
     fn stream_of(event: &PaymentEvent) -> String {
@@ -590,27 +567,14 @@ impl Domain for Payment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, line, order};
     use eventlog::scenario::given;
-
-    fn order(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
 
     fn placed(order_id: Uuid, amount: u64) -> OrderPlaced {
         OrderPlaced {
-            order_id,
-            user_id: "user-1".into(),
-            items: vec![OrderLine {
-                sku: "sku-1".into(),
-                qty: 1,
-                price: amount,
-            }],
-            coupon_id: None,
-            points: 0,
+            items: vec![line("sku-1", 1, amount)],
             amount,
-            placed_at_ms: 1_000,
-            deadline_ms: 31_000,
+            ..fixtures::placed(order_id)
         }
     }
 

@@ -4,8 +4,8 @@
 //! - [`gateway`]: the PG trait, the deterministic simulated PG, and an HTTP PG client.
 //! - [`handler`]: its part in the saga (PG calls, then the shared participant handler).
 //! - [`api`]: HTTP: a payment's state.
-//! - [`config`]: command line.
-//! - [`app`] — wiring.
+//! - [`config`]: its own flags (the PG).
+//! - [`app`]: wiring, and [`app::PaymentService`]: the binary through the shared shell.
 
 #[cfg(feature = "service")]
 pub mod api;

@@ -2,7 +2,8 @@
 //! participant handler, and what it queued for publishing is read back from the outbox.
 
 use bus::consumer::{Delivery, HandleError, Handler};
-use contract::{codec, OrderFailed, OrderLine, OrderPlaced, Participant, SagaMessage};
+use contract::fixtures::{self, line};
+use contract::{codec, OrderFailed, OrderPlaced, Participant, SagaMessage};
 use eventlog::live::Live;
 use eventlog::{EventStore, OutboxMessage, StoreConfig};
 use payment::domain::{Payment, PaymentStatus};
@@ -13,18 +14,11 @@ use uuid::Uuid;
 
 fn placed(order_id: Uuid) -> SagaMessage {
     SagaMessage::Placed(OrderPlaced {
-        order_id,
-        user_id: "user-1".into(),
-        items: vec![OrderLine {
-            sku: "sku-1".into(),
-            qty: 1,
-            price: 700,
-        }],
-        coupon_id: None,
-        points: 0,
+        items: vec![line("sku-1", 1, 700)],
         amount: 700,
         placed_at_ms: 1,
         deadline_ms: 2,
+        ..fixtures::placed(order_id)
     })
 }
 

@@ -5,28 +5,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::{Execution, Live};
-use eventlog::record::EventMeta;
 use serde::Deserialize;
 use servicekit::http::{
-    admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError,
+    admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
 };
 
-use crate::domain::{Point, PointCommand};
+use crate::domain::{Point, PointCommand, PointRejection};
 
-#[derive(Clone)]
-struct ApiState {
-    live: Live<Point>,
-    admin_token: Option<String>,
-}
+type ApiState = DomainApi<Point>;
 
-/// Point's routes.
-pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
+/// Point's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/points/{user_id}", get(balance))
         .route("/points/{user_id}/credit", post(credit))
-        .with_state(ApiState { live, admin_token })
 }
 
 async fn balance(
@@ -60,35 +52,19 @@ async fn credit(
     validate_id("userId", &user_id)?;
     let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(|e| ApiError::bad_field("points", e.body_text()))?;
-    let execution = Execution {
-        meta: EventMeta {
-            causation_id: format!("admin:credit {user_id}"),
-            ..EventMeta::default()
-        },
-        // A retried credit with the same key is applied once.
-        dedup_key: key.as_deref().map(|k| admin_dedup_key("credit", k)),
-    };
     let command = PointCommand::Credit {
         user_id: user_id.clone(),
         points: body.points,
     };
-    match api
-        .live
-        .execute(execution, command, |_, _| Ok(Vec::new()))
-        .await?
-    {
-        Ok(executed) => {
-            let replayed = admin_replayed(api.live.store(), &executed, &format!("user-{user_id}"))?;
-            let balance = api.live.read(|s| s.balance(&user_id)).await?;
-            Ok(admin_reply(
-                StatusCode::OK,
-                serde_json::json!({ "userId": user_id, "balance": balance }),
-                replayed,
-            ))
-        }
-        Err(rejection) => Err(ApiError::bad_field(
-            rejection.field(),
-            rejection.to_string(),
-        )),
-    }
+    let write = AdminWrite {
+        causation: format!("admin:credit {user_id}"),
+        route: "credit",
+        stream: format!("user-{user_id}"),
+    };
+    let replayed = api
+        .admin_execute(key.as_deref(), write, command, PointRejection::field)
+        .await?;
+    let balance = api.live.read(|s| s.balance(&user_id)).await?;
+    let body = serde_json::json!({ "userId": user_id, "balance": balance });
+    Ok(admin_reply(StatusCode::OK, body, replayed))
 }

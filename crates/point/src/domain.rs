@@ -80,7 +80,7 @@ impl PointState {
 
 /// A fact the point service recorded.
 // Postcard encodes variants by position: this order is final, append new variants at the end only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum PointEvent {
     /// Points were added to a user's balance.
@@ -159,18 +159,22 @@ pub enum PointCommand {
 }
 
 /// Why a point command was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PointRejection {
     /// The user id is empty.
+    #[error("userId must not be empty")]
     EmptyUserId,
     /// The user id is longer than [`MAX_USER_ID_LEN`] characters.
+    #[error("userId is {len} characters, at most {max} allowed", max = MAX_USER_ID_LEN)]
     UserIdTooLong {
         /// Its length in characters.
         len: usize,
     },
     /// A credit of zero points.
+    #[error("points must be at least 1")]
     ZeroPoints,
     /// The credit would take the balance above [`MAX_BALANCE`].
+    #[error("points {points} on top of balance {balance} would take {user_id} above {max}", max = MAX_BALANCE)]
     AboveLimit {
         /// The user.
         user_id: String,
@@ -190,29 +194,6 @@ impl PointRejection {
         }
     }
 }
-
-impl std::fmt::Display for PointRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PointRejection::EmptyUserId => f.write_str("userId must not be empty"),
-            PointRejection::UserIdTooLong { len } => write!(
-                f,
-                "userId is {len} characters, at most {MAX_USER_ID_LEN} allowed"
-            ),
-            PointRejection::ZeroPoints => f.write_str("points must be at least 1"),
-            PointRejection::AboveLimit {
-                user_id,
-                balance,
-                points,
-            } => write!(
-                f,
-                "points {points} on top of balance {balance} would take {user_id} above {MAX_BALANCE}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PointRejection {}
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {
@@ -416,15 +397,7 @@ impl Domain for Point {
     }
 
     fn event_type(event: &PointEvent) -> &'static str {
-        match event {
-            PointEvent::Credited { .. } => "Credited",
-            PointEvent::Deducted { .. } => "Deducted",
-            PointEvent::DeductRejected { .. } => "DeductRejected",
-            PointEvent::Refunded { .. } => "Refunded",
-            PointEvent::Tombstoned { .. } => "Tombstoned",
-            PointEvent::CompensationSkipped { .. } => "CompensationSkipped",
-            PointEvent::PlacementIgnored { .. } => "PlacementIgnored",
-        }
+        event.into()
     }
 
     fn stream_of(event: &PointEvent) -> String {
@@ -443,27 +416,14 @@ impl Domain for Point {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, order};
     use eventlog::scenario::given;
-
-    fn order(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
 
     fn placed(order_id: Uuid, user_id: &str, points: u64) -> OrderPlaced {
         OrderPlaced {
-            order_id,
             user_id: user_id.into(),
-            items: vec![OrderLine {
-                sku: "sku-1".into(),
-                qty: 1,
-                price: 100,
-            }],
-            coupon_id: None,
             points,
-            amount: 100,
-            placed_at_ms: 1_000,
-            deadline_ms: 31_000,
+            ..fixtures::placed(order_id)
         }
     }
 

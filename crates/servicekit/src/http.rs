@@ -348,6 +348,68 @@ pub fn admin_dedup_key(route: &str, key: &str) -> String {
     format!("admin/{route}/{key}")
 }
 
+/// What a domain's own routes share: its live state and the admin token.
+pub struct DomainApi<D: Domain> {
+    /// Live state over the log.
+    pub live: Live<D>,
+    /// Bearer token of the admin routes; `None` turns them off.
+    pub admin_token: Option<String>,
+}
+
+impl<D: Domain> Clone for DomainApi<D> {
+    fn clone(&self) -> Self {
+        Self {
+            live: self.live.clone(),
+            admin_token: self.admin_token.clone(),
+        }
+    }
+}
+
+/// One admin write: what caused it, and where a retry with the same Idempotency-Key is found.
+pub struct AdminWrite<'a> {
+    /// The causation id of the events it records, e.g. `admin:restock sku-1`.
+    pub causation: String,
+    /// The route's name in the dedup key (see [`admin_dedup_key`]).
+    pub route: &'a str,
+    /// The stream the write appends to, where an earlier answer is looked up.
+    pub stream: String,
+}
+
+impl<D: Domain> DomainApi<D> {
+    /// Runs an admin command once per Idempotency-Key (`key`); `Ok(true)` when an earlier write
+    /// with the same key answered it. A rejection is a 400 naming the field `field_of` blames.
+    pub async fn admin_execute(
+        &self,
+        key: Option<&str>,
+        write: AdminWrite<'_>,
+        command: D::Command,
+        field_of: impl FnOnce(&D::Rejection) -> &'static str,
+    ) -> std::result::Result<bool, ApiError>
+    where
+        D::Rejection: std::fmt::Display,
+    {
+        let execution = live::Execution {
+            meta: eventlog::record::EventMeta {
+                causation_id: write.causation,
+                ..Default::default()
+            },
+            // A retried write with the same key is applied once.
+            dedup_key: key.map(|k| admin_dedup_key(write.route, k)),
+        };
+        match self
+            .live
+            .execute(execution, command, |_, _| Ok(Vec::new()))
+            .await?
+        {
+            Ok(executed) => admin_replayed(self.live.store(), &executed, &write.stream),
+            Err(rejection) => Err(ApiError::bad_field(
+                field_of(&rejection),
+                rejection.to_string(),
+            )),
+        }
+    }
+}
+
 /// Response header set on a write that was answered from an earlier one with the same key.
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "Idempotent-Replayed";
 

@@ -2,9 +2,14 @@
 //!
 //! - [`settings`]: flags with environment fallbacks, and where a service runs.
 //! - [`app`]: starting a service (log, state, NATS, relay, consumers, HTTP) and stopping it.
-//! - [`http`]: the common routes, the API error type, id validation, admin auth, rate limit.
-//! - [`participant`]: the message handler shared by the four participant services.
-//! - [`cli`]: the command line every binary shares, and shutdown on signals.
+//! - [`http`]: the common routes, the API error type, id validation, admin auth, rate limit, and
+//!   [`http::DomainApi`]: a domain's route state with its idempotent admin write.
+//! - [`participant`]: the message handler shared by the four participant services, and
+//!   [`participant::SimpleParticipant`]: all stock, coupon and point supply to get handler,
+//!   wiring and binary by default.
+//! - [`cli`]: the command line every binary shares, the [`cli::Service`] trait and the one entry
+//!   point [`cli::main_for`] (telemetry, arguments, serve or offline command, `ExitCode`),
+//!   and shutdown on signals.
 //! - [`offline`]: `replay`, `verify` and `export` against a data directory.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`error`]: the crate's error type.

@@ -49,7 +49,7 @@ pub fn run_offline<D: Domain>(
     dir: &Path,
     command: &Offline,
     render_state: impl Fn(&D::State) -> serde_json::Value,
-) -> std::result::Result<i32, String> {
+) -> std::result::Result<u8, String> {
     if !dir.exists() {
         return Err(format!("no data directory at {}", dir.display()));
     }

@@ -9,8 +9,14 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use axum::Router;
+
+use crate::http::DomainApi;
 use bus::consumer::{Delivery, HandleError, Handler};
-use contract::{message, OrderFailed, OrderPlaced, OutcomeKind, Participant, SagaMessage};
+use contract::ledger::{settled_outcome_of, ParticipantOrderStatus};
+use contract::{
+    message, OrderFailed, OrderPlaced, OutcomeKind, Participant, ParticipantEvent, SagaMessage,
+};
 use eventlog::clock::now_ms;
 use eventlog::domain::Domain;
 use eventlog::live::{Executed, Execution, Live};
@@ -41,7 +47,7 @@ pub trait ParticipantDomain: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<<Self::D as Domain>::Command>, HandleError>> + Send;
 
     /// The wire event a domain event publishes, if any.
-    fn outcome(event: &<Self::D as Domain>::Event) -> Option<contract::ParticipantEvent>;
+    fn outcome(event: &<Self::D as Domain>::Event) -> Option<ParticipantEvent>;
 
     /// The compensation outcome already recorded for an order whose failure is settled here
     /// (undone, nothing to undo, tombstone); `None` while it is not. A re-drive of
@@ -49,7 +55,71 @@ pub trait ParticipantDomain: Send + Sync + 'static {
     fn settled_outcome(
         state: &<Self::D as Domain>::State,
         order_id: Uuid,
-    ) -> Option<contract::ParticipantEvent>;
+    ) -> Option<ParticipantEvent>;
+}
+
+/// A participant whose inputs become commands without calling out (stock, coupon, point): all it
+/// supplies is its domain's mapping; the handler, the wiring and the binary come with it
+/// ([`ParticipantDomain`] here, [`crate::cli::Service`] for the binary).
+pub trait SimpleParticipant: Default + Send + Sync + 'static {
+    /// The domain core.
+    type D: Domain;
+    /// Which participant this is (its name is the service's name and sets its default address).
+    const PARTICIPANT: Participant;
+
+    /// The command for an `order.placed` that involves this participant.
+    fn placed_command(placed: &OrderPlaced) -> <Self::D as Domain>::Command;
+
+    /// The command for an `order.failed` of an order that involved this participant.
+    fn failed_command(order_id: Uuid) -> <Self::D as Domain>::Command;
+
+    /// The wire event a domain event publishes, if any.
+    fn outcome(event: &<Self::D as Domain>::Event) -> Option<ParticipantEvent>;
+
+    /// Where an order stands here; `None` for an order never seen.
+    fn order_status(
+        state: &<Self::D as Domain>::State,
+        order_id: Uuid,
+    ) -> Option<ParticipantOrderStatus>;
+
+    /// The state as `replay` prints it.
+    fn render_state(state: &<Self::D as Domain>::State) -> serde_json::Value;
+
+    /// The service's own routes (the common ones are added by the shell).
+    fn routes() -> Router<DomainApi<Self::D>>;
+}
+
+impl<P: SimpleParticipant> ParticipantDomain for P {
+    type D = P::D;
+    const PARTICIPANT: Participant = P::PARTICIPANT;
+
+    async fn on_placed(
+        &self,
+        _: &Live<P::D>,
+        placed: &OrderPlaced,
+        _: &EventMeta,
+    ) -> Result<Option<<P::D as Domain>::Command>, HandleError> {
+        Ok(Some(P::placed_command(placed)))
+    }
+
+    async fn on_failed(
+        &self,
+        _: &Live<P::D>,
+        failed: &OrderFailed,
+    ) -> Result<Option<<P::D as Domain>::Command>, HandleError> {
+        Ok(Some(P::failed_command(failed.order_id)))
+    }
+
+    fn outcome(event: &<P::D as Domain>::Event) -> Option<ParticipantEvent> {
+        P::outcome(event)
+    }
+
+    fn settled_outcome(
+        state: &<P::D as Domain>::State,
+        order_id: Uuid,
+    ) -> Option<ParticipantEvent> {
+        settled_outcome_of(P::PARTICIPANT, order_id, P::order_status(state, order_id))
+    }
 }
 
 /// The consumer handler of a participant: dedup, decide, commit with outbox, re-publish.
@@ -105,7 +175,7 @@ pub async fn republish_recorded<D: Domain>(
 
 /// The operator alert for a compensation that kept failing (`ops.alert.compensation_failed`).
 pub fn compensation_alert(
-    event: &contract::ParticipantEvent,
+    event: &ParticipantEvent,
     trace_id: &str,
     cause: &Option<String>,
 ) -> OutboxMessage {

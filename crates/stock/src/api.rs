@@ -5,28 +5,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventlog::live::{Execution, Live};
-use eventlog::record::EventMeta;
 use serde::Deserialize;
 use servicekit::http::{
-    admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError,
+    admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
 };
 
-use crate::domain::{Stock, StockCommand};
+use crate::domain::{Stock, StockCommand, StockRejection};
 
-#[derive(Clone)]
-struct ApiState {
-    live: Live<Stock>,
-    admin_token: Option<String>,
-}
+type ApiState = DomainApi<Stock>;
 
-/// Stock's routes.
-pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
+/// Stock's routes, over its live state and admin token.
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/stock/{sku}", get(available))
         .route("/stock/{sku}/restock", post(restock))
-        .with_state(ApiState { live, admin_token })
 }
 
 async fn available(
@@ -56,35 +48,22 @@ async fn restock(
     validate_id("sku", &sku)?;
     let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(|e| ApiError::bad_field("qty", e.body_text()))?;
-    let execution = Execution {
-        meta: EventMeta {
-            causation_id: format!("admin:restock {sku}"),
-            ..EventMeta::default()
-        },
-        // A retried restock with the same key is applied once.
-        dedup_key: key.as_deref().map(|k| admin_dedup_key("restock", k)),
+    let write = AdminWrite {
+        causation: format!("admin:restock {sku}"),
+        route: "restock",
+        stream: format!("sku-{sku}"),
     };
     let command = StockCommand::Restock {
         sku: sku.clone(),
         qty: body.qty,
     };
-    match api
-        .live
-        .execute(execution, command, |_, _| Ok(Vec::new()))
-        .await?
-    {
-        Ok(executed) => {
-            let replayed = admin_replayed(api.live.store(), &executed, &format!("sku-{sku}"))?;
-            let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
-            Ok(admin_reply(
-                StatusCode::OK,
-                serde_json::json!({ "sku": sku, "available": available }),
-                replayed,
-            ))
-        }
-        Err(rejection) => Err(ApiError::bad_field(
-            rejection.field(),
-            rejection.to_string(),
-        )),
-    }
+    let replayed = api
+        .admin_execute(key.as_deref(), write, command, StockRejection::field)
+        .await?;
+    let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
+    Ok(admin_reply(
+        StatusCode::OK,
+        serde_json::json!({ "sku": sku, "available": available }),
+        replayed,
+    ))
 }

@@ -72,7 +72,7 @@ impl StockState {
 
 /// A fact the stock service recorded.
 // Postcard encodes variants by position: this order is final, append new variants at the end only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum StockEvent {
     /// Units were added to a SKU.
@@ -147,18 +147,22 @@ pub enum StockCommand {
 }
 
 /// Why a stock command was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StockRejection {
     /// The SKU is empty.
+    #[error("sku must not be empty")]
     EmptySku,
     /// The SKU is longer than [`MAX_SKU_LEN`] characters.
+    #[error("sku is {len} characters, at most {max} allowed", max = MAX_SKU_LEN)]
     SkuTooLong {
         /// Its length in characters.
         len: usize,
     },
     /// A restock of zero units.
+    #[error("qty must be at least 1")]
     ZeroQty,
     /// The restock would take the SKU above [`MAX_AVAILABLE`].
+    #[error("qty {qty} on top of {available} available would take {sku} above {max}", max = MAX_AVAILABLE)]
     AboveLimit {
         /// The SKU.
         sku: String,
@@ -178,28 +182,6 @@ impl StockRejection {
         }
     }
 }
-
-impl std::fmt::Display for StockRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StockRejection::EmptySku => f.write_str("sku must not be empty"),
-            StockRejection::SkuTooLong { len } => {
-                write!(f, "sku is {len} characters, at most {MAX_SKU_LEN} allowed")
-            }
-            StockRejection::ZeroQty => f.write_str("qty must be at least 1"),
-            StockRejection::AboveLimit {
-                sku,
-                available,
-                qty,
-            } => write!(
-                f,
-                "qty {qty} on top of {available} available would take {sku} above {MAX_AVAILABLE}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StockRejection {}
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {
@@ -402,15 +384,7 @@ impl Domain for Stock {
     }
 
     fn event_type(event: &StockEvent) -> &'static str {
-        match event {
-            StockEvent::Restocked { .. } => "Restocked",
-            StockEvent::Reserved { .. } => "Reserved",
-            StockEvent::Insufficient { .. } => "Insufficient",
-            StockEvent::Restored { .. } => "Restored",
-            StockEvent::Tombstoned { .. } => "Tombstoned",
-            StockEvent::CompensationSkipped { .. } => "CompensationSkipped",
-            StockEvent::PlacementIgnored { .. } => "PlacementIgnored",
-        }
+        event.into()
     }
 
     fn stream_of(event: &StockEvent) -> String {
@@ -429,30 +403,17 @@ impl Domain for Stock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::OrderLine;
+    use contract::fixtures::{self, line, order};
     use eventlog::scenario::given;
 
-    fn order(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
     fn placed(order_id: Uuid, items: &[(&str, u32)]) -> OrderPlaced {
+        let items = items
+            .iter()
+            .map(|(sku, qty)| line(sku, *qty, 100))
+            .collect();
         OrderPlaced {
-            order_id,
-            user_id: "user-1".into(),
-            items: items
-                .iter()
-                .map(|(sku, qty)| OrderLine {
-                    sku: (*sku).into(),
-                    qty: *qty,
-                    price: 100,
-                })
-                .collect(),
-            coupon_id: None,
-            points: 0,
-            amount: 100,
-            placed_at_ms: 1_000,
-            deadline_ms: 31_000,
+            items,
+            ..fixtures::placed(order_id)
         }
     }
 
