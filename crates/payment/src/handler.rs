@@ -1,12 +1,12 @@
 //! Payment's part in the saga: charge at the PG on `order.placed`, cancel on `order.failed`.
 
-use std::time::Duration;
-
 use bus::consumer::HandleError;
+use bus::retry::{retry, Backoff, RetryPolicy};
 use contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
 use eventlog::live::{Executed, Execution, Live};
 use eventlog::record::EventMeta;
 use servicekit::participant::{transient, ParticipantDomain};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -18,6 +18,18 @@ use crate::gateway::{Gateway, PaymentGateway};
 pub const CANCEL_ATTEMPTS: u32 = 4;
 /// First backoff between cancellation attempts; doubles each time.
 pub const CANCEL_BACKOFF_MS_MIN: u64 = 50;
+/// Cap of the backoff between cancellation attempts.
+pub const CANCEL_BACKOFF_MS_MAX: u64 = 400;
+
+/// The cancellation retries within one delivery: [`CANCEL_ATTEMPTS`] calls, 50, 100, 200 ms
+/// apart, no wait after the last one.
+pub fn cancel_backoff() -> Backoff {
+    Backoff::new(RetryPolicy::forever(
+        CANCEL_BACKOFF_MS_MIN,
+        CANCEL_BACKOFF_MS_MAX,
+    ))
+    .with_max_attempts(CANCEL_ATTEMPTS)
+}
 
 /// Plugs the payment domain and its gateway into the shared participant handler.
 pub struct PaymentParticipant {
@@ -155,19 +167,28 @@ impl PaymentParticipant {
         order_id: Uuid,
         authorization: Option<&str>,
     ) -> CancelResult {
-        let mut last = String::new();
-        for attempt in 0..CANCEL_ATTEMPTS {
-            match self.gateway.cancel(order_id, authorization).await {
-                Ok(()) => return CancelResult::Cancelled,
-                Err(err) => {
+        // The waits are short (350 ms in all) and the consumer lets an in-flight delivery finish
+        // on shutdown, so they are not cut short: a recorded outcome beats a redelivery.
+        let never = CancellationToken::new();
+        let cancelled = retry(cancel_backoff(), &never, |attempt| async move {
+            self.gateway
+                .cancel(order_id, authorization)
+                .await
+                .map_err(|err| {
                     tracing::warn!(%order_id, attempt, error = %err, "cancel at the PG failed");
-                    last = err.to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(CANCEL_BACKOFF_MS_MIN << attempt)).await;
-        }
-        CancelResult::Failed {
-            reason: format!("cancel failed {CANCEL_ATTEMPTS} times: {last}"),
+                    err.to_string()
+                })
+        })
+        .await;
+        match cancelled {
+            Ok(()) => CancelResult::Cancelled,
+            Err(err) => CancelResult::Failed {
+                reason: format!(
+                    "cancel failed {} times: {}",
+                    err.attempts(),
+                    err.into_last()
+                ),
+            },
         }
     }
 }
