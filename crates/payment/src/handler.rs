@@ -192,3 +192,51 @@ impl PaymentParticipant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::{SimulatedGateway, SimulatedRules};
+    use std::time::Duration;
+
+    fn participant(cancel_fails: bool) -> PaymentParticipant {
+        PaymentParticipant {
+            gateway: Gateway::Simulated(SimulatedGateway {
+                rules: SimulatedRules {
+                    cancel_fails,
+                    ..SimulatedRules::default()
+                },
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_that_keeps_failing_is_tried_four_times_without_a_wait_after_the_last() {
+        // Given a PG whose cancellations always fail, on a paused clock
+        let payment = participant(true);
+        let start = tokio::time::Instant::now();
+        // When the cancellation is retried
+        let result = payment
+            .cancel_with_retries(Uuid::from_u128(7), Some("auth"))
+            .await;
+        // Then it failed CANCEL_ATTEMPTS times, 50 + 100 + 200 ms apart, and returned at once
+        assert!(
+            matches!(&result, CancelResult::Failed { reason } if reason.starts_with("cancel failed 4 times")),
+            "{result:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(350));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_that_succeeds_does_not_wait() {
+        // Given a PG that cancels
+        let payment = participant(false);
+        let start = tokio::time::Instant::now();
+        // When / Then
+        assert_eq!(
+            payment.cancel_with_retries(Uuid::from_u128(7), None).await,
+            CancelResult::Cancelled
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
