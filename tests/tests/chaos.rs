@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audit::{AuditInput, AuditReport};
+use bus::retry::{Backoff, RetryPolicy};
 use e2e::procs::{Api, ProcOptions, ProcSystem};
 use e2e::SERVICES;
 use futures::StreamExt;
@@ -573,9 +574,14 @@ async fn place_all(
 }
 
 async fn place_with_retry(api: &Api, index: usize, plan: &Plan) -> Placement {
-    let mut backoff_ms = PLACE_BACKOFF_MS_MIN;
+    let mut backoff = Backoff::new(RetryPolicy::forever(
+        PLACE_BACKOFF_MS_MIN,
+        PLACE_BACKOFF_MS_MAX,
+    ))
+    .with_max_attempts(PLACE_ATTEMPTS_MAX);
     let mut last_error = String::new();
-    for attempt in 1..=PLACE_ATTEMPTS_MAX {
+    loop {
+        let attempt = u32::try_from(backoff.failures() + 1).expect("at most PLACE_ATTEMPTS_MAX");
         match api.place(&plan.body, &plan.idempotency_key).await {
             Ok((200 | 202, reply)) => {
                 if let Some(order_id) = reply["orderId"].as_str() {
@@ -602,14 +608,17 @@ async fn place_with_retry(api: &Api, index: usize, plan: &Plan) -> Placement {
             }
             Err(err) => last_error = err.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-        backoff_ms = (backoff_ms * 2).min(PLACE_BACKOFF_MS_MAX);
-    }
-    Placement {
-        index,
-        order_id: None,
-        attempts: PLACE_ATTEMPTS_MAX,
-        last_error,
+        match backoff.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                return Placement {
+                    index,
+                    order_id: None,
+                    attempts: attempt,
+                    last_error,
+                }
+            }
+        }
     }
 }
 

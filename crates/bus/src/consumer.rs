@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::jetstream::{ensure_consumer, ensure_streams, ConsumerSpec};
 use crate::outbox::publish_now;
-use crate::retry::{RetryDecision, RetryPolicy};
+use crate::retry::{Backoff, RetryDecision, RetryPolicy, Wait};
 use contract::codec::Envelope;
 use contract::{codec, SagaMessage, HEADER_MSG_ID, HEADER_ORDER_ID, HEADER_TRACEPARENT};
 use eventlog::record::OutboxMessage;
@@ -27,8 +27,13 @@ pub const LANES: usize = 64;
 pub const LANE_CAPACITY: usize = 32;
 /// Delay before a message whose DLQ copy could not be published comes back.
 pub const DLQ_PUBLISH_RETRY_MS: u64 = 5_000;
+/// First backoff while the consumer cannot be (re)created; doubles per failure.
+pub const RESUBSCRIBE_BACKOFF_MS_MIN: u64 = 50;
 /// Cap of the backoff while the consumer cannot be (re)created.
 pub const RESUBSCRIBE_BACKOFF_MS_MAX: u64 = 2_000;
+/// Re-subscribing never gives up: the broker coming back is what it waits for.
+pub const RESUBSCRIBE_RETRY: RetryPolicy =
+    RetryPolicy::forever(RESUBSCRIBE_BACKOFF_MS_MIN, RESUBSCRIBE_BACKOFF_MS_MAX);
 
 /// DLQ header: why the message was dead-lettered.
 pub const HEADER_DLQ_REASON: &str = "Dlq-Reason";
@@ -85,17 +90,15 @@ pub async fn run_consumer<H: Handler>(
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut backoff_ms = 50;
+    let mut backoff = Backoff::new(RESUBSCRIBE_RETRY);
     while !shutdown.is_cancelled() {
         match consume(&js, &spec, &handler, &shutdown).await {
-            Ok(()) => backoff_ms = 50,
+            Ok(()) => backoff.reset(),
             Err(err) => {
                 tracing::warn!(consumer = %spec.durable, error = %err, "consumer interrupted; re-subscribing");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
-                    _ = shutdown.cancelled() => break,
+                if backoff.wait(&shutdown).await != Wait::Retry {
+                    break;
                 }
-                backoff_ms = (backoff_ms * 2).min(RESUBSCRIBE_BACKOFF_MS_MAX);
             }
         }
     }

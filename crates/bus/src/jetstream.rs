@@ -9,14 +9,19 @@ use async_nats::jetstream::{
 };
 
 use crate::error::{Error, Result};
+use crate::retry::{Backoff, RetryPolicy};
 use contract::{Participant, DLQ_STREAM, OPS_STREAM, ORDER_STREAM};
 
 /// Publish acks the outbox relay keeps outstanding at once (the consumers' ack window follows it).
 pub const RELAY_MAX_IN_FLIGHT: usize = 1024;
 /// Attempts to reach NATS at start-up before giving up.
 pub const CONNECT_ATTEMPTS_MAX: u32 = 30;
+/// First start-up connect backoff; doubles per failed attempt.
+pub const CONNECT_BACKOFF_MS_MIN: u64 = 50;
 /// Cap of the start-up connect backoff.
 pub const CONNECT_BACKOFF_MS_MAX: u64 = 2_000;
+/// How long one connect attempt may take.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// How long the server remembers a `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW_SECS: u64 = 120;
 /// How long saga streams keep messages (our own logs are the record; streams are transport).
@@ -81,35 +86,43 @@ impl NatsSettings {
     }
 }
 
-/// Connects, retrying with capped backoff; the error names the URL and the last cause.
+/// Connects, retrying with capped backoff ([`CONNECT_ATTEMPTS_MAX`] attempts, no wait after the
+/// last); the error names the URL and the last cause.
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client> {
-    let mut attempt = 0;
-    let mut backoff_ms = 50;
+    let mut backoff = Backoff::new(RetryPolicy::forever(
+        CONNECT_BACKOFF_MS_MIN,
+        CONNECT_BACKOFF_MS_MAX,
+    ))
+    .with_max_attempts(CONNECT_ATTEMPTS_MAX);
+    let connect_timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
     loop {
-        attempt += 1;
+        let attempt = u32::try_from(backoff.failures() + 1).unwrap_or(u32::MAX);
         let options = settings.options().await?;
-        match tokio::time::timeout(Duration::from_secs(5), options.connect(&settings.url)).await {
+        let failure = match tokio::time::timeout(connect_timeout, options.connect(&settings.url))
+            .await
+        {
             Ok(Ok(client)) => return Ok(client),
-            Ok(Err(source)) if attempt >= CONNECT_ATTEMPTS_MAX => {
-                return Err(Error::Connect {
-                    url: settings.url.clone(),
-                    attempts: attempt,
-                    source,
-                })
-            }
             Ok(Err(err)) => {
                 tracing::warn!(url = %settings.url, attempt, error = %err, "NATS not reachable yet");
+                Error::Connect {
+                    url: settings.url.clone(),
+                    attempts: attempt,
+                    source: err,
+                }
             }
-            Err(_) if attempt >= CONNECT_ATTEMPTS_MAX => {
-                return Err(Error::Timeout {
+            Err(_) => {
+                tracing::warn!(url = %settings.url, attempt, "NATS connect timed out");
+                Error::Timeout {
                     op: "connect to NATS",
-                    after: Duration::from_secs(5 * u64::from(attempt)),
-                })
+                    after: connect_timeout.saturating_mul(attempt),
+                }
             }
-            Err(_) => tracing::warn!(url = %settings.url, attempt, "NATS connect timed out"),
+        };
+        // Start-up has no shutdown to honour yet: the caller's process exits on Ctrl-C.
+        match backoff.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return Err(failure),
         }
-        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-        backoff_ms = (backoff_ms * 2).min(CONNECT_BACKOFF_MS_MAX);
     }
 }
 

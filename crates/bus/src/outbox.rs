@@ -8,13 +8,19 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::retry::{Backoff, RetryPolicy, Wait};
 use contract::HEADER_MSG_ID;
 use eventlog::event_store::EventStore;
 use eventlog::record::OutboxMessage;
 
 pub use crate::jetstream::RELAY_MAX_IN_FLIGHT;
+/// First backoff of the relay while the broker is away; doubles per failed pass.
+pub const RELAY_BACKOFF_MS_MIN: u64 = 50;
 /// Cap of the relay's retry backoff while the broker is away.
 pub const RELAY_BACKOFF_MS_MAX: u64 = 2_000;
+/// The relay never gives up on an entry: it retries until the broker takes it or shutdown.
+pub const RELAY_RETRY: RetryPolicy =
+    RetryPolicy::forever(RELAY_BACKOFF_MS_MIN, RELAY_BACKOFF_MS_MAX);
 /// How long a single publish ack may take before it counts as failed.
 pub const RELAY_ACK_TIMEOUT_MS: u64 = 5_000;
 /// How long shutdown waits for outstanding acks.
@@ -46,7 +52,7 @@ pub async fn run_relay(
     let mut in_flight = FuturesUnordered::new();
     let mut acked: Vec<u64> = Vec::with_capacity(RELAY_MAX_IN_FLIGHT);
     let mut failed = false;
-    let mut backoff_ms = 50;
+    let mut backoff = Backoff::new(RELAY_RETRY);
     loop {
         if !failed && in_flight.len() < RELAY_MAX_IN_FLIGHT {
             let upto = durable.borrow_and_update().outbox_seq;
@@ -88,11 +94,9 @@ pub async fn run_relay(
             }
             if failed {
                 stats.retries += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
-                    _ = shutdown.cancelled() => return Ok(stats),
+                if backoff.wait(&shutdown).await != Wait::Retry {
+                    return Ok(stats);
                 }
-                backoff_ms = (backoff_ms * 2).min(RELAY_BACKOFF_MS_MAX);
                 // The broker may have lost its streams (a wiped store): declare them again.
                 if let Err(err) = crate::jetstream::ensure_streams(&js).await {
                     tracing::warn!(error = %err, "cannot declare streams yet");
@@ -114,7 +118,7 @@ pub async fn run_relay(
                 if ok {
                     stats.published += 1;
                     acked.push(seq);
-                    backoff_ms = 50;
+                    backoff.reset();
                 } else {
                     failed = true;
                 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bus::consumer::{Delivery, HandleError, Handler};
-use bus::retry::{RetryDecision, RetryPolicy};
+use bus::retry::{Backoff, RetryDecision, RetryPolicy, Wait};
 use contract::message::{first_publish, outbox_message};
 use contract::{OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
 use eventlog::clock::now_ms;
@@ -765,8 +765,29 @@ impl Handler for DataPlatformForwarder {
 
 /// Durable consumer that forwards operator alerts to the webhook.
 pub const ALERT_WEBHOOK_CONSUMER: &str = "alerts-webhook";
-/// Attempts of one webhook call before the alert is retried later.
+/// Attempts of one webhook call before the alert is naked and retried later.
 pub const ALERT_WEBHOOK_ATTEMPTS: u32 = 3;
+/// First backoff between webhook attempts on one alert; doubles per attempt.
+pub const ALERT_WEBHOOK_BACKOFF_MS_MIN: u64 = 200;
+/// Cap of the backoff between webhook attempts on one alert.
+pub const ALERT_WEBHOOK_BACKOFF_MS_MAX: u64 = 800;
+/// How long one webhook call may take.
+pub const ALERT_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+/// When an alert the webhook did not take comes back.
+pub const ALERT_WEBHOOK_NAK_DELAY_MS: u64 = 5_000;
+/// First backoff while the alert consumer cannot be created or subscribed; doubles per failure.
+pub const ALERT_SUBSCRIBE_BACKOFF_MS_MIN: u64 = 250;
+/// Cap of the backoff while the alert consumer cannot be created or subscribed.
+pub const ALERT_SUBSCRIBE_BACKOFF_MS_MAX: u64 = 5_000;
+
+/// Retries of one alert's webhook call within one delivery.
+fn alert_webhook_backoff() -> Backoff {
+    Backoff::new(RetryPolicy::forever(
+        ALERT_WEBHOOK_BACKOFF_MS_MIN,
+        ALERT_WEBHOOK_BACKOFF_MS_MAX,
+    ))
+    .with_max_attempts(ALERT_WEBHOOK_ATTEMPTS)
+}
 
 /// Forwards every `ops.alert.*` message to a webhook (POST, the alert's JSON as the body) until
 /// `shutdown`. An alert the webhook does not take is redelivered later; none is skipped.
@@ -777,7 +798,7 @@ pub async fn run_alert_webhook(
 ) -> servicekit::Result<()> {
     use futures::StreamExt;
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_millis(ALERT_WEBHOOK_TIMEOUT_MS))
         .build()
         .map_err(|e| servicekit::Error::Io(std::io::Error::other(e)))?;
     let spec = bus::jetstream::ConsumerSpec::new(
@@ -785,57 +806,69 @@ pub async fn run_alert_webhook(
         ALERT_WEBHOOK_CONSUMER,
         "ops.alert.>",
     );
+    // Both the consumer and its subscription may fail while the broker is away: every failure
+    // waits (growing, capped), so the loop never spins.
+    let mut resubscribe = Backoff::new(RetryPolicy::forever(
+        ALERT_SUBSCRIBE_BACKOFF_MS_MIN,
+        ALERT_SUBSCRIBE_BACKOFF_MS_MAX,
+    ));
     while !shutdown.is_cancelled() {
-        let consumer = match bus::jetstream::ensure_consumer(&js, &spec).await {
-            Ok(consumer) => consumer,
-            Err(err) => {
-                tracing::warn!(error = %err, "alert consumer not available yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.cancelled() => break,
-                }
-            }
+        let subscribed = match bus::jetstream::ensure_consumer(&js, &spec).await {
+            Ok(consumer) => consumer.messages().await.map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
         };
-        let mut messages = match consumer.messages().await {
+        let mut messages = match subscribed {
             Ok(messages) => messages,
-            Err(err) => {
-                tracing::warn!(error = %err, "alert subscription failed");
+            Err(error) => {
+                tracing::warn!(%error, "alert consumer not available yet");
+                if resubscribe.wait(&shutdown).await != Wait::Retry {
+                    break;
+                }
                 continue;
             }
         };
+        resubscribe.reset();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
                 _ = shutdown.cancelled() => return Ok(()),
             };
             let Some(Ok(message)) = next else { break };
-            let mut delivered = false;
-            for attempt in 0..ALERT_WEBHOOK_ATTEMPTS {
-                let sent = client
+            let sent = bus::retry::retry(alert_webhook_backoff(), &shutdown, |attempt| {
+                let request = client
                     .post(&url)
                     .header("Content-Type", "application/json")
-                    .body(message.payload.to_vec())
-                    .send()
-                    .await;
-                if matches!(&sent, Ok(r) if r.status().is_success()) {
-                    delivered = true;
-                    break;
+                    .body(message.payload.to_vec());
+                async move {
+                    match request.send().await {
+                        Ok(response) if response.status().is_success() => Ok(()),
+                        Ok(response) => Err(format!("answered {}", response.status())),
+                        Err(err) => Err(err.to_string()),
+                    }
+                    .inspect_err(|error| {
+                        tracing::debug!(attempt, %error, "alert webhook attempt failed");
+                    })
                 }
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-            let ack = if delivered {
-                message.ack().await
-            } else {
-                tracing::warn!(subject = %message.subject, "alert webhook did not accept the alert; retrying later");
-                message
-                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(
-                        Duration::from_secs(5),
-                    )))
-                    .await
+            })
+            .await;
+            let ack = match sent {
+                Ok(()) => message.ack().await,
+                Err(err) => {
+                    tracing::warn!(subject = %message.subject, error = %err, "alert webhook did not accept the alert; retrying later");
+                    message
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                            Duration::from_millis(ALERT_WEBHOOK_NAK_DELAY_MS),
+                        )))
+                        .await
+                }
             };
             if let Err(err) = ack {
                 tracing::warn!(error = %err, "alert ack not sent");
             }
+        }
+        // The message stream ended (broker gone): re-subscribe after a wait.
+        if resubscribe.wait(&shutdown).await != Wait::Retry {
+            break;
         }
     }
     Ok(())

@@ -1,12 +1,12 @@
 //! Payment's part in the saga: charge at the PG on `order.placed`, cancel on `order.failed`.
 
-use std::time::Duration;
-
 use bus::consumer::HandleError;
+use bus::retry::{retry, Backoff, RetryPolicy};
 use contract::{OrderFailed, OrderPlaced, Participant, ParticipantEvent};
 use eventlog::live::{Executed, Execution, Live};
 use eventlog::record::EventMeta;
 use servicekit::participant::{transient, ParticipantDomain};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -18,6 +18,18 @@ use crate::gateway::{Gateway, PaymentGateway};
 pub const CANCEL_ATTEMPTS: u32 = 4;
 /// First backoff between cancellation attempts; doubles each time.
 pub const CANCEL_BACKOFF_MS_MIN: u64 = 50;
+/// Cap of the backoff between cancellation attempts.
+pub const CANCEL_BACKOFF_MS_MAX: u64 = 400;
+
+/// The cancellation retries within one delivery: [`CANCEL_ATTEMPTS`] calls, 50, 100, 200 ms
+/// apart, no wait after the last one.
+pub fn cancel_backoff() -> Backoff {
+    Backoff::new(RetryPolicy::forever(
+        CANCEL_BACKOFF_MS_MIN,
+        CANCEL_BACKOFF_MS_MAX,
+    ))
+    .with_max_attempts(CANCEL_ATTEMPTS)
+}
 
 /// Plugs the payment domain and its gateway into the shared participant handler.
 pub struct PaymentParticipant {
@@ -155,19 +167,76 @@ impl PaymentParticipant {
         order_id: Uuid,
         authorization: Option<&str>,
     ) -> CancelResult {
-        let mut last = String::new();
-        for attempt in 0..CANCEL_ATTEMPTS {
-            match self.gateway.cancel(order_id, authorization).await {
-                Ok(()) => return CancelResult::Cancelled,
-                Err(err) => {
+        // The waits are short (350 ms in all) and the consumer lets an in-flight delivery finish
+        // on shutdown, so they are not cut short: a recorded outcome beats a redelivery.
+        let never = CancellationToken::new();
+        let cancelled = retry(cancel_backoff(), &never, |attempt| async move {
+            self.gateway
+                .cancel(order_id, authorization)
+                .await
+                .map_err(|err| {
                     tracing::warn!(%order_id, attempt, error = %err, "cancel at the PG failed");
-                    last = err.to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(CANCEL_BACKOFF_MS_MIN << attempt)).await;
+                    err.to_string()
+                })
+        })
+        .await;
+        match cancelled {
+            Ok(()) => CancelResult::Cancelled,
+            Err(err) => CancelResult::Failed {
+                reason: format!(
+                    "cancel failed {} times: {}",
+                    err.attempts(),
+                    err.into_last()
+                ),
+            },
         }
-        CancelResult::Failed {
-            reason: format!("cancel failed {CANCEL_ATTEMPTS} times: {last}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::{SimulatedGateway, SimulatedRules};
+    use std::time::Duration;
+
+    fn participant(cancel_fails: bool) -> PaymentParticipant {
+        PaymentParticipant {
+            gateway: Gateway::Simulated(SimulatedGateway {
+                rules: SimulatedRules {
+                    cancel_fails,
+                    ..SimulatedRules::default()
+                },
+            }),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_that_keeps_failing_is_tried_four_times_without_a_wait_after_the_last() {
+        // Given a PG whose cancellations always fail, on a paused clock
+        let payment = participant(true);
+        let start = tokio::time::Instant::now();
+        // When the cancellation is retried
+        let result = payment
+            .cancel_with_retries(Uuid::from_u128(7), Some("auth"))
+            .await;
+        // Then it failed CANCEL_ATTEMPTS times, 50 + 100 + 200 ms apart, and returned at once
+        assert!(
+            matches!(&result, CancelResult::Failed { reason } if reason.starts_with("cancel failed 4 times")),
+            "{result:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(350));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_that_succeeds_does_not_wait() {
+        // Given a PG that cancels
+        let payment = participant(false);
+        let start = tokio::time::Instant::now();
+        // When / Then
+        assert_eq!(
+            payment.cancel_with_retries(Uuid::from_u128(7), None).await,
+            CancelResult::Cancelled
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

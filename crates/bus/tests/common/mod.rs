@@ -19,15 +19,15 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 /// How long a test waits for a condition it polls before failing.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Opens a group-commit store in `dir`.
-pub fn open_store(dir: &Path) -> EventStore {
+pub(crate) fn open_store(dir: &Path) -> EventStore {
     EventStore::open(StoreConfig::new(dir)).expect("the store opens")
 }
 
 /// An `order.placed` message for a fresh order.
-pub fn placed(order_id: Uuid) -> SagaMessage {
+pub(crate) fn placed(order_id: Uuid) -> SagaMessage {
     SagaMessage::Placed(OrderPlaced {
         order_id,
         user_id: "user-1".into(),
@@ -45,7 +45,7 @@ pub fn placed(order_id: Uuid) -> SagaMessage {
 }
 
 /// The outbox entry a handler would queue for `order.placed` of this order.
-pub fn placed_entry(order_id: Uuid) -> OutboxMessage {
+pub(crate) fn placed_entry(order_id: Uuid) -> OutboxMessage {
     let trace_id = contract::new_trace_id();
     contract::message::first_publish(
         &placed(order_id),
@@ -57,7 +57,7 @@ pub fn placed_entry(order_id: Uuid) -> OutboxMessage {
 }
 
 /// Metadata of a commit about one order.
-pub fn meta_for(order_id: &str) -> EventMeta {
+pub(crate) fn meta_for(order_id: &str) -> EventMeta {
     EventMeta {
         correlation_id: order_id.to_owned(),
         trace_id: format!("trace-{order_id}"),
@@ -67,7 +67,7 @@ pub fn meta_for(order_id: &str) -> EventMeta {
 }
 
 /// One event handed to an append.
-pub fn event(event_type: &str, payload: &[u8]) -> NewEvent {
+pub(crate) fn event(event_type: &str, payload: &[u8]) -> NewEvent {
     NewEvent {
         event_type: event_type.to_owned(),
         schema_version: 1,
@@ -77,7 +77,7 @@ pub fn event(event_type: &str, payload: &[u8]) -> NewEvent {
 
 /// What a handler commits for one input: a new stream's first event, the input's dedup key and
 /// the `order.placed` entry to publish.
-pub fn handler_commit(order_id: Uuid) -> Commit {
+pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
     Commit {
         meta: meta_for(&order_id.to_string()),
         appends: vec![StreamAppend {
@@ -91,7 +91,7 @@ pub fn handler_commit(order_id: Uuid) -> Commit {
 }
 
 /// A commit that only queues outbox entries.
-pub fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
+pub(crate) fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
     Commit {
         outbox: entries,
         ..Commit::default()
@@ -99,7 +99,7 @@ pub fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
 }
 
 /// A client and the services' JetStream context for a test server.
-pub async fn connect(server: &NatsServer) -> (async_nats::Client, jetstream::Context) {
+pub(crate) async fn connect(server: &NatsServer) -> (async_nats::Client, jetstream::Context) {
     let client = bus::jetstream::connect(&NatsSettings::new(server.url(), "store-tests"))
         .await
         .expect("the test server accepts connections");
@@ -108,19 +108,19 @@ pub async fn connect(server: &NatsServer) -> (async_nats::Client, jetstream::Con
 }
 
 /// Messages a stream holds right now.
-pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+pub(crate) async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
     let mut stream = js.get_stream(stream).await.expect("the stream exists");
     stream.info().await.expect("stream info").state.messages
 }
 
 /// Messages a stream holds, or `None` while the server cannot answer (e.g. restarting).
-pub async fn try_stream_count(js: &jetstream::Context, stream: &str) -> Option<u64> {
+pub(crate) async fn try_stream_count(js: &jetstream::Context, stream: &str) -> Option<u64> {
     let mut stream = js.get_stream(stream).await.ok()?;
     Some(stream.info().await.ok()?.state.messages)
 }
 
 /// Reads the first `n` messages of a stream through an ephemeral pull consumer.
-pub async fn read_messages(
+pub(crate) async fn read_messages(
     js: &jetstream::Context,
     stream: &str,
     n: usize,
@@ -152,7 +152,7 @@ pub async fn read_messages(
 
 /// A header of a stream message. The name is parsed so standard names (`Nats-Msg-Id`) match
 /// the way the client keys received headers; a `&str` key never would.
-pub fn header(message: &jetstream::Message, name: &str) -> Option<String> {
+pub(crate) fn header(message: &jetstream::Message, name: &str) -> Option<String> {
     let name: async_nats::HeaderName = name.parse().expect("a valid header name");
     message
         .headers
@@ -162,7 +162,7 @@ pub fn header(message: &jetstream::Message, name: &str) -> Option<String> {
 }
 
 /// The distinct `Nats-Msg-Id`s of some messages.
-pub fn msg_ids(messages: &[jetstream::Message]) -> HashSet<String> {
+pub(crate) fn msg_ids(messages: &[jetstream::Message]) -> HashSet<String> {
     messages
         .iter()
         .map(|m| header(m, HEADER_MSG_ID).expect("every relayed message has a Nats-Msg-Id"))

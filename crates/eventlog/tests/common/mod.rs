@@ -9,25 +9,25 @@ use eventlog::{Commit, EventMeta, EventStore, NewEvent, OutboxMessage, StoreConf
 use uuid::Uuid;
 
 /// How long a test waits for a condition it polls before failing.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Opens a group-commit store in `dir`.
-pub fn open_store(dir: &Path) -> EventStore {
+pub(crate) fn open_store(dir: &Path) -> EventStore {
     EventStore::open(StoreConfig::new(dir)).expect("the store opens")
 }
 
 /// The message id of an order's first `order.placed` (the log treats ids as opaque).
-pub fn placed_msg_id(order_id: Uuid) -> String {
+pub(crate) fn placed_msg_id(order_id: Uuid) -> String {
     format!("{order_id}.order.placed")
 }
 
 /// The dedup key a handler would record for placing this order (opaque to the log).
-pub fn place_key(order_id: Uuid) -> String {
+pub(crate) fn place_key(order_id: Uuid) -> String {
     format!("{order_id}/order/place")
 }
 
 /// The outbox entry a handler would queue for `order.placed` of this order.
-pub fn placed_entry(order_id: Uuid) -> OutboxMessage {
+pub(crate) fn placed_entry(order_id: Uuid) -> OutboxMessage {
     OutboxMessage {
         subject: "order.placed".to_owned(),
         msg_id: placed_msg_id(order_id),
@@ -37,7 +37,7 @@ pub fn placed_entry(order_id: Uuid) -> OutboxMessage {
 }
 
 /// Polls `check` until it yields a value; panics naming `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -53,7 +53,7 @@ where
 }
 
 /// Metadata of a commit about one order.
-pub fn meta_for(order_id: &str) -> EventMeta {
+pub(crate) fn meta_for(order_id: &str) -> EventMeta {
     EventMeta {
         correlation_id: order_id.to_owned(),
         trace_id: format!("trace-{order_id}"),
@@ -63,7 +63,7 @@ pub fn meta_for(order_id: &str) -> EventMeta {
 }
 
 /// One event handed to an append.
-pub fn event(event_type: &str, payload: &[u8]) -> NewEvent {
+pub(crate) fn event(event_type: &str, payload: &[u8]) -> NewEvent {
     NewEvent {
         event_type: event_type.to_owned(),
         schema_version: 1,
@@ -73,7 +73,7 @@ pub fn event(event_type: &str, payload: &[u8]) -> NewEvent {
 
 /// What a handler commits for one input: a new stream's first event, the input's dedup key and
 /// the `order.placed` entry to publish.
-pub fn handler_commit(order_id: Uuid) -> Commit {
+pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
     Commit {
         meta: meta_for(&order_id.to_string()),
         appends: vec![StreamAppend {
@@ -87,7 +87,7 @@ pub fn handler_commit(order_id: Uuid) -> Commit {
 }
 
 /// A commit that only queues outbox entries.
-pub fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
+pub(crate) fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
     Commit {
         outbox: entries,
         ..Commit::default()

@@ -1,0 +1,627 @@
+//! The payment domain's given/when/then tests.
+
+use super::*;
+use contract::fixtures::{self, line, order};
+use eventlog::scenario::given;
+
+fn placed(order_id: Uuid, amount: u64) -> OrderPlaced {
+    OrderPlaced {
+        items: vec![line("sku-1", 1, amount)],
+        amount,
+        ..fixtures::placed(order_id)
+    }
+}
+
+fn approve(order_id: Uuid, amount: u64) -> PaymentCommand {
+    PaymentCommand::HandlePlaced {
+        placed: placed(order_id, amount),
+        decision: GatewayDecision::Approved {
+            authorization: "auth-1".into(),
+        },
+    }
+}
+
+fn decline(order_id: Uuid, amount: u64) -> PaymentCommand {
+    PaymentCommand::HandlePlaced {
+        placed: placed(order_id, amount),
+        decision: GatewayDecision::Declined {
+            reason: "amount above limit".into(),
+        },
+    }
+}
+
+fn fail(order_id: Uuid, cancel: CancelResult) -> PaymentCommand {
+    PaymentCommand::HandleFailed { order_id, cancel }
+}
+
+fn approved(order_id: Uuid, amount: u64) -> PaymentEvent {
+    PaymentEvent::Approved {
+        order_id,
+        amount,
+        authorization: "auth-1".into(),
+    }
+}
+
+fn declined(order_id: Uuid, amount: u64) -> PaymentEvent {
+    PaymentEvent::Declined {
+        order_id,
+        amount,
+        reason: "amount above limit".into(),
+    }
+}
+
+fn cancel_failed(order_id: Uuid) -> PaymentEvent {
+    PaymentEvent::CancelFailed {
+        order_id,
+        reason: "gateway timeout".into(),
+    }
+}
+
+fn requested(order_id: Uuid, amount: u64) -> PaymentEvent {
+    PaymentEvent::ApprovalRequested { order_id, amount }
+}
+
+fn request(order_id: Uuid, amount: u64) -> PaymentCommand {
+    PaymentCommand::RequestApproval {
+        placed: placed(order_id, amount),
+    }
+}
+
+fn skipped(order_id: Uuid) -> PaymentEvent {
+    PaymentEvent::CompensationSkipped {
+        order_id,
+        reason: NOTHING_TO_UNDO.into(),
+    }
+}
+
+#[test]
+fn an_approved_charge_records_the_authorization() {
+    // Given
+    let scenario = given::<Payment>([]);
+    assert!(needs_gateway_approval(scenario.state(), order(1)));
+    // When
+    let when = scenario.when(approve(order(1), 700));
+    // Then
+    let state = when.then([approved(order(1), 700)]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Approved);
+    assert_eq!(payment.amount, 700);
+    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
+    assert!(!needs_gateway_approval(&state, order(1)));
+    assert!(needs_gateway_cancel(&state, order(1)));
+}
+
+#[test]
+fn a_declined_charge_rejects_the_order() {
+    // Given
+    let scenario = given::<Payment>([]);
+    // When
+    let when = scenario.when(decline(order(1), 2_000_000));
+    // Then
+    let state = when.then([declined(order(1), 2_000_000)]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Declined);
+    assert_eq!(payment.reason.as_deref(), Some("amount above limit"));
+    assert!(!needs_gateway_cancel(&state, order(1)));
+}
+
+#[test]
+fn an_approval_without_an_authorization_is_refused() {
+    // Given
+    let scenario = given::<Payment>([]);
+    // When
+    let when = scenario.when(PaymentCommand::HandlePlaced {
+        placed: placed(order(1), 700),
+        decision: GatewayDecision::Approved {
+            authorization: String::new(),
+        },
+    });
+    // Then
+    when.then_rejected(PaymentRejection::EmptyAuthorization { order_id: order(1) });
+}
+
+#[test]
+fn a_failed_order_has_its_approval_cancelled() {
+    // Given
+    let scenario = given::<Payment>([approved(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+    // Then
+    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+    assert!(!needs_gateway_cancel(&state, order(1)));
+}
+
+#[test]
+fn a_cancellation_that_keeps_failing_is_recorded_for_an_operator() {
+    // Given
+    let scenario = given::<Payment>([approved(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(
+        order(1),
+        CancelResult::Failed {
+            reason: "gateway timeout".into(),
+        },
+    ));
+    // Then
+    let state = when.then([cancel_failed(order(1))]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::CancelFailed);
+    assert_eq!(payment.reason.as_deref(), Some("gateway timeout"));
+    assert!(needs_gateway_cancel(&state, order(1)));
+}
+
+#[test]
+fn a_failed_cancellation_can_be_retried() {
+    // Given
+    let scenario = given::<Payment>([approved(order(1), 700), cancel_failed(order(1))]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+    // Then
+    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Cancelled);
+    assert_eq!(payment.reason, None);
+}
+
+#[test]
+fn a_retried_cancellation_may_fail_again() {
+    // Given
+    let scenario = given::<Payment>([approved(order(1), 700), cancel_failed(order(1))]);
+    // When
+    let when = scenario.when(fail(
+        order(1),
+        CancelResult::Failed {
+            reason: "gateway down".into(),
+        },
+    ));
+    // Then
+    let state = when.then([PaymentEvent::CancelFailed {
+        order_id: order(1),
+        reason: "gateway down".into(),
+    }]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::CancelFailed);
+    assert_eq!(payment.reason.as_deref(), Some("gateway down"));
+}
+
+#[test]
+fn an_approval_cannot_be_compensated_without_asking_the_gateway() {
+    // Given
+    let scenario = given::<Payment>([approved(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+    // Then
+    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+}
+
+#[test]
+fn a_failure_before_the_placement_leaves_a_tombstone() {
+    // Given
+    let scenario = given::<Payment>([]);
+    assert!(!needs_gateway_cancel(scenario.state(), order(1)));
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+    // Then
+    let state = when.then([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
+    assert!(!needs_gateway_approval(&state, order(1)));
+}
+
+#[test]
+fn a_late_placement_after_a_tombstone_is_ignored() {
+    // Given
+    let scenario = given::<Payment>([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    // When
+    let when = scenario.when(approve(order(1), 700));
+    // Then
+    let ignored = PaymentEvent::PlacementIgnored {
+        order_id: order(1),
+        reason: "order already failed (tombstone)".into(),
+    };
+    assert_eq!(outcome(&ignored), None);
+    let state = when.then([ignored]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
+}
+
+#[test]
+fn compensating_a_declined_order_is_skipped() {
+    // Given
+    let scenario = given::<Payment>([declined(order(1), 2_000_000)]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+    // Then
+    let state = when.then([PaymentEvent::CompensationSkipped {
+        order_id: order(1),
+        reason: "rejected, nothing to undo".into(),
+    }]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Declined);
+    assert!(payment.compensation_skipped);
+}
+
+#[test]
+fn a_repeated_placement_is_a_no_op() {
+    let histories = [
+        vec![approved(order(1), 700)],
+        vec![declined(order(1), 700)],
+        vec![approved(order(1), 700), cancel_failed(order(1))],
+        vec![requested(order(1), 700), approved(order(1), 700)],
+        vec![requested(order(1), 700), declined(order(1), 700)],
+    ];
+    for history in histories {
+        // Given
+        let scenario = given::<Payment>(history);
+        // When
+        let when = scenario.when(approve(order(1), 700));
+        // Then
+        when.then_nothing();
+    }
+}
+
+#[test]
+fn a_repeated_failure_is_a_no_op() {
+    let histories = [
+        (
+            vec![
+                approved(order(1), 700),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+            PaymentStatus::Cancelled,
+        ),
+        (
+            vec![declined(order(1), 700), skipped(order(1))],
+            PaymentStatus::Declined,
+        ),
+        (
+            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            PaymentStatus::Tombstoned,
+        ),
+    ];
+    for (history, settled) in histories {
+        // Given
+        let scenario = given::<Payment>(history);
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+        // Then
+        let state = when.then_nothing();
+        assert_eq!(state.status(order(1)), Some(settled));
+    }
+}
+
+#[test]
+fn a_charge_is_recorded_as_requested_before_the_gateway_is_asked() {
+    // Given
+    let scenario = given::<Payment>([]);
+    assert!(needs_approval_request(scenario.state(), order(1)));
+    // When
+    let when = scenario.when(request(order(1), 700));
+    // Then
+    let state = when.then([requested(order(1), 700)]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Requested);
+    assert_eq!(payment.amount, 700);
+    assert_eq!(payment.authorization, None);
+    assert_eq!(outcome(&requested(order(1), 700)), None);
+    assert!(!needs_approval_request(&state, order(1)));
+    assert!(needs_gateway_approval(&state, order(1)));
+    assert!(needs_gateway_cancel(&state, order(1)));
+    assert_eq!(settled_outcome(&state, order(1)), None);
+}
+
+#[test]
+fn a_repeated_charge_request_records_nothing_new() {
+    let histories = [
+        vec![requested(order(1), 700)],
+        vec![requested(order(1), 700), approved(order(1), 700)],
+        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![
+            requested(order(1), 700),
+            PaymentEvent::Cancelled { order_id: order(1) },
+        ],
+    ];
+    for history in histories {
+        // Given
+        let scenario = given::<Payment>(history);
+        // When
+        let when = scenario.when(request(order(1), 700));
+        // Then
+        when.then_nothing();
+    }
+}
+
+#[test]
+fn the_gateways_approval_of_a_requested_charge_is_recorded() {
+    // Given
+    let scenario = given::<Payment>([requested(order(1), 700)]);
+    // When
+    let when = scenario.when(approve(order(1), 700));
+    // Then
+    let state = when.then([approved(order(1), 700)]);
+    let payment = state.payment(order(1)).expect("recorded");
+    assert_eq!(payment.status, PaymentStatus::Approved);
+    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
+    assert!(!needs_gateway_approval(&state, order(1)));
+}
+
+#[test]
+fn the_gateways_decline_of_a_requested_charge_is_recorded() {
+    // Given
+    let scenario = given::<Payment>([requested(order(1), 2_000_000)]);
+    // When
+    let when = scenario.when(decline(order(1), 2_000_000));
+    // Then
+    let state = when.then([declined(order(1), 2_000_000)]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Declined));
+    assert!(!needs_gateway_cancel(&state, order(1)));
+}
+
+#[test]
+fn a_failed_order_with_a_requested_charge_is_cancelled_at_the_gateway() {
+    // Given
+    let scenario = given::<Payment>([requested(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+    // Then
+    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+    assert!(!needs_gateway_approval(&state, order(1)));
+    assert!(!needs_gateway_cancel(&state, order(1)));
+    let settled = settled_outcome(&state, order(1)).expect("settled");
+    assert_eq!(settled.subject(), "payment.cancelled");
+}
+
+#[test]
+fn a_requested_charge_cannot_be_compensated_without_asking_the_gateway() {
+    // Given
+    let scenario = given::<Payment>([requested(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+    // Then
+    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+}
+
+#[test]
+fn a_failed_cancellation_of_a_requested_charge_is_recorded_and_retryable() {
+    // Given
+    let scenario = given::<Payment>([requested(order(1), 700)]);
+    // When
+    let when = scenario.when(fail(
+        order(1),
+        CancelResult::Failed {
+            reason: "gateway timeout".into(),
+        },
+    ));
+    // Then
+    let state = when.then([cancel_failed(order(1))]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::CancelFailed));
+    assert!(needs_gateway_cancel(&state, order(1)));
+    assert!(!needs_gateway_approval(&state, order(1)));
+    assert_eq!(settled_outcome(&state, order(1)), None);
+    let published = outcome(&cancel_failed(order(1))).expect("publishes");
+    assert_eq!(published.subject(), "payment.cancel_failed");
+}
+
+#[test]
+fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gateway() {
+    // Given
+    let scenario = given::<Payment>([
+        requested(order(1), 700),
+        PaymentEvent::Cancelled { order_id: order(1) },
+    ]);
+    assert!(!needs_gateway_approval(scenario.state(), order(1)));
+    // When: even an approval the gateway gave before the cancel reached it
+    let when = scenario.when(approve(order(1), 700));
+    // Then
+    let ignored = PaymentEvent::PlacementIgnored {
+        order_id: order(1),
+        reason: CANCELLED_PLACEMENT.into(),
+    };
+    assert_eq!(outcome(&ignored), None);
+    let state = when.then([ignored]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+}
+
+#[test]
+fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
+    let histories = [
+        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![
+            requested(order(1), 700),
+            PaymentEvent::Cancelled { order_id: order(1) },
+        ],
+        vec![
+            approved(order(1), 700),
+            PaymentEvent::Cancelled { order_id: order(1) },
+        ],
+        vec![requested(order(1), 700), cancel_failed(order(1))],
+        vec![declined(order(1), 700), skipped(order(1))],
+    ];
+    for history in histories {
+        // Given
+        let scenario = given::<Payment>(history);
+        // Then
+        assert!(!needs_gateway_approval(scenario.state(), order(1)));
+    }
+}
+
+#[test]
+fn a_settled_order_reports_its_recorded_compensation() {
+    let cases = [
+        (
+            vec![
+                approved(order(1), 700),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+            Some(("payment.cancelled", None)),
+        ),
+        (
+            vec![
+                approved(order(1), 700),
+                cancel_failed(order(1)),
+                PaymentEvent::Cancelled { order_id: order(1) },
+            ],
+            Some(("payment.cancelled", None)),
+        ),
+        (
+            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            Some(("payment.cancelled", Some(TOMBSTONE_REASON))),
+        ),
+        (
+            vec![declined(order(1), 700), skipped(order(1))],
+            Some(("payment.cancelled", Some(NOTHING_TO_UNDO))),
+        ),
+        (vec![approved(order(1), 700)], None),
+        (vec![declined(order(1), 700)], None),
+        (vec![approved(order(1), 700), cancel_failed(order(1))], None),
+        (vec![requested(order(1), 700)], None),
+        (vec![], None),
+    ];
+    for (history, expected) in cases {
+        // Given
+        let scenario = given::<Payment>(history.clone());
+        // When
+        let settled = settled_outcome(scenario.state(), order(1));
+        // Then
+        let got = settled.as_ref().map(|e| (e.subject(), e.reason.as_deref()));
+        let expected = expected.map(|(s, r)| (s.to_owned(), r));
+        assert_eq!(got, expected, "{history:?}");
+        if let Some(event) = settled {
+            assert_eq!(event.order_id, order(1));
+            assert_eq!(event.participant, Participant::Payment);
+        }
+    }
+}
+
+#[test]
+fn every_event_maps_to_its_subject() {
+    // Given
+    let cases = [
+        (approved(order(1), 700), "payment.approved", None),
+        (
+            declined(order(1), 700),
+            "payment.declined",
+            Some("amount above limit"),
+        ),
+        (
+            PaymentEvent::Cancelled { order_id: order(1) },
+            "payment.cancelled",
+            None,
+        ),
+        (
+            cancel_failed(order(1)),
+            "payment.cancel_failed",
+            Some("gateway timeout"),
+        ),
+        (
+            PaymentEvent::Tombstoned { order_id: order(1) },
+            "payment.cancelled",
+            Some("nothing to undo: order.failed arrived before order.placed"),
+        ),
+        (
+            skipped(order(1)),
+            "payment.cancelled",
+            Some("rejected, nothing to undo"),
+        ),
+    ];
+    for (event, subject, reason) in cases {
+        // When
+        let published = outcome(&event).expect("publishes");
+        // Then
+        assert_eq!(published.subject(), subject, "{event:?}");
+        assert_eq!(published.order_id, order(1));
+        assert_eq!(published.participant, Participant::Payment);
+        assert_eq!(published.reason.as_deref(), reason, "{event:?}");
+    }
+}
+
+#[test]
+fn variants_keep_their_postcard_positions_names_and_streams() {
+    // Given
+    let events = [
+        approved(order(1), 700),
+        declined(order(1), 700),
+        PaymentEvent::Cancelled { order_id: order(1) },
+        cancel_failed(order(1)),
+        PaymentEvent::Tombstoned { order_id: order(1) },
+        skipped(order(1)),
+        PaymentEvent::PlacementIgnored {
+            order_id: order(1),
+            reason: LATE_PLACEMENT.into(),
+        },
+        requested(order(1), 700),
+    ];
+    let names = [
+        "Approved",
+        "Declined",
+        "Cancelled",
+        "CancelFailed",
+        "Tombstoned",
+        "CompensationSkipped",
+        "PlacementIgnored",
+        "ApprovalRequested",
+    ];
+    for (position, event) in events.iter().enumerate() {
+        // When
+        let bytes = postcard::to_stdvec(event).expect("encodes");
+        let back: PaymentEvent = postcard::from_bytes(&bytes).expect("decodes");
+        // Then
+        assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
+        assert_eq!(&back, event);
+        assert_eq!(Payment::event_type(event), names[position]);
+        assert_eq!(Payment::stream_of(event), format!("order-{}", order(1)));
+    }
+}
+
+#[test]
+fn statuses_and_payments_render_with_their_contract_names() {
+    // Given
+    let statuses = [
+        PaymentStatus::Approved,
+        PaymentStatus::Declined,
+        PaymentStatus::Cancelled,
+        PaymentStatus::CancelFailed,
+        PaymentStatus::Tombstoned,
+        PaymentStatus::Requested,
+    ];
+    let state = given::<Payment>([approved(order(1), 700), cancel_failed(order(1))]);
+    // When
+    let names: Vec<String> = statuses
+        .iter()
+        .map(|status| serde_json::to_string(status).expect("serialises"))
+        .collect();
+    let payment = serde_json::to_value(state.state().payment(order(1))).expect("serialises");
+    let event = serde_json::to_value(approved(order(1), 700)).expect("serialises");
+    // Then
+    assert_eq!(
+        names,
+        [
+            "\"APPROVED\"",
+            "\"DECLINED\"",
+            "\"CANCELLED\"",
+            "\"CANCEL_FAILED\"",
+            "\"TOMBSTONED\"",
+            "\"REQUESTED\""
+        ]
+    );
+    for status in statuses {
+        assert_eq!(
+            format!("\"{status}\""),
+            serde_json::to_string(&status).expect("serialises")
+        );
+    }
+    assert_eq!(
+        payment,
+        serde_json::json!({
+            "orderId": order(1), "amount": 700, "status": "CANCEL_FAILED",
+            "authorization": "auth-1", "reason": "gateway timeout",
+            "compensationSkipped": false
+        })
+    );
+    assert_eq!(
+        event,
+        serde_json::json!({"approved": {
+            "orderId": order(1), "amount": 700, "authorization": "auth-1"
+        }})
+    );
+}
