@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventlog::live::{Execution, Live};
 use eventlog::record::EventMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError,
+    ApiError, RequestBody, ValidJson,
 };
 
 use crate::domain::{Point, PointCommand};
@@ -32,7 +32,7 @@ pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
 async fn balance(
     State(api): State<ApiState>,
     Path(user_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BalanceView>, ApiError> {
     let (known, balance) = api
         .live
         .read(|s| (s.knows_user(&user_id), s.balance(&user_id)))
@@ -40,26 +40,39 @@ async fn balance(
     if !known {
         return Err(ApiError::not_found(format!("unknown user {user_id}")));
     }
-    Ok(Json(
-        serde_json::json!({ "userId": user_id, "balance": balance }),
-    ))
+    Ok(Json(BalanceView { user_id, balance }))
 }
 
+/// `POST /points/{userId}/credit` body.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Credit {
+    /// Points to add (the domain refuses 0).
     points: u64,
+}
+
+impl RequestBody for Credit {
+    const MALFORMED_FIELD: &'static str = "points";
+}
+
+/// `GET /points/{userId}` and the credit's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceView {
+    user_id: String,
+    balance: u64,
 }
 
 async fn credit(
     State(api): State<ApiState>,
     headers: HeaderMap,
     Path(user_id): Path<String>,
-    body: Result<Json<Credit>, axum::extract::rejection::JsonRejection>,
+    body: Result<ValidJson<Credit>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     validate_id("userId", &user_id)?;
     let key = idempotency_key(&headers)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_field("points", e.body_text()))?;
+    let ValidJson(body) = body?;
     let execution = Execution {
         meta: EventMeta {
             causation_id: format!("admin:credit {user_id}"),
@@ -82,7 +95,7 @@ async fn credit(
             let balance = api.live.read(|s| s.balance(&user_id)).await?;
             Ok(admin_reply(
                 StatusCode::OK,
-                serde_json::json!({ "userId": user_id, "balance": balance }),
+                BalanceView { user_id, balance },
                 replayed,
             ))
         }

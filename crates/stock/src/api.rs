@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventlog::live::{Execution, Live};
 use eventlog::record::EventMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError,
+    ApiError, RequestBody, ValidJson,
 };
 
 use crate::domain::{Stock, StockCommand};
@@ -32,30 +32,43 @@ pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
 async fn available(
     State(api): State<ApiState>,
     Path(sku): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StockView>, ApiError> {
     match api.live.read(|s| s.available(&sku)).await? {
-        Some(available) => Ok(Json(
-            serde_json::json!({ "sku": sku, "available": available }),
-        )),
+        Some(available) => Ok(Json(StockView { sku, available })),
         None => Err(ApiError::not_found(format!("unknown sku {sku}"))),
     }
 }
 
+/// `POST /stock/{sku}/restock` body.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Restock {
+    /// Units to add (the domain refuses 0).
     qty: u64,
+}
+
+impl RequestBody for Restock {
+    const MALFORMED_FIELD: &'static str = "qty";
+}
+
+/// `GET /stock/{sku}` and the restock's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StockView {
+    sku: String,
+    available: u64,
 }
 
 async fn restock(
     State(api): State<ApiState>,
     headers: HeaderMap,
     Path(sku): Path<String>,
-    body: Result<Json<Restock>, axum::extract::rejection::JsonRejection>,
+    body: Result<ValidJson<Restock>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     validate_id("sku", &sku)?;
     let key = idempotency_key(&headers)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_field("qty", e.body_text()))?;
+    let ValidJson(body) = body?;
     let execution = Execution {
         meta: EventMeta {
             causation_id: format!("admin:restock {sku}"),
@@ -78,7 +91,7 @@ async fn restock(
             let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
             Ok(admin_reply(
                 StatusCode::OK,
-                serde_json::json!({ "sku": sku, "available": available }),
+                StockView { sku, available },
                 replayed,
             ))
         }
