@@ -703,6 +703,13 @@ mod tests {
             ("amount", serde_json::json!({"amount": "ten"})),
             ("points", serde_json::json!({"points": 1.5})),
             ("couponId", serde_json::json!({"couponId": ""})),
+            ("note", serde_json::json!({"note": "an unknown field"})),
+            (
+                "items[0].colour",
+                serde_json::json!({"items": [{"sku": "a", "qty": 1, "price": 1, "colour": "red"}]}),
+            ),
+            ("items[0]", serde_json::json!({"items": [["a", 1, 1]]})),
+            ("items", serde_json::json!({"items": {"sku": "a"}})),
         ];
         for (field, patch) in cases {
             let mut body = valid();
