@@ -12,7 +12,7 @@ use contract::{OrderLine, OrderPlaced, Participant};
 use eventlog::clock::now_ms;
 use eventlog::live::{render_record, Executed, Execution, Live};
 use eventlog::record::EventMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use servicekit::http::{
     check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
     RequestBody, ValidJson,
@@ -159,27 +159,51 @@ fn query_error(rejection: QueryRejection) -> ApiError {
     ApiError::bad_field("query", rejection.body_text())
 }
 
-fn order_json(saga: &OrderSaga) -> serde_json::Value {
-    serde_json::json!({
-        "orderId": saga.order.order_id,
-        "traceId": saga.trace_id,
-        "status": saga.status.as_str(),
-        "userId": saga.order.user_id,
-        "items": saga.order.items,
-        "couponId": saga.order.coupon_id,
-        "points": saga.order.points,
-        "amount": saga.order.amount,
-        "required": saga.required,
-        "outcomes": saga.outcomes,
-        "waitingFor": saga.waiting_for(),
-        "failureReason": saga.failure_reason,
-        "attentionReason": saga.attention_reason,
-        "redrives": saga.redrives,
-        "dataPlatformDelivered": saga.data_platform_delivered,
-        "placedAtMs": saga.order.placed_at_ms,
-        "deadlineMs": saga.order.deadline_ms,
-        "updatedAtMs": saga.updated_at_ms,
-    })
+/// An order as `GET /orders/{orderId}` and the listing show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView<'a> {
+    order_id: Uuid,
+    trace_id: &'a str,
+    status: &'static str,
+    user_id: &'a str,
+    items: &'a [OrderLine],
+    coupon_id: Option<&'a str>,
+    points: u64,
+    amount: u64,
+    required: &'a [Participant],
+    outcomes: &'a std::collections::BTreeMap<Participant, crate::domain::ParticipantProgress>,
+    waiting_for: Vec<Participant>,
+    failure_reason: Option<&'a str>,
+    attention_reason: Option<&'a str>,
+    redrives: u32,
+    data_platform_delivered: bool,
+    placed_at_ms: u64,
+    deadline_ms: u64,
+    updated_at_ms: u64,
+}
+
+fn order_json(saga: &OrderSaga) -> OrderView<'_> {
+    OrderView {
+        order_id: saga.order.order_id,
+        trace_id: &saga.trace_id,
+        status: saga.status.as_str(),
+        user_id: &saga.order.user_id,
+        items: &saga.order.items,
+        coupon_id: saga.order.coupon_id.as_deref(),
+        points: saga.order.points,
+        amount: saga.order.amount,
+        required: &saga.required,
+        outcomes: &saga.outcomes,
+        waiting_for: saga.waiting_for(),
+        failure_reason: saga.failure_reason.as_deref(),
+        attention_reason: saga.attention_reason.as_deref(),
+        redrives: saga.redrives,
+        data_platform_delivered: saga.data_platform_delivered,
+        placed_at_ms: saga.order.placed_at_ms,
+        deadline_ms: saga.order.deadline_ms,
+        updated_at_ms: saga.updated_at_ms,
+    }
 }
 
 async fn place_order(
@@ -264,13 +288,23 @@ async fn place_order(
     }
 }
 
-fn summary(saga: &OrderSaga) -> serde_json::Value {
-    serde_json::json!({
-        "orderId": saga.order.order_id,
-        "traceId": saga.trace_id,
-        "status": saga.status.as_str(),
-        "failureReason": saga.failure_reason,
-    })
+/// `POST /orders`'s answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSummary<'a> {
+    order_id: Uuid,
+    trace_id: &'a str,
+    status: &'static str,
+    failure_reason: Option<&'a str>,
+}
+
+fn summary(saga: &OrderSaga) -> OrderSummary<'_> {
+    OrderSummary {
+        order_id: saga.order.order_id,
+        trace_id: &saga.trace_id,
+        status: saga.status.as_str(),
+        failure_reason: saga.failure_reason.as_deref(),
+    }
 }
 
 fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
@@ -446,9 +480,14 @@ async fn list_orders(
                 placed_at_ms: last.order.placed_at_ms,
                 order_id: last.order.order_id,
             });
-            (sagas.into_iter().map(order_json).collect::<Vec<_>>(), next)
+            let orders = sagas
+                .into_iter()
+                .map(|saga| serde_json::to_value(order_json(saga)))
+                .collect::<Result<Vec<_>, _>>();
+            (orders, next)
         })
         .await?;
+    let orders = orders.map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
         "orders": orders,
         "nextCursor": next.map(|c| c.encode()),
