@@ -1,6 +1,6 @@
 //! Coupon's HTTP API: coupon state, and admin issuing.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -10,7 +10,7 @@ use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, ApiError, Id,
-    RequestBody, ValidJson,
+    RequestBody, ValidJson, ValidPath,
 };
 use servicekit::offline::parse_time_ms;
 
@@ -94,7 +94,7 @@ impl<'de> Deserialize<'de> for TimeMs {
 
 async fn coupon(
     State(api): State<ApiState>,
-    Path(coupon_id): Path<String>,
+    ValidPath(coupon_id): ValidPath<String>,
 ) -> Result<Json<CouponView>, ApiError> {
     api.live
         .read(|s| s.coupon(&coupon_id).map(coupon_json))

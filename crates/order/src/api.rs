@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
     check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
-    RequestBody, ValidJson,
+    RequestBody, ValidJson, ValidPath,
 };
 use uuid::Uuid;
 
@@ -314,7 +314,7 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
 
 async fn get_order(
     State(api): State<ApiState>,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
     let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await?;
@@ -517,7 +517,7 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
 async fn order_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
@@ -527,7 +527,7 @@ async fn order_timeline(
 async fn trace_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(trace_id): Path<String>,
+    ValidPath(trace_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = api
@@ -648,7 +648,7 @@ fn domain_rank(domain: &str) -> u8 {
 async fn retry_compensation(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;

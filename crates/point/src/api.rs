@@ -1,6 +1,6 @@
 //! Point's HTTP API: balances, and admin crediting.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -10,7 +10,7 @@ use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError, RequestBody, ValidJson,
+    ApiError, RequestBody, ValidJson, ValidPath,
 };
 
 use crate::domain::{Point, PointCommand};
@@ -31,7 +31,7 @@ pub fn router(live: Live<Point>, admin_token: Option<String>) -> Router {
 
 async fn balance(
     State(api): State<ApiState>,
-    Path(user_id): Path<String>,
+    ValidPath(user_id): ValidPath<String>,
 ) -> Result<Json<BalanceView>, ApiError> {
     let (known, balance) = api
         .live
@@ -66,7 +66,7 @@ struct BalanceView {
 async fn credit(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    ValidPath(user_id): ValidPath<String>,
     body: Result<ValidJson<Credit>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;

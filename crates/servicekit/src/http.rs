@@ -452,6 +452,31 @@ impl<S: Send + Sync, T: RequestBody> axum::extract::FromRequest<S> for ValidJson
     }
 }
 
+/// The one path-parameter extractor: a parameter that does not decode (bad percent-encoding,
+/// not UTF-8) is the API's JSON 400 naming `path`, not axum's plain-text rejection.
+#[derive(Debug, Clone)]
+pub struct ValidPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for ValidPath<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, ApiError> {
+        <UrlPath<T> as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|UrlPath(value)| ValidPath(value))
+            .map_err(|e| ApiError {
+                status: e.status(),
+                message: e.body_text(),
+                field: Some("path".into()),
+            })
+    }
+}
+
 /// Deserializes a JSON body as [`ValidJson`] does; the error names the field's path.
 pub fn parse_json<T: RequestBody>(body: &[u8]) -> std::result::Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);

@@ -1,6 +1,6 @@
 //! Stock's HTTP API: availability, and admin restocking.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -10,7 +10,7 @@ use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_dedup_key, admin_replayed, admin_reply, check_admin, idempotency_key, validate_id,
-    ApiError, RequestBody, ValidJson,
+    ApiError, RequestBody, ValidJson, ValidPath,
 };
 
 use crate::domain::{Stock, StockCommand};
@@ -31,7 +31,7 @@ pub fn router(live: Live<Stock>, admin_token: Option<String>) -> Router {
 
 async fn available(
     State(api): State<ApiState>,
-    Path(sku): Path<String>,
+    ValidPath(sku): ValidPath<String>,
 ) -> Result<Json<StockView>, ApiError> {
     match api.live.read(|s| s.available(&sku)).await? {
         Some(available) => Ok(Json(StockView { sku, available })),
@@ -62,7 +62,7 @@ struct StockView {
 async fn restock(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(sku): Path<String>,
+    ValidPath(sku): ValidPath<String>,
     body: Result<ValidJson<Restock>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
