@@ -45,6 +45,8 @@ pub struct Options {
     /// Data platform timeouts and retry budget (a budget of seconds by default: see
     /// [`TEST_DATAPLATFORM_RETRY`]).
     pub dataplatform: DataPlatformSettings,
+    /// Every service's HTTP rate limit, requests per second per client IP (`HTTP_RATE_LIMIT`).
+    pub rate_limit: u32,
 }
 
 /// The harness's data platform retry policy: parked after about 1.5 s of backoff (6 attempts)
@@ -69,6 +71,7 @@ impl Default for Options {
                 retry: TEST_DATAPLATFORM_RETRY,
                 ..DataPlatformSettings::default()
             },
+            rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
         }
     }
 }
@@ -136,7 +139,7 @@ impl System {
                     .expect("a socket address"),
             ),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
-            rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
+            rate_limit: self.options.rate_limit,
         }
     }
 

@@ -422,6 +422,20 @@ async fn bad_admin_requests_to_participants_get_a_400_naming_the_field_and_unkno
         assert!(reply["error"].is_string(), "{service} {path}: {reply}");
     }
 
+    // When a path parameter is not UTF-8
+    for (service, path) in [
+        ("stock", "/stock/%FF"),
+        ("point", "/points/%FF"),
+        ("coupon", "/coupons/%FF"),
+        ("payment", "/payments/%FF"),
+        ("order", "/orders/%FF"),
+    ] {
+        let (status, reply) = system.get(service, path).await;
+        // Then it is the API's JSON 400 naming the path
+        assert_eq!(status, 400, "{service} {path}: {reply}");
+        assert_eq!(reply["field"], "path", "{service} {path}: {reply}");
+    }
+
     // ... and nothing was written anywhere
     for service in ["stock", "point", "coupon", "payment", "order"] {
         assert_eq!(

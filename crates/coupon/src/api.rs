@@ -1,16 +1,18 @@
 //! Coupon's HTTP API: coupon state, and admin issuing.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    admin_reply, check_admin, id_field, idempotency_key, AdminWrite, ApiError, DomainApi,
+    admin_reply, check_admin, idempotency_key, AdminWrite, ApiError, DomainApi, Id, RequestBody,
+    ValidJson, ValidPath,
 };
 use servicekit::offline::parse_time_ms;
 
-use crate::domain::{Coupon, CouponCommand, CouponEntry, CouponRejection};
+use crate::domain::{Coupon, CouponCommand, CouponEntry, CouponRejection, CouponStatus};
 
 type ApiState = DomainApi<Coupon>;
 
@@ -21,21 +23,72 @@ pub fn routes() -> Router<ApiState> {
         .route("/coupons", post(issue))
 }
 
-fn coupon_json(entry: &CouponEntry) -> serde_json::Value {
-    serde_json::json!({
-        "couponId": entry.coupon_id,
-        "userId": entry.user_id,
-        "discount": entry.discount,
-        "status": entry.status(),
-        "usedBy": entry.used_by,
-        "expiresAtMs": entry.expires_at_ms,
-    })
+/// `GET /coupons/{couponId}` and the issue's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CouponView {
+    coupon_id: String,
+    user_id: Option<String>,
+    discount: u64,
+    status: CouponStatus,
+    used_by: Option<uuid::Uuid>,
+    expires_at_ms: Option<u64>,
+}
+
+fn coupon_json(entry: &CouponEntry) -> CouponView {
+    CouponView {
+        coupon_id: entry.coupon_id.clone(),
+        user_id: entry.user_id.clone(),
+        discount: entry.discount,
+        status: entry.status(),
+        used_by: entry.used_by,
+        expires_at_ms: entry.expires_at_ms,
+    }
+}
+
+/// `POST /coupons` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssueCoupon {
+    coupon_id: Id,
+    /// The only user who may use it; absent or `null` = anyone.
+    #[serde(default)]
+    user_id: Option<Id>,
+    discount: u64,
+    /// Absent or `null` = never.
+    #[serde(default)]
+    expires_at: Option<TimeMs>,
+}
+
+impl RequestBody for IssueCoupon {}
+
+/// A time in a body: ms since the Unix epoch, or an RFC 3339 string.
+#[derive(Debug, Clone, Copy)]
+struct TimeMs(u64);
+
+impl<'de> Deserialize<'de> for TimeMs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TimeMs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 string, ms since epoch, or null")
+            }
+            fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<TimeMs, E> {
+                Ok(TimeMs(ms))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TimeMs, E> {
+                parse_time_ms(text).map(TimeMs).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 async fn coupon(
     State(api): State<ApiState>,
-    Path(coupon_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ValidPath(coupon_id): ValidPath<String>,
+) -> Result<Json<CouponView>, ApiError> {
     api.live
         .read(|s| s.coupon(&coupon_id).map(coupon_json))
         .await?
@@ -46,34 +99,15 @@ async fn coupon(
 async fn issue(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+    body: Result<ValidJson<IssueCoupon>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     let key = idempotency_key(&headers)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_field("body", e.body_text()))?;
-    let coupon_id = id_field(body.get("couponId"), "couponId")?
-        .ok_or_else(|| ApiError::bad_field("couponId", "required string"))?;
-    let user_id = id_field(body.get("userId"), "userId")?;
-    let discount = body
-        .get("discount")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| ApiError::bad_field("discount", "required non-negative integer"))?;
-    let expires_at_ms = match body.get("expiresAt") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or_else(|| ApiError::bad_field("expiresAt", "ms since epoch"))?,
-        ),
-        Some(serde_json::Value::String(s)) => {
-            Some(parse_time_ms(s).map_err(|e| ApiError::bad_field("expiresAt", e))?)
-        }
-        Some(_) => {
-            return Err(ApiError::bad_field(
-                "expiresAt",
-                "RFC 3339 string, ms since epoch, or null",
-            ))
-        }
-    };
+    let ValidJson(body) = body?;
+    let coupon_id = body.coupon_id.into_inner();
+    let user_id = body.user_id.map(Id::into_inner);
+    let discount = body.discount;
+    let expires_at_ms = body.expires_at.map(|t| t.0);
     let write = AdminWrite {
         causation: format!("admin:issue {coupon_id}"),
         // A retried issue with the same key is answered with the coupon it issued.
@@ -93,9 +127,5 @@ async fn issue(
         .live
         .read(|s| s.coupon(&coupon_id).map(coupon_json))
         .await?;
-    Ok(admin_reply(
-        StatusCode::CREATED,
-        entry.unwrap_or_default(),
-        replayed,
-    ))
+    Ok(admin_reply(StatusCode::CREATED, entry, replayed))
 }

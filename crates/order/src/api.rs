@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,8 +12,11 @@ use contract::{OrderLine, OrderPlaced, Participant};
 use eventlog::clock::now_ms;
 use eventlog::live::{render_record, Executed, Execution, Live};
 use eventlog::record::EventMeta;
-use serde::Deserialize;
-use servicekit::http::{check_admin, id_field, idempotency_key, ApiError};
+use serde::{Deserialize, Serialize};
+use servicekit::http::{
+    check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
+    RequestBody, ValidJson, ValidPath,
+};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
@@ -87,76 +90,63 @@ pub struct NewOrder {
     pub amount: u64,
 }
 
-/// Parses and validates a `POST /orders` body; the error names the offending field.
-pub fn parse_order_request(body: &[u8]) -> Result<NewOrder, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_field("body", format!("malformed JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_field("body", "expected a JSON object"))?;
-    let user_id = id_field(object.get("userId"), "userId")?
-        .ok_or_else(|| ApiError::bad_field("userId", "required"))?;
-    let items = object
-        .get("items")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| ApiError::bad_field("items", "required: a list of {sku, qty, price}"))?;
-    if items.is_empty() {
-        return Err(ApiError::bad_field(
-            "items",
-            "at least one line is required",
-        ));
-    }
-    if items.len() > MAX_LINES {
-        return Err(ApiError::bad_field(
-            "items",
-            format!("at most {MAX_LINES} lines"),
-        ));
-    }
-    let mut lines = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let field = |name: &str| format!("items[{i}].{name}");
-        let sku = id_field(item.get("sku"), &field("sku"))?
-            .ok_or_else(|| ApiError::bad_field(&field("sku"), "required"))?;
-        let qty = number(item.get("qty"), &field("qty"), 1, MAX_QTY)?;
-        let price = number(item.get("price"), &field("price"), 0, MAX_AMOUNT)?;
-        lines.push(OrderLine {
-            sku,
-            qty: u32::try_from(qty).map_err(|_| ApiError::bad_field(&field("qty"), "too large"))?,
-            price,
-        });
-    }
-    let coupon_id = id_field(object.get("couponId"), "couponId")?;
-    let points = match object.get("points") {
-        None | Some(serde_json::Value::Null) => 0,
-        some => number(some, "points", 0, MAX_POINTS)?,
-    };
-    let amount = number(object.get("amount"), "amount", 1, MAX_AMOUNT)?;
-    Ok(NewOrder {
-        user_id,
-        items: lines,
-        coupon_id,
-        points,
-        amount,
-    })
+/// The `POST /orders` body as the contract has it; bounds and ids are checked as it is
+/// deserialized, so an error names the field's path (`items[0].qty`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    /// Buyer.
+    pub user_id: Id,
+    /// Lines.
+    pub items: BoundedVec<Object<LineRequest>, 1, MAX_LINES>,
+    /// Coupon; absent or `null` is none.
+    #[serde(default)]
+    pub coupon_id: Option<Id>,
+    /// Points to use; absent or `null` is 0.
+    #[serde(default)]
+    pub points: Option<Bounded<0, MAX_POINTS>>,
+    /// Amount to charge.
+    pub amount: Bounded<1, MAX_AMOUNT>,
 }
 
-fn number(
-    value: Option<&serde_json::Value>,
-    field: &str,
-    min: u64,
-    max: u64,
-) -> Result<u64, ApiError> {
-    let n = value
-        .ok_or_else(|| ApiError::bad_field(field, "required"))?
-        .as_u64()
-        .ok_or_else(|| ApiError::bad_field(field, "must be a non-negative integer"))?;
-    if n < min || n > max {
-        return Err(ApiError::bad_field(
-            field,
-            format!("must be between {min} and {max}"),
-        ));
+impl RequestBody for PlaceOrderRequest {}
+
+/// One line of a [`PlaceOrderRequest`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LineRequest {
+    /// SKU.
+    pub sku: Id,
+    /// Quantity.
+    pub qty: Bounded<1, MAX_QTY>,
+    /// Unit price, in minor units.
+    pub price: Bounded<0, MAX_AMOUNT>,
+}
+
+impl From<PlaceOrderRequest> for NewOrder {
+    fn from(request: PlaceOrderRequest) -> Self {
+        Self {
+            user_id: request.user_id.into_inner(),
+            items: request
+                .items
+                .0
+                .into_iter()
+                .map(|Object(line)| OrderLine {
+                    sku: line.sku.into_inner(),
+                    qty: u32::try_from(line.qty.0).expect("MAX_QTY fits in u32"),
+                    price: line.price.0,
+                })
+                .collect(),
+            coupon_id: request.coupon_id.map(Id::into_inner),
+            points: request.points.map_or(0, |p| p.0),
+            amount: request.amount.0,
+        }
     }
-    Ok(n)
+}
+
+/// Parses and validates a `POST /orders` body; the error names the offending field.
+pub fn parse_order_request(body: &[u8]) -> Result<NewOrder, ApiError> {
+    parse_json::<PlaceOrderRequest>(body).map(NewOrder::from)
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,41 +154,65 @@ struct WaitQuery {
     wait: Option<String>,
 }
 
-fn order_json(saga: &OrderSaga) -> serde_json::Value {
-    serde_json::json!({
-        "orderId": saga.order.order_id,
-        "traceId": saga.trace_id,
-        "status": saga.status.as_str(),
-        "userId": saga.order.user_id,
-        "items": saga.order.items,
-        "couponId": saga.order.coupon_id,
-        "points": saga.order.points,
-        "amount": saga.order.amount,
-        "required": saga.required,
-        "outcomes": saga.outcomes,
-        "waitingFor": saga.waiting_for(),
-        "failureReason": saga.failure_reason,
-        "attentionReason": saga.attention_reason,
-        "redrives": saga.redrives,
-        "dataPlatformDelivered": saga.data_platform_delivered,
-        "placedAtMs": saga.order.placed_at_ms,
-        "deadlineMs": saga.order.deadline_ms,
-        "updatedAtMs": saga.updated_at_ms,
-    })
+/// A query string that does not deserialize (`?limit=many`) as the API's JSON 400.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_field("query", rejection.body_text())
+}
+
+/// An order as `GET /orders/{orderId}` and the listing show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView<'a> {
+    order_id: Uuid,
+    trace_id: &'a str,
+    status: &'static str,
+    user_id: &'a str,
+    items: &'a [OrderLine],
+    coupon_id: Option<&'a str>,
+    points: u64,
+    amount: u64,
+    required: &'a [Participant],
+    outcomes: &'a std::collections::BTreeMap<Participant, crate::domain::ParticipantProgress>,
+    waiting_for: Vec<Participant>,
+    failure_reason: Option<&'a str>,
+    attention_reason: Option<&'a str>,
+    redrives: u32,
+    data_platform_delivered: bool,
+    placed_at_ms: u64,
+    deadline_ms: u64,
+    updated_at_ms: u64,
+}
+
+fn order_json(saga: &OrderSaga) -> OrderView<'_> {
+    OrderView {
+        order_id: saga.order.order_id,
+        trace_id: &saga.trace_id,
+        status: saga.status.as_str(),
+        user_id: &saga.order.user_id,
+        items: &saga.order.items,
+        coupon_id: saga.order.coupon_id.as_deref(),
+        points: saga.order.points,
+        amount: saga.order.amount,
+        required: &saga.required,
+        outcomes: &saga.outcomes,
+        waiting_for: saga.waiting_for(),
+        failure_reason: saga.failure_reason.as_deref(),
+        attention_reason: saga.attention_reason.as_deref(),
+        redrives: saga.redrives,
+        data_platform_delivered: saga.data_platform_delivered,
+        placed_at_ms: saga.order.placed_at_ms,
+        deadline_ms: saga.order.deadline_ms,
+        updated_at_ms: saga.updated_at_ms,
+    }
 }
 
 async fn place_order(
     State(api): State<ApiState>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Result<ValidJson<PlaceOrderRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    // An oversized or unreadable body still gets the API's JSON error shape.
-    let body = body.map_err(|e| ApiError {
-        status: e.status(),
-        message: e.body_text(),
-        field: Some("body".into()),
-    })?;
+    let Query(query) = query.map_err(query_error)?;
     let wait = match query.wait.as_deref() {
         None => None,
         Some(text) => {
@@ -208,7 +222,7 @@ async fn place_order(
         }
     };
     let idempotency_key = idempotency_key(&headers)?;
-    let request = parse_order_request(&body)?;
+    let request = NewOrder::from(body?.0);
     let now = now_ms();
     let order_id = Uuid::now_v7();
     let trace_id = contract::new_trace_id();
@@ -274,13 +288,23 @@ async fn place_order(
     }
 }
 
-fn summary(saga: &OrderSaga) -> serde_json::Value {
-    serde_json::json!({
-        "orderId": saga.order.order_id,
-        "traceId": saga.trace_id,
-        "status": saga.status.as_str(),
-        "failureReason": saga.failure_reason,
-    })
+/// `POST /orders`'s answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSummary<'a> {
+    order_id: Uuid,
+    trace_id: &'a str,
+    status: &'static str,
+    failure_reason: Option<&'a str>,
+}
+
+fn summary(saga: &OrderSaga) -> OrderSummary<'_> {
+    OrderSummary {
+        order_id: saga.order.order_id,
+        trace_id: &saga.trace_id,
+        status: saga.status.as_str(),
+        failure_reason: saga.failure_reason.as_deref(),
+    }
 }
 
 fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
@@ -290,7 +314,7 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
 
 async fn get_order(
     State(api): State<ApiState>,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
     let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await?;
@@ -429,8 +453,9 @@ fn list_filter(query: &ListQuery) -> Result<(OrderFilter, Option<Cursor>, usize)
 /// page. A scan of the in-memory state (an index is another issue's work).
 async fn list_orders(
     State(api): State<ApiState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
     let (filter, cursor, limit) = list_filter(&query)?;
     let (orders, next) = api
         .live
@@ -455,9 +480,14 @@ async fn list_orders(
                 placed_at_ms: last.order.placed_at_ms,
                 order_id: last.order.order_id,
             });
-            (sagas.into_iter().map(order_json).collect::<Vec<_>>(), next)
+            let orders = sagas
+                .into_iter()
+                .map(|saga| serde_json::to_value(order_json(saga)))
+                .collect::<Result<Vec<_>, _>>();
+            (orders, next)
         })
         .await?;
+    let orders = orders.map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
         "orders": orders,
         "nextCursor": next.map(|c| c.encode()),
@@ -487,7 +517,7 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
 async fn order_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
@@ -497,7 +527,7 @@ async fn order_timeline(
 async fn trace_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(trace_id): Path<String>,
+    ValidPath(trace_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = api
@@ -618,7 +648,7 @@ fn domain_rank(domain: &str) -> u8 {
 async fn retry_compensation(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
@@ -712,6 +742,13 @@ mod tests {
             ("amount", serde_json::json!({"amount": "ten"})),
             ("points", serde_json::json!({"points": 1.5})),
             ("couponId", serde_json::json!({"couponId": ""})),
+            ("note", serde_json::json!({"note": "an unknown field"})),
+            (
+                "items[0].colour",
+                serde_json::json!({"items": [{"sku": "a", "qty": 1, "price": 1, "colour": "red"}]}),
+            ),
+            ("items[0]", serde_json::json!({"items": [["a", 1, 1]]})),
+            ("items", serde_json::json!({"items": {"sku": "a"}})),
         ];
         for (field, patch) in cases {
             let mut body = valid();

@@ -1,12 +1,12 @@
 //! Payment's HTTP API: a payment's state. The PG authorization (what a cancel needs) and the
 //! gateway's reason are shown only with the admin token.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventlog::live::Live;
-use servicekit::http::{check_admin, ApiError};
+use servicekit::http::{check_admin, ApiError, ValidPath};
 use uuid::Uuid;
 
 use crate::domain::Payment;
@@ -27,7 +27,7 @@ pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
 async fn payment(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(order_id): Path<String>,
+    ValidPath(order_id): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let order_id: Uuid = order_id
         .parse()

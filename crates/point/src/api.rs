@@ -1,13 +1,14 @@
 //! Point's HTTP API: balances, and admin crediting.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use servicekit::http::{
     admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
+    RequestBody, ValidJson, ValidPath,
 };
 
 use crate::domain::{Point, PointCommand, PointRejection};
@@ -23,8 +24,8 @@ pub fn routes() -> Router<ApiState> {
 
 async fn balance(
     State(api): State<ApiState>,
-    Path(user_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ValidPath(user_id): ValidPath<String>,
+) -> Result<Json<BalanceView>, ApiError> {
     let (known, balance) = api
         .live
         .read(|s| (s.knows_user(&user_id), s.balance(&user_id)))
@@ -32,26 +33,39 @@ async fn balance(
     if !known {
         return Err(ApiError::not_found(format!("unknown user {user_id}")));
     }
-    Ok(Json(
-        serde_json::json!({ "userId": user_id, "balance": balance }),
-    ))
+    Ok(Json(BalanceView { user_id, balance }))
 }
 
+/// `POST /points/{userId}/credit` body.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Credit {
+    /// Points to add (the domain refuses 0).
     points: u64,
+}
+
+impl RequestBody for Credit {
+    const MALFORMED_FIELD: &'static str = "points";
+}
+
+/// `GET /points/{userId}` and the credit's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceView {
+    user_id: String,
+    balance: u64,
 }
 
 async fn credit(
     State(api): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
-    body: Result<Json<Credit>, axum::extract::rejection::JsonRejection>,
+    ValidPath(user_id): ValidPath<String>,
+    body: Result<ValidJson<Credit>, ApiError>,
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     validate_id("userId", &user_id)?;
     let key = idempotency_key(&headers)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_field("points", e.body_text()))?;
+    let ValidJson(body) = body?;
     let command = PointCommand::Credit {
         user_id: user_id.clone(),
         points: body.points,
@@ -65,6 +79,9 @@ async fn credit(
         .admin_execute(key.as_deref(), write, command, PointRejection::field)
         .await?;
     let balance = api.live.read(|s| s.balance(&user_id)).await?;
-    let body = serde_json::json!({ "userId": user_id, "balance": balance });
-    Ok(admin_reply(StatusCode::OK, body, replayed))
+    Ok(admin_reply(
+        StatusCode::OK,
+        BalanceView { user_id, balance },
+        replayed,
+    ))
 }

@@ -9,12 +9,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::http::{common_routes, serve_http};
+use crate::http::{common_routes, probe_routes, serve_http};
 use crate::settings::{open_store, ServiceConfig};
 use bus::jetstream as js_setup;
 use bus::outbox::run_relay;
 use eventlog::domain::Domain;
 use eventlog::live::Live;
+
+/// How often the rate limiter forgets clients whose quota is full again.
+pub const RATE_LIMIT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a service's wiring gets to build its routes and tasks from.
 pub struct Parts<D: Domain> {
@@ -77,6 +80,7 @@ impl App {
             data_dir: config.data_dir.clone(),
         };
         let (router, tasks) = wire(&parts)?;
+        let rate_limit = crate::http::rate_limit_config(config.rate_limit);
         let router = router
             .merge(common_routes(
                 &live,
@@ -88,10 +92,9 @@ impl App {
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::settings::MAX_REQUEST_BODY_BYTES,
             ))
-            .layer(axum::middleware::from_fn_with_state(
-                crate::http::RateLimit::new(config.rate_limit),
-                crate::http::rate_limited,
-            ));
+            .layer(crate::http::rate_limit_layer(rate_limit.clone()))
+            // The probes are merged after the rate limit: they are never limited.
+            .merge(probe_routes(&live, config.domain, nats.clone()));
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let addr = listener.local_addr()?;
 
@@ -109,6 +112,21 @@ impl App {
         for (name, task) in tasks {
             set.spawn(async move { (name, task.await) });
         }
+        // The limiter keeps a state per client IP; clients gone quiet are forgotten.
+        let sweep_shutdown = shutdown.clone();
+        set.spawn(async move {
+            let mut every = tokio::time::interval(RATE_LIMIT_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        rate_limit.limiter().retain_recent();
+                        rate_limit.limiter().shrink_to_fit();
+                    }
+                    _ = sweep_shutdown.cancelled() => break,
+                }
+            }
+            ("rate limit sweep", Ok(()))
+        });
         let http_shutdown = shutdown.clone();
         set.spawn(async move {
             let result = serve_http(listener, router, http_shutdown).await;

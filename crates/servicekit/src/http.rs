@@ -1,4 +1,5 @@
-//! The HTTP shell: common routes, the API error type, id validation, admin auth, rate limit.
+//! The HTTP shell: common routes, the API error type, the one JSON body extractor
+//! ([`ValidJson`]) with typed ids and bounds, admin auth, the per-client rate limit.
 
 use crate::telemetry::metrics_handle;
 
@@ -7,6 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 use tokio_util::sync::CancellationToken;
 
 use eventlog::domain::Domain;
@@ -14,57 +17,54 @@ use eventlog::event_store::{EventStore, ReplayBound};
 use eventlog::live;
 use eventlog::live::Live;
 
-/// A token bucket in front of the HTTP API: a burst of one second's worth, refilled continuously.
-#[derive(Clone)]
-pub struct RateLimit {
-    per_sec: f64,
-    bucket: std::sync::Arc<std::sync::Mutex<(f64, std::time::Instant)>>,
+/// The per-client rate limiter in front of the HTTP API: `per_sec` requests per second per peer
+/// IP, with a burst of one second's worth. Needs the server to be served with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (see [`serve_http`]).
+pub type RateLimitConfig = tower_governor::governor::GovernorConfig<
+    tower_governor::key_extractor::PeerIpKeyExtractor,
+    governor::middleware::NoOpMiddleware,
+>;
+
+/// The rate limit of `per_sec` requests per second per client IP (at least 1), with a burst of
+/// one second's worth.
+pub fn rate_limit_config(per_sec: u32) -> std::sync::Arc<RateLimitConfig> {
+    let per_sec = per_sec.max(1);
+    let period_ns = (1_000_000_000 / u64::from(per_sec)).max(1);
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .period(std::time::Duration::from_nanos(period_ns))
+        .burst_size(per_sec)
+        .finish()
+        .expect("a non-zero period and burst size");
+    std::sync::Arc::new(config)
 }
 
-impl RateLimit {
-    /// A limit of `per_sec` requests per second.
-    pub fn new(per_sec: u32) -> Self {
-        let per_sec = f64::from(per_sec.max(1));
-        Self {
-            per_sec,
-            bucket: std::sync::Arc::new(std::sync::Mutex::new((
-                per_sec,
-                std::time::Instant::now(),
-            ))),
-        }
-    }
-
-    fn admit(&self) -> bool {
-        let Ok(mut bucket) = self.bucket.lock() else {
-            return true;
-        };
-        let now = std::time::Instant::now();
-        let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_sec;
-        bucket.0 = (bucket.0 + refill).min(self.per_sec);
-        bucket.1 = now;
-        if bucket.0 >= 1.0 {
-            bucket.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// The layer answering 429 with `Retry-After` (whole seconds, at least 1) and the API's JSON
+/// error once a client exceeds `config`.
+pub fn rate_limit_layer(
+    config: std::sync::Arc<RateLimitConfig>,
+) -> tower_governor::GovernorLayer<
+    tower_governor::key_extractor::PeerIpKeyExtractor,
+    governor::middleware::NoOpMiddleware,
+    axum::body::Body,
+> {
+    tower_governor::GovernorLayer::new(config).error_handler(rate_limit_error)
 }
 
-/// Middleware answering 429 once the rate limit is exceeded.
-pub async fn rate_limited(
-    State(limit): State<RateLimit>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if limit.admit() {
-        next.run(request).await
-    } else {
-        ApiError::client(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded; retry shortly",
-        )
-        .into_response()
+fn rate_limit_error(error: tower_governor::GovernorError) -> Response {
+    match error {
+        tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+            let mut response = ApiError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded; retry shortly",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait_time.max(1)),
+            );
+            response
+        }
+        other => ApiError::internal(other).into_response(),
     }
 }
 
@@ -86,29 +86,48 @@ pub struct CommonState {
     pub admin_token: Option<String>,
 }
 
-/// `/healthz`, `/readyz`, `/status`, `/metrics` and `/log/{orderId}` (this domain's records of an order;
-/// admin token required).
+/// `/status`, `/metrics` and `/log/{orderId}` (this domain's records of an order; admin token
+/// required): the common routes behind the rate limit.
 pub fn common_routes<D: Domain>(
     live: &Live<D>,
     domain: &'static str,
     nats: async_nats::Client,
     admin_token: Option<String>,
 ) -> Router {
-    let state = CommonState {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/log/{order_id}", get(order_log))
+        .with_state(common_state(live, domain, nats, admin_token))
+}
+
+/// `/healthz` and `/readyz`: the probes, merged outside the rate limit so a busy client never
+/// makes a service look down.
+pub fn probe_routes<D: Domain>(
+    live: &Live<D>,
+    domain: &'static str,
+    nats: async_nats::Client,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(common_state(live, domain, nats, None))
+}
+
+fn common_state<D: Domain>(
+    live: &Live<D>,
+    domain: &'static str,
+    nats: async_nats::Client,
+    admin_token: Option<String>,
+) -> CommonState {
+    CommonState {
         domain,
         store: live.store().clone(),
         nats,
         fatal: live.fatal(),
         render: live::render_record::<D>,
         admin_token,
-    };
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/log/{order_id}", get(order_log))
-        .with_state(state)
+    }
 }
 
 async fn readyz(State(state): State<CommonState>) -> Response {
@@ -278,50 +297,237 @@ pub const MAX_ID_BYTES: usize = 64;
 /// allowed and must be escaped on output. The error is a 400 naming `field`; a caller checks
 /// before it writes anything.
 pub fn validate_id<'a>(field: &str, id: &'a str) -> std::result::Result<&'a str, ApiError> {
-    if id.is_empty() {
-        return Err(ApiError::bad_field(field, "must not be empty"));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(ApiError::bad_field(
-            field,
-            format!(
-                "is {} bytes of UTF-8; at most {MAX_ID_BYTES} allowed",
-                id.len()
-            ),
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(ApiError::bad_field(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
-        return Err(ApiError::bad_field(
-            field,
-            "must not start or end with whitespace",
-        ));
-    }
-    if id == "." || id == ".." {
-        return Err(ApiError::bad_field(
-            field,
-            "must not be `.` or `..` (not addressable in a URL path)",
-        ));
-    }
+    check_id(id).map_err(|message| ApiError::bad_field(field, message))?;
     Ok(id)
 }
 
-/// An id from a JSON body: absent or `null` is `None`; anything but a valid id string is a 400
-/// naming `field`.
-pub fn id_field(
-    value: Option<&serde_json::Value>,
-    field: &str,
-) -> std::result::Result<Option<String>, ApiError> {
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => validate_id(field, s).map(|s| Some(s.to_owned())),
-        Some(_) => Err(ApiError::bad_field(field, "must be a string")),
+/// [`validate_id`]'s rules; the error says what is wrong (without naming the field).
+fn check_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
     }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "is {} bytes of UTF-8; at most {MAX_ID_BYTES} allowed",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
+        return Err("must not start or end with whitespace".into());
+    }
+    if id == "." || id == ".." {
+        return Err("must not be `.` or `..` (not addressable in a URL path)".into());
+    }
+    Ok(())
+}
+
+/// A client-supplied id in a JSON body, checked by [`validate_id`]'s rules as it is
+/// deserialized (so the error names its path).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Id(String);
+
+impl Id {
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The id as an owned string.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<De: Deserializer<'de>>(
+        deserializer: De,
+    ) -> std::result::Result<Self, De::Error> {
+        let id = String::deserialize(deserializer)?;
+        check_id(&id).map_err(De::Error::custom)?;
+        Ok(Self(id))
+    }
+}
+
+/// A non-negative integer in `MIN..=MAX`, checked as it is deserialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<De: Deserializer<'de>>(
+        deserializer: De,
+    ) -> std::result::Result<Self, De::Error> {
+        let n = u64::deserialize(deserializer)?;
+        if !(MIN..=MAX).contains(&n) {
+            return Err(De::Error::custom(format!(
+                "must be between {MIN} and {MAX}"
+            )));
+        }
+        Ok(Self(n))
+    }
+}
+
+/// A list of `MIN..=MAX` entries, checked as it is deserialized.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct BoundedVec<T, const MIN: usize, const MAX: usize>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const MIN: usize, const MAX: usize> Deserialize<'de>
+    for BoundedVec<T, MIN, MAX>
+{
+    fn deserialize<De: Deserializer<'de>>(
+        deserializer: De,
+    ) -> std::result::Result<Self, De::Error> {
+        let items = Vec::<T>::deserialize(deserializer)?;
+        if !(MIN..=MAX).contains(&items.len()) {
+            return Err(De::Error::custom(format!(
+                "must have between {MIN} and {MAX} entries, not {}",
+                items.len()
+            )));
+        }
+        Ok(Self(items))
+    }
+}
+
+/// A struct that must come as a JSON object: serde's derived structs also accept an array of
+/// the field values, which the contract does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<De: Deserializer<'de>>(
+        deserializer: De,
+    ) -> std::result::Result<Self, De::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Visitor(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// A JSON request body [`ValidJson`] accepts.
+pub trait RequestBody: DeserializeOwned {
+    /// The field named when the body is not JSON at all (or cut off): `body`, or the one field
+    /// of a single-field body.
+    const MALFORMED_FIELD: &'static str = "body";
+}
+
+/// The one JSON body extractor of every service: reads the body within the body limit (413
+/// naming `body` beyond it) and deserializes it, answering every failure with an [`ApiError`]
+/// naming the field's path (`items[0].qty`). Content type is not checked.
+#[derive(Debug, Clone)]
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: RequestBody> axum::extract::FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> std::result::Result<Self, ApiError> {
+        let body =
+            <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(request, state)
+                .await
+                .map_err(|e| ApiError {
+                    status: e.status(),
+                    message: e.body_text(),
+                    field: Some("body".into()),
+                })?;
+        parse_json(&body).map(ValidJson)
+    }
+}
+
+/// The one path-parameter extractor: a parameter that does not decode (bad percent-encoding,
+/// not UTF-8) is the API's JSON 400 naming `path`, not axum's plain-text rejection.
+#[derive(Debug, Clone)]
+pub struct ValidPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for ValidPath<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, ApiError> {
+        <UrlPath<T> as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|UrlPath(value)| ValidPath(value))
+            .map_err(|e| ApiError {
+                status: e.status(),
+                message: e.body_text(),
+                field: Some("path".into()),
+            })
+    }
+}
+
+/// Deserializes a JSON body as [`ValidJson`] does; the error names the field's path.
+pub fn parse_json<T: RequestBody>(body: &[u8]) -> std::result::Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let Object(value) = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| json_error(Some(e.path()), e.inner(), T::MALFORMED_FIELD))?;
+    // Trailing characters after the value.
+    deserializer
+        .end()
+        .map_err(|e| json_error(None, &e, T::MALFORMED_FIELD))?;
+    Ok(value)
+}
+
+/// A deserialization error as a 400 naming the field: the path where it happened, the field a
+/// missing/unknown/duplicate field error names below that path, or `malformed_field` when the
+/// body is not JSON at all or is not an object.
+fn json_error(
+    path: Option<&serde_path_to_error::Path>,
+    err: &serde_json::Error,
+    malformed_field: &str,
+) -> ApiError {
+    let mut message = err.to_string();
+    if err.line() > 0 {
+        let position = format!(" at line {} column {}", err.line(), err.column());
+        if let Some(stripped) = message.strip_suffix(&position) {
+            message = stripped.to_owned();
+        }
+    }
+    if !matches!(err.classify(), serde_json::error::Category::Data) {
+        return ApiError::bad_field(malformed_field, format!("malformed JSON: {message}"));
+    }
+    let at = path
+        .filter(|p| p.iter().next().is_some())
+        .map(ToString::to_string);
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    // An unknown field's path already ends with it; a missing or duplicate field's is its parent.
+    let ends_with_name = |name: &str| {
+        path.and_then(|p| p.iter().next_back()).is_some_and(
+            |last| matches!(last, serde_path_to_error::Segment::Map { key } if key == name),
+        )
+    };
+    let field = match (at, named) {
+        (Some(path), Some(name)) if ends_with_name(name) => path,
+        (Some(parent), Some(name)) => format!("{parent}.{name}"),
+        (None, Some(name)) => name.to_owned(),
+        (Some(path), None) => path,
+        (None, None) => malformed_field.to_owned(),
+    };
+    ApiError::bad_field(&field, message)
 }
 
 /// Name of the header that makes a write idempotent.
@@ -442,7 +648,7 @@ pub fn admin_replayed<E>(
 
 /// An admin write's answer: `status` and `body`, marked [`IDEMPOTENT_REPLAYED_HEADER`] when an
 /// earlier write with the same `Idempotency-Key` had already been applied.
-pub fn admin_reply(status: StatusCode, body: serde_json::Value, replayed: bool) -> Response {
+pub fn admin_reply(status: StatusCode, body: impl serde::Serialize, replayed: bool) -> Response {
     let mut response = (status, Json(body)).into_response();
     if replayed {
         response.headers_mut().insert(
@@ -497,9 +703,13 @@ pub async fn serve_http(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // The peer address is the rate limit's key.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 #[cfg(test)]
@@ -525,6 +735,106 @@ mod tests {
             4 => any::<char>(),
         ];
         proptest::collection::vec(piece, 0..70).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    // Test fixtures: only deserialized.
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Outer {
+        user_id: Id,
+        lines: BoundedVec<Object<Inner>, 1, 2>,
+        #[serde(default)]
+        note: Option<Id>,
+    }
+    impl RequestBody for Outer {}
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        qty: Bounded<1, 10>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Single {
+        #[allow(dead_code)]
+        qty: u64,
+    }
+    impl RequestBody for Single {
+        const MALFORMED_FIELD: &'static str = "qty";
+    }
+
+    fn field_of<T: RequestBody + std::fmt::Debug>(body: &str) -> String {
+        let err = parse_json::<T>(body.as_bytes()).expect_err(body);
+        assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(!err.message.contains(" at line "), "{}", err.message);
+        err.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn every_body_error_names_the_path_of_its_field() {
+        let cases = [
+            (r#"{"userId": "u", "lines": [{"qty": 1}]}"#, None),
+            (r#"{"userId": 5, "lines": [{"qty": 1}]}"#, Some("userId")),
+            (r#"{"userId": "", "lines": [{"qty": 1}]}"#, Some("userId")),
+            (
+                r#"{"userId": "a\u0000", "lines": [{"qty": 1}]}"#,
+                Some("userId"),
+            ),
+            (r#"{"lines": [{"qty": 1}]}"#, Some("userId")),
+            (r#"{"userId": "u", "lines": []}"#, Some("lines")),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}, {"qty": 1}, {"qty": 1}]}"#,
+                Some("lines"),
+            ),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}, {"qty": 0}]}"#,
+                Some("lines[1].qty"),
+            ),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1.5}]}"#,
+                Some("lines[0].qty"),
+            ),
+            (r#"{"userId": "u", "lines": [{}]}"#, Some("lines[0].qty")),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1, "x": 1}]}"#,
+                Some("lines[0].x"),
+            ),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}], "extra": 1}"#,
+                Some("extra"),
+            ),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}], "note": " x"}"#,
+                Some("note"),
+            ),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}], "note": null}"#,
+                None,
+            ),
+            (r#"[1, 2]"#, Some("body")),
+            (r#"["u", [{"qty": 1}]]"#, Some("body")),
+            (r#"{"userId": "u", "lines": [[1]]}"#, Some("lines[0]")),
+            (r#"{"userId": "u", "lines": ["#, Some("body")),
+            (
+                r#"{"userId": "u", "lines": [{"qty": 1}]} trailing"#,
+                Some("body"),
+            ),
+            ("", Some("body")),
+        ];
+        for (body, field) in cases {
+            match field {
+                None => {
+                    parse_json::<Outer>(body.as_bytes()).expect(body);
+                }
+                Some(field) => assert_eq!(field_of::<Outer>(body), field, "{body}"),
+            }
+        }
+        assert_eq!(field_of::<Single>(r#"{"qty": "#), "qty");
+        assert_eq!(field_of::<Single>(r#"{"qty": -1}"#), "qty");
+        assert_eq!(field_of::<Single>("{}"), "qty");
     }
 
     #[test]

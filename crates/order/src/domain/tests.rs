@@ -33,11 +33,7 @@ fn placed(order: OrderPlaced) -> OrderEvent {
     }
 }
 
-fn outcome(
-    participant: Participant,
-    kind: OutcomeKind,
-    reason: Option<&str>,
-) -> ParticipantEvent {
+fn outcome(participant: Participant, kind: OutcomeKind, reason: Option<&str>) -> ParticipantEvent {
     ParticipantEvent {
         order_id: ORDER,
         participant,
@@ -964,8 +960,7 @@ fn redriving_an_order_needing_attention_reaches_those_still_missing() {
 #[test]
 fn a_redelivered_outcome_is_ignored_without_touching_the_saga() {
     // Given
-    let scenario =
-        given::<Order>([placed(full_order()), succeeded(Participant::Payment, 2_000)]);
+    let scenario = given::<Order>([placed(full_order()), succeeded(Participant::Payment, 2_000)]);
     // When
     let state = scenario
         .when(record(
