@@ -211,7 +211,9 @@ async fn place_order(
     let request = parse_order_request(&body)?;
     let now = now_ms();
     let order_id = Uuid::now_v7();
-    let trace_id = contract::new_trace_id();
+    // An incoming W3C traceparent is continued: the order's trace is the caller's.
+    let trace_id = servicekit::observe::request_trace_id(&headers);
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let order = OrderPlaced {
         order_id,
         user_id: request.user_id,
@@ -225,7 +227,7 @@ async fn place_order(
     let meta = EventMeta {
         correlation_id: order_id.to_string(),
         trace_id: trace_id.clone(),
-        traceparent: contract::traceparent(&trace_id),
+        traceparent: bus::telemetry::current_traceparent(&trace_id),
         causation_id: format!(
             "http:POST /orders{}",
             idempotency_key

@@ -80,6 +80,35 @@ pub struct Orders {
     /// Orders the supervisor still watches: not FAILED, and not COMPLETED-and-delivered.
     /// Kept so its periodic scan costs the open orders, not the whole history.
     pub open: std::collections::BTreeSet<Uuid>,
+    /// How many orders are in each status, kept as events apply (metrics read it per scrape).
+    pub status_counts: StatusCounts,
+}
+
+/// Orders per status, indexed like [`OrderStatus::ALL`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts([u64; 5]);
+
+impl StatusCounts {
+    fn slot(status: OrderStatus) -> usize {
+        OrderStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("ALL lists every status")
+    }
+
+    /// Orders in `status`.
+    pub fn get(&self, status: OrderStatus) -> u64 {
+        self.0[Self::slot(status)]
+    }
+
+    fn moved(&mut self, from: Option<OrderStatus>, to: OrderStatus) {
+        if let Some(from) = from {
+            let slot = &mut self.0[Self::slot(from)];
+            assert!(*slot > 0, "an order left {from} that had none");
+            *slot -= 1;
+        }
+        self.0[Self::slot(to)] += 1;
+    }
 }
 
 /// One order's saga as projected from its events.
@@ -750,6 +779,7 @@ impl Domain for Order {
             );
             state.by_trace.insert(trace_id.clone(), order.order_id);
             state.open.insert(order.order_id);
+            state.status_counts.moved(None, OrderStatus::Pending);
             if let Some(key) = idempotency_key {
                 state.by_idempotency_key.insert(key.clone(), order.order_id);
             }
@@ -761,6 +791,7 @@ impl Domain for Order {
             .orders
             .get_mut(&order_id)
             .unwrap_or_else(|| panic!("event for order {order_id} before it was placed"));
+        let status_before = saga.status;
         match event {
             OrderEvent::Placed { .. } => unreachable!("handled above"),
             OrderEvent::OutcomeRecorded {
@@ -840,6 +871,9 @@ impl Domain for Order {
             OrderEvent::DeliveryResumed { .. } => {
                 saga.delivery_parked = None;
             }
+        }
+        if saga.status != status_before {
+            state.status_counts.moved(Some(status_before), saga.status);
         }
         let settled = saga.status == OrderStatus::Failed
             || (saga.status == OrderStatus::Completed && saga.data_platform_delivered);
@@ -1433,6 +1467,28 @@ mod tests {
             })
             // Then
             .then_rejected(OrderRejection::NotNeedingAttention(ORDER));
+    }
+
+    #[test]
+    fn the_status_counts_follow_an_order_from_pending_through_compensating_to_failed() {
+        // Given
+        let mut state = Orders::default();
+        let count = |state: &Orders, status| state.status_counts.get(status);
+        // When
+        Order::evolve(&mut state, &placed(full_order()));
+        // Then
+        assert_eq!(count(&state, OrderStatus::Pending), 1);
+        // When
+        let history = point_silent_history();
+        for event in &history[1..] {
+            Order::evolve(&mut state, event);
+        }
+        // Then
+        let status = state.orders[&ORDER].status;
+        assert_eq!(count(&state, status), 1, "{status}");
+        let total: u64 = OrderStatus::ALL.iter().map(|s| count(&state, *s)).sum();
+        assert_eq!(total, 1, "one order, counted once");
+        assert_eq!(count(&state, OrderStatus::Pending), 0);
     }
 
     /// The failed order with every compensation in except point's, which never answered.

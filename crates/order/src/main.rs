@@ -42,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("starting the order service")?;
             tokio::spawn(servicekit::cli::shutdown_on_signal(app.shutdown_token()));
-            app.wait().await.context("order service")?;
+            let ended = app.wait().await;
+            servicekit::telemetry::shutdown_telemetry();
+            ended.context("order service")?;
             Ok(())
         }
     }

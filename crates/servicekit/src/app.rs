@@ -28,6 +28,8 @@ pub struct Parts<D: Domain> {
     pub shutdown: CancellationToken,
     /// The service's data directory.
     pub data_dir: PathBuf,
+    /// What `/metrics` refreshes before rendering; the wiring may add gauges of its own.
+    pub scrape: crate::observe::ScrapeHooks,
 }
 
 /// A background task of a service, with a name for the shutdown report.
@@ -75,6 +77,7 @@ impl App {
             js: js.clone(),
             shutdown: shutdown.clone(),
             data_dir: config.data_dir.clone(),
+            scrape: crate::observe::service_hooks(config.domain, store.clone(), js.clone()),
         };
         let (router, tasks) = wire(&parts)?;
         let router = router
@@ -84,6 +87,7 @@ impl App {
                 nats.clone(),
                 config.admin_token.clone(),
             ))
+            .merge(crate::observe::metrics_routes(parts.scrape.clone()))
             .fallback(crate::http::route_not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::settings::MAX_REQUEST_BODY_BYTES,
@@ -91,6 +95,11 @@ impl App {
             .layer(axum::middleware::from_fn_with_state(
                 crate::http::RateLimit::new(config.rate_limit),
                 crate::http::rate_limited,
+            ))
+            // Outermost: every request is counted and traced, refused ones included.
+            .layer(axum::middleware::from_fn_with_state(
+                config.domain,
+                crate::observe::track_http,
             ));
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let addr = listener.local_addr()?;

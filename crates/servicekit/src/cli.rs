@@ -73,9 +73,9 @@ where
                 .await
                 .map_err(|e| format!("starting the {domain} service: {e}"))?;
             tokio::spawn(shutdown_on_signal(app.shutdown_token()));
-            app.wait()
-                .await
-                .map_err(|e| format!("{domain} service: {e}"))?;
+            let ended = app.wait().await;
+            crate::telemetry::shutdown_telemetry();
+            ended.map_err(|e| format!("{domain} service: {e}"))?;
             Ok(0)
         }
     }

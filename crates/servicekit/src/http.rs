@@ -1,7 +1,5 @@
 //! The HTTP shell: common routes, the API error type, id validation, admin auth, rate limit.
 
-use crate::telemetry::metrics_handle;
-
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -86,7 +84,7 @@ pub struct CommonState {
     pub admin_token: Option<String>,
 }
 
-/// `/healthz`, `/readyz`, `/status`, `/metrics` and `/log/{orderId}` (this domain's records of an order;
+/// `/healthz`, `/readyz`, `/status` and `/log/{orderId}` (this domain's records of an order;
 /// admin token required).
 pub fn common_routes<D: Domain>(
     live: &Live<D>,
@@ -106,7 +104,6 @@ pub fn common_routes<D: Domain>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
         .route("/log/{order_id}", get(order_log))
         .with_state(state)
 }
@@ -132,18 +129,6 @@ async fn status(State(state): State<CommonState>) -> Response {
         "outboxBacklog": state.store.outbox_len(),
     }))
     .into_response()
-}
-
-async fn metrics(State(state): State<CommonState>) -> Response {
-    let mut text = metrics_handle().map(|h| h.render()).unwrap_or_default();
-    text.push_str(&format!(
-        "# TYPE saga_log_head gauge\nsaga_log_head{{domain=\"{}\"}} {}\n# TYPE saga_outbox_pending gauge\nsaga_outbox_pending{{domain=\"{}\"}} {}\n",
-        state.domain,
-        state.store.head(),
-        state.domain,
-        state.store.outbox_len()
-    ));
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn order_log(

@@ -6,13 +6,15 @@
 //! - [`participant`]: the message handler shared by the four participant services.
 //! - [`cli`]: the command line every binary shares, and shutdown on signals.
 //! - [`offline`]: `replay`, `verify` and `export` against a data directory.
-//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`telemetry`]: logs (text or JSON), OpenTelemetry traces, the Prometheus recorder.
+//! - [`observe`]: `/metrics` with gauges refreshed on scrape, and the HTTP metrics and span middleware.
 //! - [`error`]: the crate's error type.
 
 pub mod app;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod offline;
 pub mod participant;
 pub mod settings;
