@@ -301,3 +301,66 @@ async fn metrics_after_a_completed_and_a_failed_saga_report_statuses_durations_c
         );
     }
 }
+
+/// Every metric the services export, as documented in the README's Observability section.
+const EXPORTED: &[&str] = &[
+    "saga_orders",
+    "saga_orders_placed_total",
+    "saga_duration_seconds",
+    "saga_participant_outcomes_total",
+    "saga_compensations_total",
+    "saga_compensation_failures_total",
+    "saga_redrives_total",
+    "saga_compensation_retries_total",
+    "saga_attention_needed_total",
+    "saga_dead_letters_total",
+    "saga_dlq_redrives_total",
+    "saga_dlq_messages",
+    "nats_consumer_pending_messages",
+    "nats_consumer_ack_pending_messages",
+    "nats_consumer_redelivered_messages",
+    "saga_outbox_backlog_messages",
+    "saga_log_head",
+    "store_commit_batch_size",
+    "store_apply_seconds",
+    "store_flush_seconds",
+    "http_requests_total",
+    "http_request_duration_seconds",
+];
+
+#[test]
+fn the_grafana_dashboard_and_the_readme_use_only_exported_metric_names() {
+    // Given
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard = std::fs::read_to_string(root.join("ops/grafana/saga-dashboard.json"))
+        .expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("the README");
+    // When
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expression");
+            for token in expr.split(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
+                let is_metric = ["saga_", "http_", "nats_", "store_"]
+                    .iter()
+                    .any(|p| token.starts_with(p));
+                if is_metric {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| token.strip_suffix(s))
+                        .unwrap_or(token);
+                    used.insert(base.to_owned());
+                }
+            }
+        }
+    }
+    // Then
+    assert!(used.len() >= 15, "{used:?}");
+    for name in &used {
+        assert!(EXPORTED.contains(&name.as_str()), "dashboard uses {name}");
+    }
+    for name in EXPORTED {
+        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+    }
+}

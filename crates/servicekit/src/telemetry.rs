@@ -50,7 +50,7 @@ pub fn init_telemetry() {
         });
     let _ = tracing_subscriber::registry()
         .with(otel)
-        .with(log_layer(json))
+        .with(log_layer(json, std::io::stdout))
         .with(env_filter())
         .try_init();
 }
@@ -60,19 +60,22 @@ fn env_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
-/// The log layer: JSON lines with the current span and span list, or human-readable text.
-pub fn log_layer<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync>
+/// The log layer writing to `writer`: JSON lines with the current span and span list (so span
+/// fields such as `order_id` and `trace_id` are on every line), or human-readable text.
+pub fn log_layer<S, W>(json: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     if json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
+            .with_writer(writer)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     }
 }
 
@@ -126,4 +129,55 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .ok()
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_log_line_inside_a_handler_span_carries_its_order_and_trace_ids() {
+        // Given
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(log_layer(true, move || writer.clone()));
+        // When
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "consume",
+                order_id = "0190-order",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            let _entered = span.enter();
+            tracing::info!(delivered = 1, "handled");
+        });
+        // Then
+        let text =
+            String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("UTF-8 logs");
+        let line: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("one line")).expect("a JSON line");
+        assert_eq!(line["fields"]["message"], "handled", "{line}");
+        assert_eq!(line["span"]["order_id"], "0190-order", "{line}");
+        assert_eq!(
+            line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{line}"
+        );
+        assert_eq!(line["spans"][0]["name"], "consume", "{line}");
+    }
 }
