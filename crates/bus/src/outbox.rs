@@ -152,6 +152,15 @@ pub async fn run_relay(
 /// The span of one relay publish: a child of the span that committed the message (its stored
 /// `traceparent`), named by the service the subject belongs to.
 fn publish_span(message: &OutboxMessage) -> tracing::Span {
+    let parent = message
+        .headers
+        .iter()
+        .find(|(name, _)| name == HEADER_TRACEPARENT)
+        .map(|(_, value)| value.as_str());
+    if parent.is_none() {
+        // Not part of a saga's trace (an operator alert): no trace of its own either.
+        return tracing::Span::none();
+    }
     let service = message.subject.split('.').next().unwrap_or_default();
     let span = tracing::info_span!(
         "publish",
@@ -161,11 +170,6 @@ fn publish_span(message: &OutboxMessage) -> tracing::Span {
         subject = %message.subject,
         msg_id = %message.msg_id,
     );
-    let parent = message
-        .headers
-        .iter()
-        .find(|(name, _)| name == HEADER_TRACEPARENT)
-        .map(|(_, value)| value.as_str());
     crate::telemetry::continue_trace(&span, parent);
     span
 }

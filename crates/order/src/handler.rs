@@ -261,16 +261,24 @@ pub async fn run_own(
     cause: &str,
     command: OrderCommand,
 ) -> eventlog::Result<bool> {
-    let executed = live
-        .execute(
-            Execution {
-                meta: own_meta(saga, cause),
-                dedup_key: None,
-            },
-            command,
-            outbox_for,
-        )
-        .await?;
+    // Traced in the saga's trace: a timer's step (re-drive, deadline) has no sender to continue.
+    let span = tracing::info_span!(
+        "decide",
+        service = "order",
+        order_id = %saga.order.order_id,
+        trace_id = %saga.trace_id,
+        cause,
+    );
+    let current = bus::telemetry::trace_id_of(&tracing::Span::current());
+    if current.as_deref() != Some(saga.trace_id.as_str()) {
+        bus::telemetry::continue_trace(&span, Some(&contract::traceparent(&saga.trace_id)));
+    }
+    let execution = Execution {
+        meta: span.in_scope(|| own_meta(saga, cause)),
+        dedup_key: None,
+    };
+    let executed =
+        tracing::Instrument::instrument(live.execute(execution, command, outbox_for), span).await?;
     Ok(matches!(executed, Ok(Executed::Committed { ref events, .. }) if !events.is_empty()))
 }
 
