@@ -213,7 +213,6 @@ async fn place_order(
     let order_id = Uuid::now_v7();
     // An incoming W3C traceparent is continued: the order's trace is the caller's.
     let trace_id = servicekit::observe::request_trace_id(&headers);
-    tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let order = OrderPlaced {
         order_id,
         user_id: request.user_id,
@@ -257,6 +256,8 @@ async fn place_order(
         Err(OrderRejection::IdempotencyKeyReused { order_id, .. }) => order_id,
         Err(other) => return Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
     };
+    // The request span (see servicekit::observe::track_http) names the order from here on.
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let deadline = wait.map(|w| Instant::now() + w);
     loop {
         let saga = api
