@@ -207,7 +207,8 @@ async fn process<H: Handler>(
         }
     };
     let order_id = delivery.message.order_id();
-    let result = handler.handle(delivery).await;
+    let span = consume_span(&delivery, consumer);
+    let result = tracing::Instrument::instrument(handler.handle(delivery), span).await;
     let ack = match result {
         Ok(()) => message.ack().await,
         Err(HandleError::Poison(reason)) => {
@@ -233,6 +234,27 @@ async fn process<H: Handler>(
         // The server redelivers after ack_wait and the handler's dedup absorbs it.
         tracing::warn!(%order_id, consumer, error = %err, "ack not sent");
     }
+}
+
+/// The span of one delivery's handling: a child of the span that sent it (its `traceparent`,
+/// or the saga's trace when it carries none), named by the consuming service.
+fn consume_span(delivery: &Delivery, consumer: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format!("consume {}", delivery.subject),
+        otel.kind = "consumer",
+        service = crate::telemetry::consumer_owner(consumer),
+        consumer,
+        subject = %delivery.subject,
+        order_id = %delivery.message.order_id(),
+        trace_id = %delivery.envelope.trace_id,
+        delivered = delivery.delivered,
+    );
+    let fallback = contract::traceparent(&delivery.envelope.trace_id);
+    if !crate::telemetry::continue_trace(&span, delivery.traceparent.as_deref()) {
+        crate::telemetry::continue_trace(&span, Some(&fallback));
+    }
+    span
 }
 
 fn decode_delivery(
@@ -286,6 +308,7 @@ async fn dead_letter(
         payload: message.payload.to_vec(),
     };
     tracing::error!(consumer, subject = %message.subject, reason, delivered, "message dead-lettered");
+    metrics::counter!("saga_dead_letters_total", "consumer" => consumer.to_owned()).increment(1);
     match publish_now(js, &entry).await {
         Ok(()) => {
             if let Err(err) = message.ack_with(AckKind::Term).await {

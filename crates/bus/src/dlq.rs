@@ -223,6 +223,7 @@ pub async fn redrive(js: &jetstream::Context, seq: u64) -> Result<Option<Redrive
         duplicate = ack.duplicate,
         "DLQ entry re-driven"
     );
+    metrics::counter!("saga_dlq_redrives_total", "consumer" => entry.consumer.clone()).increment(1);
     Ok(Some(Redriven {
         subject: entry.original_subject.clone(),
         entry,

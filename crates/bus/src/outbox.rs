@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::retry::{Backoff, RetryPolicy, Wait};
-use contract::HEADER_MSG_ID;
+use contract::{HEADER_MSG_ID, HEADER_TRACEPARENT};
 use eventlog::event_store::EventStore;
 use eventlog::record::OutboxMessage;
 
@@ -64,10 +64,12 @@ pub async fn run_relay(
                 cursor = upto;
             }
             for (seq, message) in batch {
+                let span = publish_span(&message);
                 let publish = Publish::build()
                     .payload(message.payload.into())
-                    .headers(headers_of_parts(&message.msg_id, &message.headers));
-                match js.send_publish(message.subject, publish).await {
+                    .headers(traced_headers(&span, &message.msg_id, &message.headers));
+                let sent = js.send_publish(message.subject, publish);
+                match tracing::Instrument::instrument(sent, span).await {
                     Ok(ack) => {
                         in_flight.push(async move {
                             let result = tokio::time::timeout(
@@ -149,6 +151,54 @@ pub async fn run_relay(
             }
         }
     }
+}
+
+/// The span of one relay publish: a child of the span that committed the message (its stored
+/// `traceparent`), named by the service the subject belongs to.
+fn publish_span(message: &OutboxMessage) -> tracing::Span {
+    let parent = message
+        .headers
+        .iter()
+        .find(|(name, _)| name == HEADER_TRACEPARENT)
+        .map(|(_, value)| value.as_str());
+    if parent.is_none() {
+        // Not part of a saga's trace (an operator alert): no trace of its own either.
+        return tracing::Span::none();
+    }
+    let service = message.subject.split('.').next().unwrap_or_default();
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {}", message.subject),
+        otel.kind = "producer",
+        service,
+        subject = %message.subject,
+        msg_id = %message.msg_id,
+    );
+    crate::telemetry::continue_trace(&span, parent);
+    span
+}
+
+/// The message's headers, its `traceparent` naming the publish span when that is traced (so
+/// the consumer's span is the publish span's child).
+fn traced_headers(
+    span: &tracing::Span,
+    msg_id: &str,
+    headers: &[(String, String)],
+) -> async_nats::HeaderMap {
+    let mut map = headers_of_parts(msg_id, headers);
+    let stored = headers
+        .iter()
+        .find(|(name, _)| name == HEADER_TRACEPARENT)
+        .and_then(|(_, value)| crate::telemetry::parse_traceparent(value));
+    if let (Some(stored), Some(trace_id)) = (stored, crate::telemetry::trace_id_of(span)) {
+        if stored.trace_id().to_string() == trace_id {
+            map.insert(
+                HEADER_TRACEPARENT,
+                crate::telemetry::traceparent_of(span, &trace_id).as_str(),
+            );
+        }
+    }
+    map
 }
 
 fn headers_of_parts(msg_id: &str, headers: &[(String, String)]) -> async_nats::HeaderMap {

@@ -71,7 +71,7 @@ impl<'de> Deserialize<'de> for TimeMs {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = TimeMs;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an RFC 3339 string, ms since epoch, or null")
             }
             fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<TimeMs, E> {

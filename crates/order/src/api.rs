@@ -225,7 +225,8 @@ async fn place_order(
     let request = NewOrder::from(body?.0);
     let now = now_ms();
     let order_id = Uuid::now_v7();
-    let trace_id = contract::new_trace_id();
+    // An incoming W3C traceparent is continued: the order's trace is the caller's.
+    let trace_id = servicekit::observe::request_trace_id(&headers);
     let order = OrderPlaced {
         order_id,
         user_id: request.user_id,
@@ -239,7 +240,7 @@ async fn place_order(
     let meta = EventMeta {
         correlation_id: order_id.to_string(),
         trace_id: trace_id.clone(),
-        traceparent: contract::traceparent(&trace_id),
+        traceparent: bus::telemetry::current_traceparent(&trace_id),
         causation_id: format!(
             "http:POST /orders{}",
             idempotency_key
@@ -269,6 +270,8 @@ async fn place_order(
         Err(OrderRejection::IdempotencyKeyReused { order_id, .. }) => order_id,
         Err(other) => return Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
     };
+    // The request span (see servicekit::observe::track_http) names the order from here on.
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let deadline = wait.map(|w| Instant::now() + w);
     loop {
         let saga = api

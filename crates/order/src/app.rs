@@ -25,6 +25,7 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
         .service_config("order", crate::config::DEFAULT_HTTP_ADDR);
     App::start::<Order>(config, |parts| {
         let mut tasks: Vec<Task> = Vec::new();
+        crate::observe::orders_by_status(&parts.scrape, parts.live.clone());
         let outcomes = Arc::new(OutcomeHandler {
             live: parts.live.clone(),
         });

@@ -80,6 +80,35 @@ pub struct Orders {
     /// Orders the supervisor still watches: not FAILED, and not COMPLETED-and-delivered.
     /// Kept so its periodic scan costs the open orders, not the whole history.
     pub open: std::collections::BTreeSet<Uuid>,
+    /// How many orders are in each status, kept as events apply (metrics read it per scrape).
+    pub status_counts: StatusCounts,
+}
+
+/// Orders per status, indexed like [`OrderStatus::ALL`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts([u64; 5]);
+
+impl StatusCounts {
+    fn slot(status: OrderStatus) -> usize {
+        OrderStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("ALL lists every status")
+    }
+
+    /// Orders in `status`.
+    pub fn get(&self, status: OrderStatus) -> u64 {
+        self.0[Self::slot(status)]
+    }
+
+    fn moved(&mut self, from: Option<OrderStatus>, to: OrderStatus) {
+        if let Some(from) = from {
+            let slot = &mut self.0[Self::slot(from)];
+            assert!(*slot > 0, "an order left {from} that had none");
+            *slot -= 1;
+        }
+        self.0[Self::slot(to)] += 1;
+    }
 }
 
 /// One order's saga as projected from its events.
@@ -733,6 +762,7 @@ impl Domain for Order {
             );
             state.by_trace.insert(trace_id.clone(), order.order_id);
             state.open.insert(order.order_id);
+            state.status_counts.moved(None, OrderStatus::Pending);
             if let Some(key) = idempotency_key {
                 state.by_idempotency_key.insert(key.clone(), order.order_id);
             }
@@ -744,6 +774,7 @@ impl Domain for Order {
             .orders
             .get_mut(&order_id)
             .unwrap_or_else(|| panic!("event for order {order_id} before it was placed"));
+        let status_before = saga.status;
         match event {
             OrderEvent::Placed { .. } => unreachable!("handled above"),
             OrderEvent::OutcomeRecorded {
@@ -823,6 +854,9 @@ impl Domain for Order {
             OrderEvent::DeliveryResumed { .. } => {
                 saga.delivery_parked = None;
             }
+        }
+        if saga.status != status_before {
+            state.status_counts.moved(Some(status_before), saga.status);
         }
         let settled = saga.status == OrderStatus::Failed
             || (saga.status == OrderStatus::Completed && saga.data_platform_delivered);

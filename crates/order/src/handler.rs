@@ -41,6 +41,7 @@ pub const ALERT_DATAPLATFORM_FAILED: &str = "dataplatform_failed";
 
 /// The outbox messages an order's events publish.
 pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> eventlog::Result<Vec<OutboxMessage>> {
+    crate::observe::record(state, events);
     let mut out = Vec::new();
     for event in events {
         let order_id = event.order_id();
@@ -48,7 +49,7 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> eventlog::Result<Vec
             continue;
         };
         let now = now_ms();
-        let traceparent = contract::traceparent(&saga.trace_id);
+        let traceparent = bus::telemetry::current_traceparent(&saga.trace_id);
         let failed = |reason: &str| {
             SagaMessage::Failed(OrderFailed {
                 order_id,
@@ -184,7 +185,7 @@ pub fn own_meta(saga: &OrderSaga, cause: &str) -> EventMeta {
     EventMeta {
         correlation_id: saga.order.order_id.to_string(),
         trace_id: saga.trace_id.clone(),
-        traceparent: contract::traceparent(&saga.trace_id),
+        traceparent: bus::telemetry::current_traceparent(&saga.trace_id),
         causation_id: cause.to_owned(),
     }
 }
@@ -196,7 +197,12 @@ pub struct OutcomeHandler {
 }
 
 impl Handler for OutcomeHandler {
-    #[tracing::instrument(skip_all, fields(order_id = %delivery.message.order_id(), subject = %delivery.subject))]
+    #[tracing::instrument(name = "decide", skip_all, fields(
+        service = "order",
+        order_id = %delivery.message.order_id(),
+        trace_id = %delivery.envelope.trace_id,
+        subject = %delivery.subject,
+    ))]
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let SagaMessage::Participant(event) = &delivery.message else {
             return Err(HandleError::Poison(format!(
@@ -255,16 +261,24 @@ pub async fn run_own(
     cause: &str,
     command: OrderCommand,
 ) -> eventlog::Result<bool> {
-    let executed = live
-        .execute(
-            Execution {
-                meta: own_meta(saga, cause),
-                dedup_key: None,
-            },
-            command,
-            outbox_for,
-        )
-        .await?;
+    // Traced in the saga's trace: a timer's step (re-drive, deadline) has no sender to continue.
+    let span = tracing::info_span!(
+        "decide",
+        service = "order",
+        order_id = %saga.order.order_id,
+        trace_id = %saga.trace_id,
+        cause,
+    );
+    let current = bus::telemetry::trace_id_of(&tracing::Span::current());
+    if current.as_deref() != Some(saga.trace_id.as_str()) {
+        bus::telemetry::continue_trace(&span, Some(&contract::traceparent(&saga.trace_id)));
+    }
+    let execution = Execution {
+        meta: span.in_scope(|| own_meta(saga, cause)),
+        dedup_key: None,
+    };
+    let executed =
+        tracing::Instrument::instrument(live.execute(execution, command, outbox_for), span).await?;
     Ok(matches!(executed, Ok(Executed::Committed { ref events, .. }) if !events.is_empty()))
 }
 

@@ -10,6 +10,7 @@
 //!   ops alerts feed and the system's health.
 //! - [`cli`]: the `order dlq ...` client of the admin routes.
 //! - [`config`]: command line and settings.
+//! - [`observe`]: the saga metrics (orders by status, saga duration, re-drives).
 //! - [`app`]: wiring everything into a running service, and [`app::OrderService`]: `serve` and
 //!   the offline commands through the shared `servicekit::cli` path.
 
@@ -26,3 +27,5 @@ pub mod config;
 pub mod domain;
 #[cfg(feature = "service")]
 pub mod handler;
+#[cfg(feature = "service")]
+pub mod observe;

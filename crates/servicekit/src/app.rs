@@ -31,6 +31,8 @@ pub struct Parts<D: Domain> {
     pub shutdown: CancellationToken,
     /// The service's data directory.
     pub data_dir: PathBuf,
+    /// What `/metrics` refreshes before rendering; the wiring may add gauges of its own.
+    pub scrape: crate::observe::ScrapeHooks,
 }
 
 /// A background task of a service, with a name for the shutdown report.
@@ -78,6 +80,7 @@ impl App {
             js: js.clone(),
             shutdown: shutdown.clone(),
             data_dir: config.data_dir.clone(),
+            scrape: crate::observe::service_hooks(config.domain, store.clone(), js.clone()),
         };
         let (router, tasks) = wire(&parts)?;
         let rate_limit = crate::http::rate_limit_config(config.rate_limit);
@@ -88,13 +91,19 @@ impl App {
                 nats.clone(),
                 config.admin_token.clone(),
             ))
+            .merge(crate::observe::metrics_routes(parts.scrape.clone()))
             .fallback(crate::http::route_not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::settings::MAX_REQUEST_BODY_BYTES,
             ))
             .layer(crate::http::rate_limit_layer(rate_limit.clone()))
             // The probes are merged after the rate limit: they are never limited.
-            .merge(probe_routes(&live, config.domain, nats.clone()));
+            .merge(probe_routes(&live, config.domain, nats.clone()))
+            // Outermost: every request is counted and traced, refused ones included.
+            .layer(axum::middleware::from_fn_with_state(
+                config.domain,
+                crate::observe::track_http,
+            ));
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let addr = listener.local_addr()?;
 

@@ -166,6 +166,7 @@ pub async fn run<S: Service>(
             };
             tokio::spawn(shutdown_on_signal(app.shutdown_token()));
             let ended = app.wait().await;
+            crate::telemetry::shutdown_telemetry();
             report(
                 ended
                     .map(|()| 0)

@@ -1,8 +1,6 @@
 //! The HTTP shell: common routes, the API error type, the one JSON body extractor
 //! ([`ValidJson`]) with typed ids and bounds, admin auth, the per-client rate limit.
 
-use crate::telemetry::metrics_handle;
-
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -86,8 +84,8 @@ pub struct CommonState {
     pub admin_token: Option<String>,
 }
 
-/// `/status`, `/metrics` and `/log/{orderId}` (this domain's records of an order; admin token
-/// required): the common routes behind the rate limit.
+/// `/status` and `/log/{orderId}` (this domain's records of an order; admin token required):
+/// the common routes behind the rate limit.
 pub fn common_routes<D: Domain>(
     live: &Live<D>,
     domain: &'static str,
@@ -96,7 +94,6 @@ pub fn common_routes<D: Domain>(
 ) -> Router {
     Router::new()
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
         .route("/log/{order_id}", get(order_log))
         .with_state(common_state(live, domain, nats, admin_token))
 }
@@ -151,18 +148,6 @@ async fn status(State(state): State<CommonState>) -> Response {
         "outboxBacklog": state.store.outbox_len(),
     }))
     .into_response()
-}
-
-async fn metrics(State(state): State<CommonState>) -> Response {
-    let mut text = metrics_handle().map(|h| h.render()).unwrap_or_default();
-    text.push_str(&format!(
-        "# TYPE saga_log_head gauge\nsaga_log_head{{domain=\"{}\"}} {}\n# TYPE saga_outbox_pending gauge\nsaga_outbox_pending{{domain=\"{}\"}} {}\n",
-        state.domain,
-        state.store.head(),
-        state.domain,
-        state.store.outbox_len()
-    ));
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn order_log(
@@ -404,7 +389,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
         struct Visitor<T>(std::marker::PhantomData<T>);
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
             type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(

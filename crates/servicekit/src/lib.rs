@@ -11,13 +11,15 @@
 //!   point [`cli::main_for`] (telemetry, arguments, serve or offline command, `ExitCode`),
 //!   and shutdown on signals.
 //! - [`offline`]: `replay`, `verify` and `export` against a data directory.
-//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`telemetry`]: logs (text or JSON), OpenTelemetry traces, the Prometheus recorder.
+//! - [`observe`]: `/metrics` with gauges refreshed on scrape, and the HTTP metrics and span middleware.
 //! - [`error`]: the crate's error type.
 
 pub mod app;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod offline;
 pub mod participant;
 pub mod settings;

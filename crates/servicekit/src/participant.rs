@@ -140,10 +140,9 @@ pub fn meta_of(delivery: &Delivery) -> EventMeta {
     EventMeta {
         correlation_id: delivery.message.order_id().to_string(),
         trace_id: delivery.envelope.trace_id.clone(),
-        traceparent: delivery
-            .traceparent
-            .clone()
-            .unwrap_or_else(|| contract::traceparent(&delivery.envelope.trace_id)),
+        // The span handling this delivery (a child of the sender's), so what it causes is
+        // traced as its child; a fresh span id in the saga's trace without a tracing layer.
+        traceparent: bus::telemetry::current_traceparent(&delivery.envelope.trace_id),
         causation_id: delivery.msg_id.clone(),
     }
 }
@@ -210,6 +209,29 @@ pub fn compensation_alert(
             ),
         ],
         payload: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// Counts committed outcomes: `saga_participant_outcomes_total{domain, kind}`, and compensations
+/// (`saga_compensations_total{domain}`) and their failures (`saga_compensation_failures_total`).
+fn count_outcomes(outcomes: impl Iterator<Item = contract::ParticipantEvent>) {
+    for event in outcomes {
+        let domain = event.participant.name();
+        let kind = match event.kind {
+            OutcomeKind::Succeeded => "succeeded",
+            OutcomeKind::Rejected => "rejected",
+            OutcomeKind::Compensated => {
+                metrics::counter!("saga_compensations_total", "domain" => domain).increment(1);
+                "compensated"
+            }
+            OutcomeKind::CompensationFailed => {
+                metrics::counter!("saga_compensation_failures_total", "domain" => domain)
+                    .increment(1);
+                "compensation_failed"
+            }
+        };
+        metrics::counter!("saga_participant_outcomes_total", "domain" => domain, "kind" => kind)
+            .increment(1);
     }
 }
 
@@ -290,6 +312,12 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
         self.decide(delivery, key, command, Input::Failed).await
     }
 
+    #[tracing::instrument(name = "decide", skip_all, fields(
+        service = P::PARTICIPANT.name(),
+        order_id = %delivery.message.order_id(),
+        trace_id = %delivery.envelope.trace_id,
+        input = ?input,
+    ))]
     async fn decide(
         &self,
         delivery: Delivery,
@@ -365,7 +393,10 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
                     .await
                     .map_err(transient)
             }
-            Ok(Executed::Committed { .. }) => Ok(()),
+            Ok(Executed::Committed { events, .. }) => {
+                count_outcomes(events.iter().filter_map(P::outcome));
+                Ok(())
+            }
             Ok(Executed::Duplicate(recorded)) => {
                 republish_recorded(&self.live, &delivery, &recorded, P::PARTICIPANT.name()).await
             }

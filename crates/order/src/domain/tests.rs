@@ -1191,3 +1191,25 @@ fn events_render_as_camel_case_json() {
         serde_json::json!({"failureRedriven": {"orderId": ORDER, "attempt": 1, "atMs": 5}})
     );
 }
+
+#[test]
+fn the_status_counts_follow_an_order_from_pending_through_compensating_to_failed() {
+    // Given
+    let mut state = Orders::default();
+    let count = |state: &Orders, status| state.status_counts.get(status);
+    // When
+    Order::evolve(&mut state, &placed(full_order()));
+    // Then
+    assert_eq!(count(&state, OrderStatus::Pending), 1);
+    // When
+    let history = point_silent_history();
+    for event in &history[1..] {
+        Order::evolve(&mut state, event);
+    }
+    // Then
+    let status = state.orders[&ORDER].status;
+    assert_eq!(count(&state, status), 1, "{status}");
+    let total: u64 = OrderStatus::ALL.iter().map(|s| count(&state, *s)).sum();
+    assert_eq!(total, 1, "one order, counted once");
+    assert_eq!(count(&state, OrderStatus::Pending), 0);
+}

@@ -1,0 +1,54 @@
+//! The order service's metrics: orders by status (read from the counts the state keeps, per
+//! scrape), saga duration (placed -> COMPLETED or FAILED), re-drives and operator retries.
+
+use eventlog::live::Live;
+
+use crate::domain::{Order, OrderEvent, OrderStatus, Orders};
+
+/// Records what committed events say about sagas: `saga_duration_seconds{outcome}` when an
+/// order becomes terminal, `saga_redrives_total`, `saga_compensation_retries_total`,
+/// `saga_orders_placed_total`, `saga_attention_needed_total`. Called with the state after the
+/// events applied, as the outbox is planned.
+pub fn record(state: &Orders, events: &[OrderEvent]) {
+    for event in events {
+        let Some(saga) = state.orders.get(&event.order_id()) else {
+            continue;
+        };
+        let seconds = |at_ms: u64| at_ms.saturating_sub(saga.order.placed_at_ms) as f64 / 1_000.0;
+        match event {
+            OrderEvent::Placed { .. } => metrics::counter!("saga_orders_placed_total").increment(1),
+            OrderEvent::Completed { at_ms, .. } => {
+                metrics::histogram!("saga_duration_seconds", "outcome" => "completed")
+                    .record(seconds(*at_ms));
+            }
+            OrderEvent::Compensated { at_ms, .. } => {
+                metrics::histogram!("saga_duration_seconds", "outcome" => "failed")
+                    .record(seconds(*at_ms));
+            }
+            OrderEvent::FailureRedriven { .. } => {
+                metrics::counter!("saga_redrives_total").increment(1);
+            }
+            OrderEvent::CompensationRetried { .. } => {
+                metrics::counter!("saga_compensation_retries_total").increment(1);
+            }
+            OrderEvent::AttentionNeeded { .. } | OrderEvent::RedrivesExhausted { .. } => {
+                metrics::counter!("saga_attention_needed_total").increment(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Adds the scrape hook setting `saga_orders{status}` from the state's counts (no scan of orders).
+pub fn orders_by_status(hooks: &servicekit::observe::ScrapeHooks, live: Live<Order>) {
+    hooks.add(move || {
+        let live = live.clone();
+        Box::pin(async move {
+            let counts = live.read_undurable(|state| state.status_counts).await;
+            for status in OrderStatus::ALL {
+                metrics::gauge!("saga_orders", "status" => status.as_str())
+                    .set(counts.get(status) as f64);
+            }
+        })
+    });
+}
