@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 use eventlog::domain::Domain;
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live;
+use eventlog::snapshot::{self, Refused, Verdict};
 
 /// The offline commands every binary has besides `serve`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -19,7 +20,8 @@ pub enum Offline {
         #[arg(long)]
         upto_time: Option<String>,
     },
-    /// Check the hash chain and that the log folds into a state.
+    /// Check the hash chain, that the log folds into a state, and that every snapshot equals
+    /// the fold of the log up to its seq.
     Verify,
     /// Write the log as JSON lines.
     Export {
@@ -63,11 +65,13 @@ pub fn run_offline<D: Domain>(
                 upto_seq: *upto_seq,
                 upto_time_ms: upto_time.as_deref().map(parse_time_ms).transpose()?,
             };
-            let (state, _, folded) =
-                live::rebuild::<D>(&store, bound).map_err(|e| e.to_string())?;
+            // Starts from the newest usable snapshot inside the bound.
+            let rebuilt = live::rebuild_report::<D>(&store, bound).map_err(|e| e.to_string())?;
+            let (state, folded) = (rebuilt.state, rebuilt.folded);
             let report = serde_json::json!({
                 "domain": domain,
                 "eventsFolded": folded,
+                "fromSnapshotSeq": rebuilt.snapshot_seq,
                 "head": store.head(),
                 "bound": { "uptoSeq": bound.upto_seq, "uptoTimeMs": bound.upto_time_ms },
                 "state": render_state(&state),
@@ -87,12 +91,13 @@ pub fn run_offline<D: Domain>(
                 }
             };
             // Every record must decode with the current schema and fold without tripping one
-            // of evolve's invariant assertions; a tripped one is reported, not a crash.
+            // of evolve's invariant assertions; a tripped one is reported, not a crash. The
+            // fold starts at seq 1 (never from a snapshot) and checks every snapshot on the way.
             let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                live::rebuild::<D>(&store, ReplayBound::default())
+                snapshot::verify::<D>(&store)
             }));
-            match folded {
-                Ok(Ok(_)) => {}
+            let checks = match folded {
+                Ok(Ok((checks, _))) => checks,
                 Ok(Err(err)) => {
                     println!("{domain}: log does not fold into a state: {err}");
                     return Ok(1);
@@ -101,10 +106,45 @@ pub fn run_offline<D: Domain>(
                     println!("{domain}: log does not fold: an event breaks a domain invariant (see the panic above)");
                     return Ok(1);
                 }
+            };
+            let mut bad = 0;
+            for check in &checks {
+                match &check.verdict {
+                    Verdict::Matches => {}
+                    Verdict::Differs => {
+                        bad += 1;
+                        println!(
+                            "{domain}: snapshot at seq {} DIFFERS from the fold of the log up to it",
+                            check.global_seq
+                        );
+                    }
+                    Verdict::Refused(Refused::Corrupt(why)) => {
+                        bad += 1;
+                        println!(
+                            "{domain}: snapshot at seq {} is CORRUPT: {why}",
+                            check.global_seq
+                        );
+                    }
+                    Verdict::Refused(Refused::Stale(why)) => println!(
+                        "{domain}: snapshot at seq {} is from another version and unused ({why})",
+                        check.global_seq
+                    ),
+                }
+            }
+            if bad > 0 {
+                println!("{domain}: {bad} bad snapshot(s); they are ignored at start, delete them or let newer ones replace them");
+                return Ok(1);
             }
             println!(
-                "{domain}: log OK: {} records in {} streams, hash chain intact, state folds; {} outbox entries pending, {} dedup records",
-                report.records, report.streams, report.outbox_pending, report.dedup_records
+                "{domain}: log OK: {} records in {} streams, hash chain intact, state folds; {} snapshots match the fold; {} outbox entries pending, {} dedup records",
+                report.records,
+                report.streams,
+                checks
+                    .iter()
+                    .filter(|c| c.verdict == Verdict::Matches)
+                    .count(),
+                report.outbox_pending,
+                report.dedup_records
             );
             Ok(0)
         }
