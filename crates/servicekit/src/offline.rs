@@ -168,3 +168,76 @@ pub fn run_offline<D: Domain>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::live::{Execution, Live};
+    use serde::{Deserialize, Serialize};
+
+    /// A running total: the smallest domain with a state worth snapshotting.
+    struct Tally;
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct Total(u64);
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Added(u64);
+
+    impl Domain for Tally {
+        type State = Total;
+        type Event = Added;
+        type Command = u64;
+        type Rejection = ();
+        fn decide(_: &Total, n: u64) -> Result<Vec<Added>, ()> {
+            Ok(vec![Added(n)])
+        }
+        fn evolve(state: &mut Total, event: &Added) {
+            state.0 += event.0;
+        }
+        fn event_type(_: &Added) -> &'static str {
+            "Added"
+        }
+        fn stream_of(_: &Added) -> String {
+            "tally".into()
+        }
+    }
+
+    fn render(state: &Total) -> serde_json::Value {
+        serde_json::json!(state.0)
+    }
+
+    #[tokio::test]
+    async fn verify_exits_1_when_a_snapshot_disagrees_with_the_fold_of_the_log() {
+        // Given a log of ten events with a genuine snapshot at 10
+        let dir = tempfile::tempdir().expect("a temp dir");
+        {
+            let store = EventStore::open(StoreConfig::new(dir.path())).expect("opens");
+            let live = Live::<Tally>::open(store).expect("opens");
+            for n in 1..=10 {
+                live.execute(Execution::default(), n, |_, _| Ok(Vec::new()))
+                    .await
+                    .expect("executes")
+                    .expect("accepted");
+            }
+            assert_eq!(live.snapshot(5).await.expect("snapshot"), Some(10));
+        }
+        let verify = || run_offline::<Tally>("tally", dir.path(), &Offline::Verify, render);
+        assert_eq!(verify(), Ok(0));
+
+        // When a snapshot with a wrong total is stored at 5
+        {
+            let store = EventStore::open(StoreConfig::new(dir.path())).expect("opens");
+            let bound = ReplayBound {
+                upto_seq: Some(5),
+                upto_time_ms: None,
+            };
+            let upto = live::rebuild_from_scratch::<Tally>(&store, bound).expect("folds");
+            let wrong = Total(upto.state.0 + 1);
+            snapshot::write::<Tally>(&store, 5, &wrong, &upto.versions, 5).expect("written");
+        }
+
+        // Then verify fails
+        assert_eq!(verify(), Ok(1));
+    }
+}
