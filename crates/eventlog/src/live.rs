@@ -133,7 +133,13 @@ fn fold_from<D: Domain>(
     let mut folded = 0;
     for record in store.read_all(from, bound) {
         let record = record?;
-        versions.insert(record.stream.clone(), record.stream_seq);
+        // No key clone per record: most records extend a stream already seen.
+        match versions.get_mut(record.stream.as_str()) {
+            Some(version) => *version = record.stream_seq,
+            None => {
+                versions.insert(record.stream.clone(), record.stream_seq);
+            }
+        }
         if record.event_type == NOTE_EVENT_TYPE {
             continue;
         }
