@@ -1,6 +1,6 @@
 //! The command line every service binary shares, and running until a shutdown signal.
 
-use crate::offline::{run_offline, Offline};
+use crate::offline::{run_offline_with, Offline};
 use crate::settings::CommonArgs;
 
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ where
 {
     match command.unwrap_or(ServiceCommand::Serve) {
         ServiceCommand::Offline(offline) => {
-            run_offline::<D>(domain, &common.data_dir(domain), &offline, render_state)
+            run_offline_with::<D>(domain, &common.store_config(domain), &offline, render_state)
         }
         ServiceCommand::Serve => {
             let app = serve()

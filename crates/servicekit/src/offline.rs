@@ -52,10 +52,22 @@ pub fn run_offline<D: Domain>(
     command: &Offline,
     render_state: impl Fn(&D::State) -> serde_json::Value,
 ) -> std::result::Result<i32, String> {
+    run_offline_with::<D>(domain, &StoreConfig::new(dir), command, render_state)
+}
+
+/// [`run_offline`] with the store opened as configured (sled cache size: the knob for replay
+/// and verify speed on a large log).
+pub fn run_offline_with<D: Domain>(
+    domain: &str,
+    config: &StoreConfig,
+    command: &Offline,
+    render_state: impl Fn(&D::State) -> serde_json::Value,
+) -> std::result::Result<i32, String> {
+    let dir = config.path.as_path();
     if !dir.exists() {
         return Err(format!("no data directory at {}", dir.display()));
     }
-    let store = EventStore::open(StoreConfig::new(dir)).map_err(|e| e.to_string())?;
+    let store = EventStore::open(config.clone()).map_err(|e| e.to_string())?;
     match command {
         Offline::Replay {
             upto_seq,
