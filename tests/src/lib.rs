@@ -24,6 +24,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const SERVICES: [&str; 5] = ["payment", "stock", "coupon", "point", "order"];
 /// How long tests wait for a saga to settle.
 pub const SETTLE: Duration = Duration::from_secs(60);
+/// Events between snapshots in end-to-end runs: small, so restarts start from a snapshot.
+pub const E2E_SNAPSHOT_EVERY_EVENTS: u64 = 50;
 
 /// How to start the system.
 #[derive(Debug, Clone)]
@@ -140,6 +142,11 @@ impl System {
             ),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             rate_limit: self.options.rate_limit,
+            // Snapshots every few events, so restarts in these tests start from snapshots.
+            state: servicekit::settings::StateArgs {
+                snapshot_every_events: E2E_SNAPSHOT_EVERY_EVENTS,
+                ..Default::default()
+            },
         }
     }
 

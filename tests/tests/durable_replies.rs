@@ -60,6 +60,7 @@ async fn durable_replies_child() {
         http_addr: Some(format!("127.0.0.1:{port}").parse().expect("an address")),
         admin_token: Some("t".into()),
         rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
+        state: Default::default(),
     };
     let settings = order::config::Settings {
         common,

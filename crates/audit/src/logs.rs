@@ -137,9 +137,10 @@ fn invalid<S>(domain: &'static str, records: u64, detail: String) -> Loaded<S> {
 /// Folds the whole log. `evolve` asserts on impossible events, so a panic is a finding too.
 fn fold<D: Domain>(store: &EventStore) -> std::result::Result<D::State, String> {
     match catch_unwind(AssertUnwindSafe(|| {
-        live::rebuild::<D>(store, ReplayBound::default())
+        // From seq 1, never from a snapshot: the audit checks the log itself.
+        live::rebuild_from_scratch::<D>(store, ReplayBound::default())
     })) {
-        Ok(Ok((state, _, _))) => Ok(state),
+        Ok(Ok(rebuilt)) => Ok(rebuilt.state),
         Ok(Err(err)) => Err(format!("does not fold: {err}")),
         Err(panic) => {
             let message = panic

@@ -65,11 +65,8 @@ fn main() {
 /// [`CONCURRENT_TASKS`] tasks.
 async fn commits(name: &'static str, flush: FlushPolicy, total: usize) -> Figure {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let store = EventStore::open(StoreConfig {
-        path: dir.path().to_path_buf(),
-        flush,
-    })
-    .expect("the store opens");
+    let store =
+        EventStore::open(StoreConfig::new(dir.path()).with_flush(flush)).expect("the store opens");
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..CONCURRENT_TASKS {

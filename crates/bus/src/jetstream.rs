@@ -26,8 +26,56 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DUPLICATE_WINDOW_SECS: u64 = 120;
 /// How long saga streams keep messages (our own logs are the record; streams are transport).
 pub const STREAM_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+/// Most bytes a saga stream keeps (`STREAM_MAX_BYTES`); the oldest go first beyond it.
+pub const STREAM_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// How long the DLQ keeps messages for operators.
 pub const DLQ_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
+/// Most bytes the DLQ and OPS streams keep each (`DLQ_MAX_BYTES`).
+pub const DLQ_MAX_BYTES: i64 = 256 * 1024 * 1024;
+
+/// How much history the broker keeps. The services never need it to be correct (their sled logs
+/// are the record; streams are transport), but a consumer that is down longer than the limits
+/// allow loses the messages it has not read yet: the saga deadline and re-drives then settle
+/// those orders. Every service declares the streams, so give every service the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Age limit of ORDER, PAYMENT, STOCK, COUPON, POINT.
+    pub saga_max_age: Duration,
+    /// Byte limit of each saga stream.
+    pub saga_max_bytes: i64,
+    /// Age limit of DLQ and OPS.
+    pub dlq_max_age: Duration,
+    /// Byte limit of DLQ and of OPS.
+    pub dlq_max_bytes: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            saga_max_age: Duration::from_secs(STREAM_MAX_AGE_SECS),
+            saga_max_bytes: STREAM_MAX_BYTES,
+            dlq_max_age: Duration::from_secs(DLQ_MAX_AGE_SECS),
+            dlq_max_bytes: DLQ_MAX_BYTES,
+        }
+    }
+}
+
+/// The retention this process declares streams with: set once at start-up from the service's
+/// settings ([`set_retention`]), read by every re-declaration (the relay and consumers repair
+/// lost streams with the same values, so they never fight the service's settings).
+static RETENTION: std::sync::RwLock<Option<Retention>> = std::sync::RwLock::new(None);
+
+/// Sets the retention every later stream declaration of this process uses.
+pub fn set_retention(retention: Retention) {
+    if let Ok(mut current) = RETENTION.write() {
+        *current = Some(retention);
+    }
+}
+
+/// The retention this process declares streams with.
+pub fn retention() -> Retention {
+    RETENTION.read().ok().and_then(|r| *r).unwrap_or_default()
+}
 /// How long the server waits for an ack before redelivering. Handlers bound their own calls
 /// below this (e.g. the data platform's request timeout), so a slow message is not handed out
 /// twice; retries of failures are the runner's naks (`consumer::RetryPolicy`), not ack_wait.
@@ -134,15 +182,21 @@ pub fn context(client: async_nats::Client) -> jetstream::Context {
         .build(client)
 }
 
-/// The design's streams with their configuration.
+/// The design's streams with their configuration, at this process's [`retention`].
 pub fn stream_configs() -> Vec<stream::Config> {
+    stream_configs_with(&retention())
+}
+
+/// The design's streams with their configuration, at the given retention.
+pub fn stream_configs_with(limits: &Retention) -> Vec<stream::Config> {
     let saga = |name: &str, subject: &str| stream::Config {
         name: name.to_owned(),
         subjects: vec![subject.to_owned()],
         storage: StorageType::File,
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
-        max_age: Duration::from_secs(STREAM_MAX_AGE_SECS),
+        max_age: limits.saga_max_age,
+        max_bytes: limits.saga_max_bytes,
         duplicate_window: Duration::from_secs(DUPLICATE_WINDOW_SECS),
         num_replicas: 1,
         ..Default::default()
@@ -155,11 +209,13 @@ pub fn stream_configs() -> Vec<stream::Config> {
         ));
     }
     configs.push(stream::Config {
-        max_age: Duration::from_secs(DLQ_MAX_AGE_SECS),
+        max_age: limits.dlq_max_age,
+        max_bytes: limits.dlq_max_bytes,
         ..saga(DLQ_STREAM, "dlq.>")
     });
     configs.push(stream::Config {
-        max_age: Duration::from_secs(DLQ_MAX_AGE_SECS),
+        max_age: limits.dlq_max_age,
+        max_bytes: limits.dlq_max_bytes,
         ..saga(OPS_STREAM, "ops.>")
     });
     configs
@@ -167,7 +223,12 @@ pub fn stream_configs() -> Vec<stream::Config> {
 
 /// Declares every stream idempotently: creates what is missing, updates drifted settings.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
-    for wanted in stream_configs() {
+    ensure_streams_with(js, &retention()).await
+}
+
+/// [`ensure_streams`] at the given retention.
+pub async fn ensure_streams_with(js: &jetstream::Context, limits: &Retention) -> Result<()> {
+    for wanted in stream_configs_with(limits) {
         ensure_stream(js, wanted).await?;
     }
     Ok(())
@@ -193,6 +254,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
             let drifted = have.subjects != wanted.subjects
                 || have.retention != wanted.retention
                 || have.max_age != wanted.max_age
+                || have.max_bytes != wanted.max_bytes
                 || have.duplicate_window != wanted.duplicate_window
                 || have.discard != wanted.discard;
             if drifted {

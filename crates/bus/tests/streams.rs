@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use bus::jetstream::{ensure_streams, stream_configs, DUPLICATE_WINDOW_SECS};
+use bus::jetstream::{
+    ensure_streams, ensure_streams_with, stream_configs, stream_configs_with, Retention,
+    DUPLICATE_WINDOW_SECS,
+};
 use bus::testing::NatsServer;
 use common::{connect, stream_count};
 use contract::ORDER_STREAM;
@@ -28,6 +31,11 @@ async fn assert_as_designed(js: &jetstream::Context, wanted: &stream::Config) ->
     );
     assert_eq!(have.discard, wanted.discard, "{} discard", wanted.name);
     assert_eq!(have.max_age, wanted.max_age, "{} max_age", wanted.name);
+    assert_eq!(
+        have.max_bytes, wanted.max_bytes,
+        "{} max_bytes",
+        wanted.name
+    );
     assert_eq!(
         have.duplicate_window, wanted.duplicate_window,
         "{} duplicate_window",
@@ -148,5 +156,54 @@ async fn a_stream_on_the_wrong_storage_is_refused_not_recreated() {
     let mut order = js.get_stream(ORDER_STREAM).await.expect("ORDER exists");
     let info = order.info().await.expect("info");
     assert_eq!(info.config.storage, stream::StorageType::Memory);
+    assert_eq!(info.state.messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_retention_limits_are_applied_in_place_keeping_the_messages() {
+    // Given the streams declared with the default limits, holding a message, all bounded
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    ensure_streams(&js).await.expect("declared");
+    for wanted in stream_configs() {
+        assert!(wanted.max_bytes > 0, "{} has a byte limit", wanted.name);
+        assert!(
+            !wanted.max_age.is_zero(),
+            "{} has an age limit",
+            wanted.name
+        );
+    }
+    publish(&js, "order.placed").await;
+    let created = js
+        .get_stream(ORDER_STREAM)
+        .await
+        .expect("ORDER")
+        .info()
+        .await
+        .expect("info")
+        .created;
+
+    // When an operator tunes the limits and the streams are declared again
+    let tuned = Retention {
+        saga_max_age: Duration::from_secs(3 * 24 * 3600),
+        saga_max_bytes: 64 * 1024 * 1024,
+        dlq_max_age: Duration::from_secs(90 * 24 * 3600),
+        dlq_max_bytes: 32 * 1024 * 1024,
+    };
+    ensure_streams_with(&js, &tuned).await.expect("re-declared");
+
+    // Then every stream has the new limits, is the same stream, and kept its messages
+    for wanted in stream_configs_with(&tuned) {
+        assert_as_designed(&js, &wanted).await;
+    }
+    let info = assert_as_designed(
+        &js,
+        &stream_configs_with(&tuned)
+            .into_iter()
+            .find(|c| c.name == ORDER_STREAM)
+            .expect("ORDER"),
+    )
+    .await;
+    assert_eq!(info.created, created, "updated, not recreated");
     assert_eq!(info.state.messages, 1);
 }

@@ -16,7 +16,7 @@ pub const NOTHING_TO_UNDO: &str = "rejected, nothing to undo";
 pub const LATE_PLACEMENT: &str = "order already failed (tombstone)";
 
 /// Where one order stands in a participant (stock, coupon, point).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ParticipantOrderStatus {
     /// It did its part.

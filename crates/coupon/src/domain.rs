@@ -19,7 +19,7 @@ pub const MAX_ID_LEN: usize = 64;
 pub struct Coupon;
 
 /// What the coupon service remembers about one order it took part in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEntry {
     /// Where the order stands.
     pub status: ParticipantOrderStatus,
@@ -45,7 +45,7 @@ impl ledger::OrderEntry for OrderEntry {
 }
 
 /// Whether a coupon can still be used, as the HTTP API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CouponStatus {
     /// Not used by any order.
@@ -55,7 +55,7 @@ pub enum CouponStatus {
 }
 
 /// One issued coupon.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CouponEntry {
     /// The coupon.
@@ -82,7 +82,7 @@ impl CouponEntry {
 }
 
 /// The folded state: every coupon and every order seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CouponState {
     /// Coupons by id.
     pub coupons: BTreeMap<String, CouponEntry>,

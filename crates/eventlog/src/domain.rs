@@ -8,7 +8,10 @@ use serde::{de::DeserializeOwned, Serialize};
 /// (the time, looked-up facts, a gateway's answer) travels inside the command.
 pub trait Domain: 'static {
     /// The folded state. `Default` is the state of an empty log.
-    type State: Default + Clone + Send + Sync + 'static;
+    ///
+    /// Serializable for snapshots (postcard, see [`crate::snapshot`]); `PartialEq` so `verify`
+    /// can compare a snapshot with the fold of the log up to its seq.
+    type State: Default + Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
     /// A fact the domain recorded. Postcard-encoded in the log: never reorder or remove variants.
     type Event: Serialize
         + DeserializeOwned
@@ -40,6 +43,10 @@ pub trait Domain: 'static {
 
     /// Schema version of the event encoding; bump it together with an upcaster.
     const EVENT_VERSION: u16 = 1;
+
+    /// Version of the state's snapshot encoding. Bump it whenever `State` (or anything inside
+    /// it) changes shape: snapshots of another version are ignored and the log is folded instead.
+    const SNAPSHOT_VERSION: u32 = 1;
 }
 
 /// Folds a sequence of events into a state, starting from the default.

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::dedup::{Answered, DedupIndex};
 use crate::error::{Error, Result};
 use crate::record::{
     Commit, CommitOutcome, DedupRecord, OutboxMessage, Record, GENESIS_HASH, HASH_LEN,
@@ -24,6 +25,18 @@ pub const GROUP_COMMIT_MAX_BATCH: usize = 1024;
 pub const WRITE_QUEUE_CAPACITY: usize = 4096;
 /// Longest stream id accepted.
 pub const STREAM_ID_MAX_LEN: usize = 256;
+/// Default size of sled's page cache, in MiB (`SLED_CACHE_MB`).
+pub const DEFAULT_SLED_CACHE_MB: u64 = 64;
+/// Default number of dedup keys the Bloom filter is sized for (`DEDUP_FILTER_KEYS`); at open it
+/// is grown to twice the keys on disk if that is more. ~1.2 bytes per key.
+pub const DEFAULT_DEDUP_FILTER_KEYS: usize = 10_000_000;
+/// Default number of recent dedup records kept in memory (`DEDUP_CACHE_ENTRIES`).
+pub const DEFAULT_DEDUP_CACHE_ENTRIES: usize = 16_384;
+
+/// The tree of state snapshots, keyed by big-endian global seq. Apart from the log tree: a
+/// snapshot is one insert (atomic on its own), and its large value should not hold up the log's
+/// batches.
+const SNAPSHOT_TREE: &str = "snapshot";
 
 /// The one sled tree that holds the whole log. Everything lives in it, under one-byte prefixes,
 /// because sled applies a batch atomically only within one tree, and a cross-tree transaction
@@ -53,15 +66,30 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Flush policy.
     pub flush: FlushPolicy,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
+    /// Dedup keys the Bloom filter is sized for (grown at open to twice the keys on disk).
+    pub dedup_filter_keys: usize,
+    /// Recent dedup records kept in memory (0: none).
+    pub dedup_cache_entries: usize,
 }
 
 impl StoreConfig {
-    /// Group-commit store at `path`.
+    /// Group-commit store at `path` with the default cache and dedup sizes.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             flush: FlushPolicy::GroupCommit,
+            cache_capacity_bytes: DEFAULT_SLED_CACHE_MB * 1024 * 1024,
+            dedup_filter_keys: DEFAULT_DEDUP_FILTER_KEYS,
+            dedup_cache_entries: DEFAULT_DEDUP_CACHE_ENTRIES,
         }
+    }
+
+    /// The same config with another flush policy.
+    pub fn with_flush(mut self, flush: FlushPolicy) -> Self {
+        self.flush = flush;
+        self
     }
 }
 
@@ -118,14 +146,11 @@ pub struct EventStore {
     inner: Arc<Inner>,
 }
 
-/// Every dedup key in the log, in memory: most inputs are new, and answering "not seen" without
-/// touching sled keeps readers out of the writer's way (a sled batch waits for every reader).
-type DedupKeys = Arc<std::sync::RwLock<std::collections::HashSet<Box<str>>>>;
-
 struct Inner {
     db: sled::Db,
     trees: Trees,
-    dedup_keys: DedupKeys,
+    /// Filter and recent cache in front of the dedup keyspace (see [`crate::dedup`]).
+    dedup_index: Arc<DedupIndex>,
     /// `None` only while dropping: closing the queue is what stops the writer.
     writer: Option<mpsc::Sender<WriteRequest>>,
     durable: watch::Receiver<Durable>,
@@ -209,6 +234,7 @@ impl Keyspace {
 #[derive(Clone)]
 struct Trees {
     log: sled::Tree,
+    snapshots: sled::Tree,
     events: Keyspace,
     streams: Keyspace,
     heads: Keyspace,
@@ -225,6 +251,7 @@ impl Trees {
             prefix,
         };
         Ok(Self {
+            snapshots: db.open_tree(SNAPSHOT_TREE)?,
             events: space(PREFIX_EVENTS),
             streams: space(PREFIX_STREAMS),
             heads: space(PREFIX_HEADS),
@@ -251,6 +278,7 @@ impl EventStore {
         let db = sled::Config::new()
             .path(&config.path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(config.cache_capacity_bytes)
             // We flush explicitly; sled's timer flush would only add unscheduled fsyncs.
             .flush_every_ms(None)
             .open()?;
@@ -262,16 +290,24 @@ impl EventStore {
             ticket: 0,
         });
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let mut keys = std::collections::HashSet::new();
+        let on_disk = trees.dedup.len();
+        let dedup_index = Arc::new(DedupIndex::new(
+            config.dedup_filter_keys.max(on_disk.saturating_mul(2)),
+            config.dedup_cache_entries,
+        ));
         for entry in trees.dedup.iter() {
             let (key, _) = entry?;
-            keys.insert(String::from_utf8_lossy(&key).into());
+            dedup_index.insert_durable(&String::from_utf8_lossy(&key));
         }
-        let dedup_keys: DedupKeys = Arc::new(std::sync::RwLock::new(keys));
+        tracing::debug!(
+            dedup_keys = on_disk,
+            filter_bytes = dedup_index.filter_bytes(),
+            "dedup filter built"
+        );
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
-            dedup_keys: dedup_keys.clone(),
+            dedup_index: dedup_index.clone(),
             head,
             flush: config.flush,
             durable: durable_tx,
@@ -285,7 +321,7 @@ impl EventStore {
             inner: Arc::new(Inner {
                 db,
                 trees,
-                dedup_keys,
+                dedup_index,
                 writer: Some(writer_tx),
                 durable: durable_rx,
                 last_ticket: Mutex::new(0),
@@ -458,22 +494,95 @@ impl EventStore {
     }
 
     /// The dedup record under a key, if that input was handled before.
+    ///
+    /// Answered from the recent cache, else ruled out by the filter, else read from disk; a key
+    /// is visible only once the commit that wrote it is durable.
     pub fn dedup(&self, key: &str) -> Result<Option<DedupRecord>> {
-        // The writer adds a key before the commit is acknowledged, so a key missing here
-        // belongs to no durable commit.
-        let known = self
+        Ok(self.dedup_answered(key)?.0)
+    }
+
+    /// [`dedup`](Self::dedup), also saying where the answer came from.
+    pub fn dedup_answered(&self, key: &str) -> Result<(Option<DedupRecord>, Answered)> {
+        let answer = self.inner.dedup_index.lookup(key, || {
+            match self.inner.trees.dedup.get(key.as_bytes())? {
+                Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+                None => Ok(None),
+            }
+        })?;
+        let source = match answer.1 {
+            Answered::Cache => "cache",
+            Answered::Filter => "filter",
+            Answered::Disk => "disk",
+        };
+        metrics::counter!("store_dedup_lookups_total", "answered" => source).increment(1);
+        Ok(answer)
+    }
+
+    /// Dedup records held in the recent cache.
+    pub fn dedup_cached(&self) -> usize {
+        self.inner.dedup_index.cached()
+    }
+
+    /// Hash and time of the record at `global_seq` (what a snapshot at that seq is tied to).
+    pub fn record_hash(&self, global_seq: u64) -> Result<([u8; HASH_LEN], u64)> {
+        let bytes = self
             .inner
-            .dedup_keys
-            .read()
-            .map(|keys| keys.contains(key))
-            .unwrap_or(true);
-        if !known {
-            return Ok(None);
+            .trees
+            .events
+            .get(global_seq.to_be_bytes())?
+            .ok_or_else(|| corrupt(global_seq, "no such record"))?;
+        let (record, hash) = Record::open(global_seq, &bytes)?;
+        Ok((hash, record.recorded_at_ms))
+    }
+
+    /// Global seqs of the stored snapshots, oldest first.
+    pub fn snapshot_seqs(&self) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for entry in self.inner.trees.snapshots.iter().keys() {
+            seqs.push(be_u64(&entry?));
         }
-        match self.inner.trees.dedup.get(key.as_bytes())? {
-            Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
-            None => Ok(None),
-        }
+        Ok(seqs)
+    }
+
+    /// The stored bytes of the snapshot at `global_seq`.
+    pub fn snapshot_bytes(&self, global_seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .trees
+            .snapshots
+            .get(global_seq.to_be_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores a snapshot (one atomic insert) and flushes it. Callers write only snapshots of
+    /// durable state, so a snapshot on disk never runs ahead of the log.
+    pub fn put_snapshot_bytes(&self, global_seq: u64, bytes: &[u8]) -> Result<()> {
+        self.inner
+            .trees
+            .snapshots
+            .insert(global_seq.to_be_bytes(), bytes)?;
+        self.inner.trees.snapshots.flush()?;
+        Ok(())
+    }
+
+    /// Removes the snapshot at `global_seq` (not flushed: a kept old snapshot is harmless).
+    pub fn remove_snapshot(&self, global_seq: u64) -> Result<()> {
+        self.inner
+            .trees
+            .snapshots
+            .remove(global_seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Flips one byte of a stored snapshot: failure injection for tests.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn corrupt_snapshot_for_test(&self, global_seq: u64, byte: usize) -> Result<()> {
+        let mut value = self
+            .snapshot_bytes(global_seq)?
+            .ok_or_else(|| corrupt(global_seq, "no such snapshot"))?;
+        let at = byte % value.len();
+        value[at] ^= 0xff;
+        self.put_snapshot_bytes(global_seq, &value)
     }
 
     /// Up to `limit` outbox entries after `after`, no further than `upto`.
@@ -685,7 +794,7 @@ fn now_ms() -> u64 {
 struct Writer {
     db: sled::Db,
     trees: Trees,
-    dedup_keys: DedupKeys,
+    dedup_index: Arc<DedupIndex>,
     head: Head,
     flush: FlushPolicy,
     durable: watch::Sender<Durable>,
@@ -718,6 +827,8 @@ impl Writer {
             for request in &batch {
                 results.push(self.plan(&request.commit, &mut group));
             }
+            // Marked before they can be read from disk, unmarked once flushed (dedup.rs).
+            self.dedup_index.applying(group.dedup.keys());
             if let Err(err) = self.trees.log.apply_batch(group.batch) {
                 // The planned head and caches are now ahead of the disk: stop writing.
                 tracing::error!(error = %err, "applying a commit group failed; the writer stops");
@@ -738,9 +849,7 @@ impl Writer {
                 Ok(_) => {
                     // Dedup keys become visible only once durable: a lookup must never answer
                     // "seen" for an input whose commit a crash could still undo.
-                    if let Ok(mut keys) = self.dedup_keys.write() {
-                        keys.extend(group.dedup.into_keys().map(String::into_boxed_str));
-                    }
+                    self.dedup_index.flushed(group.dedup.into_iter());
                     if let Some(last) = batch.last() {
                         self.answered_ticket = last.ticket;
                     }
@@ -793,8 +902,12 @@ impl Writer {
             if let Some(record) = group.dedup.get(key) {
                 return Ok(CommitOutcome::Duplicate(record.clone()));
             }
-            if let Some(existing) = self.trees.dedup.get(key.as_bytes())? {
-                return Ok(CommitOutcome::Duplicate(postcard::from_bytes(&existing)?));
+            // Every earlier group is flushed and in the filter, so the filter rules out a new
+            // key without a disk read.
+            if self.dedup_index.may_contain(key) {
+                if let Some(existing) = self.trees.dedup.get(key.as_bytes())? {
+                    return Ok(CommitOutcome::Duplicate(postcard::from_bytes(&existing)?));
+                }
             }
         }
         // Plan every key and value outside the transaction; the closure only checks and writes.

@@ -7,12 +7,16 @@
 //! - [`domain`]: the pure `decide`/`evolve` contract each domain implements.
 //! - [`live`]: a domain's in-memory state as the fold of its log, and `execute` (dedup, decide,
 //!   commit, answer once durable).
+//! - [`snapshot`]: versioned snapshots of a domain's state, taken off the hot path, loaded at
+//!   open (never trusted blindly) and checked by `verify`.
+//! - [`dedup`]: the Bloom filter and recent cache in front of the on-disk dedup records.
 //! - [`clock`]: wall-clock milliseconds, for shells.
 //! - `scenario` (feature `test-util`): the given/when/then helper for domain tests.
 //! - `testing_hooks` (feature `test-util`): failure injection inside the store (hold the flush).
 //! - [`error`]: the crate's error type.
 
 pub mod clock;
+pub mod dedup;
 pub mod domain;
 pub mod error;
 pub mod event_store;
@@ -20,6 +24,7 @@ pub mod live;
 pub mod record;
 #[cfg(any(test, feature = "test-util"))]
 pub mod scenario;
+pub mod snapshot;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing_hooks;
 

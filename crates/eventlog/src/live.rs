@@ -79,20 +79,67 @@ struct Inner<D: Domain> {
     pending: HashSet<String>,
 }
 
+/// A state rebuilt from the log, and how.
+#[derive(Debug, Clone)]
+pub struct Rebuilt<S> {
+    /// The state.
+    pub state: S,
+    /// Stream versions.
+    pub versions: HashMap<String, u64>,
+    /// Events folded on top of the snapshot (or from seq 1).
+    pub folded: u64,
+    /// Seq of the snapshot it started from, if any.
+    pub snapshot_seq: Option<u64>,
+}
+
 /// Folds the log (within a bound) into a state; also returns the number of events folded.
 ///
-/// This is the only place that rebuilds state, so snapshots can be added here later (load the
-/// newest snapshot below the bound, fold the rest) without changing any caller.
+/// Starts from the newest usable snapshot inside the bound (see [`crate::snapshot`]) and folds
+/// only the records after it.
 pub fn rebuild<D: Domain>(
     store: &EventStore,
     bound: ReplayBound,
 ) -> Result<(D::State, HashMap<String, u64>, u64)> {
-    let mut state = D::State::default();
-    let mut versions: HashMap<String, u64> = HashMap::new();
+    let rebuilt = rebuild_report::<D>(store, bound)?;
+    Ok((rebuilt.state, rebuilt.versions, rebuilt.folded))
+}
+
+/// [`rebuild`], also saying which snapshot it started from.
+pub fn rebuild_report<D: Domain>(
+    store: &EventStore,
+    bound: ReplayBound,
+) -> Result<Rebuilt<D::State>> {
+    let start = crate::snapshot::newest_within::<D>(store, bound)?;
+    fold_from::<D>(store, start, bound)
+}
+
+/// Folds the whole log from seq 1 within a bound, ignoring snapshots.
+pub fn rebuild_from_scratch<D: Domain>(
+    store: &EventStore,
+    bound: ReplayBound,
+) -> Result<Rebuilt<D::State>> {
+    fold_from::<D>(store, None, bound)
+}
+
+fn fold_from<D: Domain>(
+    store: &EventStore,
+    start: Option<crate::snapshot::Snapshot<D::State>>,
+    bound: ReplayBound,
+) -> Result<Rebuilt<D::State>> {
+    let (mut state, mut versions, from, snapshot_seq) = match start {
+        Some(s) => (s.state, s.versions, s.global_seq + 1, Some(s.global_seq)),
+        None => (D::State::default(), HashMap::new(), 1, None),
+    };
     let mut folded = 0;
-    for record in store.read_all(1, bound) {
+    for record in store.read_all(from, bound) {
         let record = record?;
-        versions.insert(record.stream.clone(), record.stream_seq);
+        // No key clone per record: most records extend a stream already seen.
+        match versions.get_mut(record.stream.as_str()) {
+            Some(version) => *version = record.stream_seq,
+            None => {
+                versions.insert(record.stream.clone(), record.stream_seq);
+            }
+        }
         if record.event_type == NOTE_EVENT_TYPE {
             continue;
         }
@@ -100,7 +147,12 @@ pub fn rebuild<D: Domain>(
         D::evolve(&mut state, &event);
         folded += 1;
     }
-    Ok((state, versions, folded))
+    Ok(Rebuilt {
+        state,
+        versions,
+        folded,
+        snapshot_seq,
+    })
 }
 
 /// Decodes a record's payload as the domain's event, refusing unknown schema versions.
@@ -152,10 +204,15 @@ pub fn render_record<D: Domain>(domain: &str, record: &Record) -> serde_json::Va
 }
 
 impl<D: Domain> Live<D> {
-    /// Rebuilds the state from the whole log.
+    /// Rebuilds the state: the newest usable snapshot plus the log after it.
     pub fn open(store: EventStore) -> Result<Self> {
-        let (state, versions, folded) = rebuild::<D>(&store, ReplayBound::default())?;
-        tracing::info!(events = folded, path = %store.path().display(), "state rebuilt from log");
+        let Rebuilt {
+            state,
+            versions,
+            folded,
+            snapshot_seq,
+        } = rebuild_report::<D>(&store, ReplayBound::default())?;
+        tracing::info!(events = folded, snapshot_seq, head = store.head(), path = %store.path().display(), "state rebuilt from log");
         Ok(Self {
             store,
             inner: Arc::new(tokio::sync::Mutex::new(Inner {
@@ -165,6 +222,93 @@ impl<D: Domain> Live<D> {
             })),
             fatal: CancellationToken::new(),
         })
+    }
+
+    /// Takes a snapshot of the state and stores it, keeping the newest `keep`. Returns the seq it
+    /// was taken at, or `None` when the log is empty.
+    ///
+    /// The state is cloned under the decision lock (cost: one copy of the state, O(its size),
+    /// while decisions wait) together with a marker commit queued right behind every commit the
+    /// state holds; the marker's answer says up to which global seq that is, and comes only
+    /// once all of it is durable. Encoding and writing happen after, off the lock, on a
+    /// blocking thread.
+    pub async fn snapshot(&self, keep: usize) -> Result<Option<u64>> {
+        let (state, versions, marker) = {
+            let inner = self.inner.lock().await;
+            let marker = self.store.enqueue(Commit::default()).await?;
+            (inner.state.clone(), inner.versions.clone(), marker)
+        };
+        let seq = match marker.await? {
+            CommitOutcome::Committed { last_seq, .. } => last_seq,
+            CommitOutcome::Duplicate(_) => unreachable!("a marker has no dedup key"),
+        };
+        if seq == 0 {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let started = std::time::Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            crate::snapshot::write::<D>(&store, seq, &state, &versions, keep)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        metrics::counter!("store_snapshots_total").increment(1);
+        metrics::histogram!("store_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            seq,
+            bytes = written,
+            path = %self.store.path().display(),
+            "snapshot written"
+        );
+        Ok(Some(seq))
+    }
+
+    /// Takes snapshots by `policy` until `shutdown`: after `every_events` events, or after
+    /// `every` if anything was written. A failed snapshot is logged and retried at the next
+    /// trigger: snapshots are a cache, the log stays the truth.
+    pub async fn run_snapshots(
+        self,
+        policy: crate::snapshot::SnapshotPolicy,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        if !policy.enabled() {
+            return Ok(());
+        }
+        let mut durable = self.store.durable();
+        let mut last_seq = self.store.snapshot_seqs()?.last().copied().unwrap_or(0);
+        let mut last_at = tokio::time::Instant::now();
+        let every = if policy.every.is_zero() {
+            std::time::Duration::from_secs(3600 * 24 * 365)
+        } else {
+            policy.every
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = durable.changed() => if changed.is_err() { return Ok(()) },
+                _ = tokio::time::sleep_until(last_at + every) => {}
+            }
+            let head = durable.borrow_and_update().global_seq;
+            let by_count = policy.every_events > 0 && head >= last_seq + policy.every_events;
+            let by_time = !policy.every.is_zero() && last_at.elapsed() >= every && head > last_seq;
+            if !by_count && !by_time {
+                if last_at.elapsed() >= every {
+                    last_at = tokio::time::Instant::now();
+                }
+                continue;
+            }
+            last_at = tokio::time::Instant::now();
+            match self.snapshot(policy.keep).await {
+                Ok(Some(seq)) => last_seq = seq,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "snapshot failed; the log is folded further on restart");
+                    if self.fatal.is_cancelled() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// The underlying log.

@@ -69,7 +69,7 @@ impl std::fmt::Display for OrderStatus {
 }
 
 /// The folded state: every order's saga plus lookup indexes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Orders {
     /// Sagas by order id.
     pub orders: HashMap<Uuid, OrderSaga>,
@@ -85,7 +85,7 @@ pub struct Orders {
 }
 
 /// Orders per status, indexed like [`OrderStatus::ALL`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusCounts([u64; 5]);
 
 impl StatusCounts {
@@ -112,7 +112,7 @@ impl StatusCounts {
 }
 
 /// One order's saga as projected from its events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderSaga {
     /// The order as placed.
@@ -148,7 +148,7 @@ pub struct OrderSaga {
 }
 
 /// A data platform delivery waiting in the DLQ for an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParkedDelivery {
     /// The last failure.
@@ -158,7 +158,7 @@ pub struct ParkedDelivery {
 }
 
 /// The latest outcome a participant reported for an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ParticipantProgress {
     /// It did its part.

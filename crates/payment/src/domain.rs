@@ -18,7 +18,7 @@ use uuid::Uuid;
 pub struct Payment;
 
 /// Where one order's payment stands (the contract names of `GET /payments/{orderId}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     /// The gateway approved the amount.
@@ -57,7 +57,7 @@ impl std::fmt::Display for PaymentStatus {
 }
 
 /// One order's payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentEntry {
     /// The order.
@@ -75,7 +75,7 @@ pub struct PaymentEntry {
 }
 
 /// The folded state: every order's payment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentState {
     /// Payments by order id.
     pub payments: HashMap<Uuid, PaymentEntry>,

@@ -24,7 +24,7 @@ pub const MAX_BALANCE: u64 = 1 << 50;
 pub struct Point;
 
 /// What the point service remembers about one order it took part in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEntry {
     /// Where the order stands.
     pub status: ParticipantOrderStatus,
@@ -53,7 +53,7 @@ impl ledger::OrderEntry for OrderEntry {
 }
 
 /// The folded state: every balance and every order seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointState {
     /// Balances by user; a user is known once credited.
     pub balances: BTreeMap<String, u64>,

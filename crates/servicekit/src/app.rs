@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::http::{common_routes, probe_routes, serve_http};
-use crate::settings::{open_store, ServiceConfig};
+use crate::settings::{open_store_with, ServiceConfig};
 use bus::jetstream as js_setup;
 use bus::outbox::run_relay;
 use eventlog::domain::Domain;
+use eventlog::event_store::StoreConfig;
 use eventlog::live::Live;
 
 /// How often the rate limiter forgets clients whose quota is full again.
@@ -68,10 +69,15 @@ impl App {
     ) -> Result<App> {
         // Install the Prometheus recorder before anything records.
         let _ = crate::telemetry::metrics_handle();
-        let store = open_store(&config.data_dir)?;
+        let store = open_store_with(&StoreConfig {
+            path: config.data_dir.clone(),
+            ..config.store.clone()
+        })?;
         let live = Live::<D>::open(store.clone())?;
         let nats = js_setup::connect(&config.nats).await?;
         let js = js_setup::context(nats.clone());
+        // Every later re-declaration (relay, consumers) uses the same limits.
+        js_setup::set_retention(config.retention);
         js_setup::ensure_streams(&js).await?;
         let shutdown = CancellationToken::new();
         let parts = Parts {
@@ -136,6 +142,10 @@ impl App {
             }
             ("rate limit sweep", Ok(()))
         });
+        let snapshots = live
+            .clone()
+            .run_snapshots(config.snapshots, shutdown.clone());
+        set.spawn(async move { ("snapshots", snapshots.await.map_err(crate::Error::from)) });
         let http_shutdown = shutdown.clone();
         set.spawn(async move {
             let result = serve_http(listener, router, http_shutdown).await;

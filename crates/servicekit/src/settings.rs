@@ -2,10 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::Result;
-use bus::jetstream::NatsSettings;
-use eventlog::event_store::{EventStore, StoreConfig};
+use bus::jetstream::{NatsSettings, Retention};
+use eventlog::event_store::{
+    EventStore, StoreConfig, DEFAULT_DEDUP_CACHE_ENTRIES, DEFAULT_DEDUP_FILTER_KEYS,
+    DEFAULT_SLED_CACHE_MB,
+};
+use eventlog::snapshot::{SnapshotPolicy, DEFAULT_SNAPSHOT_EVERY_EVENTS, DEFAULT_SNAPSHOT_KEEP};
 
 /// Settings every service takes, as flags with environment fallbacks.
 #[derive(Clone, clap::Args)]
@@ -42,7 +47,70 @@ pub struct CommonArgs {
     /// Requests per second the HTTP API accepts (beyond that: 429).
     #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT_PER_SEC, global = true)]
     pub rate_limit: u32,
+    /// Snapshots, store caches and broker retention: what keeps a long-lived service bounded.
+    #[command(flatten)]
+    pub state: StateArgs,
 }
+
+/// Settings for state that lives for years: snapshots, the dedup index, sled's cache, and how much
+/// history the broker keeps (README, "State that lives for years").
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct StateArgs {
+    /// Snapshot the state after this many events (0: not by count).
+    #[arg(long, env = "SNAPSHOT_EVERY_EVENTS", default_value_t = DEFAULT_SNAPSHOT_EVERY_EVENTS, global = true)]
+    pub snapshot_every_events: u64,
+    /// Snapshot at least this often while events arrive, e.g. `60s` (`0s`: not by time).
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub snapshot_every: Duration,
+    /// Snapshots kept (the newest; 0 turns snapshots off).
+    #[arg(long, env = "SNAPSHOT_KEEP", default_value_t = DEFAULT_SNAPSHOT_KEEP, global = true)]
+    pub snapshot_keep: usize,
+    /// sled's page cache, in MiB.
+    #[arg(long, env = "SLED_CACHE_MB", default_value_t = DEFAULT_SLED_CACHE_MB, global = true)]
+    pub sled_cache_mb: u64,
+    /// Dedup keys the in-memory Bloom filter is sized for (~1.2 bytes each; grown at start to
+    /// twice the keys on disk).
+    #[arg(long, env = "DEDUP_FILTER_KEYS", default_value_t = DEFAULT_DEDUP_FILTER_KEYS, global = true)]
+    pub dedup_filter_keys: usize,
+    /// Recent dedup records kept in memory.
+    #[arg(long, env = "DEDUP_CACHE_ENTRIES", default_value_t = DEFAULT_DEDUP_CACHE_ENTRIES, global = true)]
+    pub dedup_cache_entries: usize,
+    /// How long the saga streams (ORDER, PAYMENT, STOCK, COUPON, POINT) keep messages.
+    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7days", value_parser = humantime::parse_duration, global = true)]
+    pub stream_max_age: Duration,
+    /// Most MiB each saga stream keeps (the oldest messages go first).
+    #[arg(long, env = "STREAM_MAX_MB", default_value_t = DEFAULT_STREAM_MAX_MB, global = true)]
+    pub stream_max_mb: u64,
+    /// How long the DLQ and OPS streams keep messages.
+    #[arg(long, env = "DLQ_MAX_AGE", default_value = "30days", value_parser = humantime::parse_duration, global = true)]
+    pub dlq_max_age: Duration,
+    /// Most MiB the DLQ and OPS streams keep each.
+    #[arg(long, env = "DLQ_MAX_MB", default_value_t = DEFAULT_DLQ_MAX_MB, global = true)]
+    pub dlq_max_mb: u64,
+}
+
+impl Default for StateArgs {
+    fn default() -> Self {
+        Self {
+            snapshot_every_events: DEFAULT_SNAPSHOT_EVERY_EVENTS,
+            snapshot_every: eventlog::snapshot::DEFAULT_SNAPSHOT_EVERY,
+            snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
+            sled_cache_mb: DEFAULT_SLED_CACHE_MB,
+            dedup_filter_keys: DEFAULT_DEDUP_FILTER_KEYS,
+            dedup_cache_entries: DEFAULT_DEDUP_CACHE_ENTRIES,
+            stream_max_age: Duration::from_secs(bus::jetstream::STREAM_MAX_AGE_SECS),
+            stream_max_mb: DEFAULT_STREAM_MAX_MB,
+            dlq_max_age: Duration::from_secs(bus::jetstream::DLQ_MAX_AGE_SECS),
+            dlq_max_mb: DEFAULT_DLQ_MAX_MB,
+        }
+    }
+}
+
+/// Default byte limit of each saga stream, MiB.
+pub const DEFAULT_STREAM_MAX_MB: u64 = 1024;
+/// Default byte limit of DLQ and OPS, MiB.
+pub const DEFAULT_DLQ_MAX_MB: u64 = 256;
+const MIB: u64 = 1024 * 1024;
 
 /// Default HTTP rate limit of a service, requests per second.
 pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 10_000;
@@ -63,6 +131,7 @@ impl std::fmt::Debug for CommonArgs {
             .field("http_addr", &self.http_addr)
             .field("admin_token", &redact(&self.admin_token))
             .field("rate_limit", &self.rate_limit)
+            .field("state", &self.state)
             .finish()
     }
 }
@@ -90,6 +159,39 @@ impl CommonArgs {
             nats: self.nats(domain),
             rate_limit: self.rate_limit,
             admin_token: self.admin_token.clone(),
+            store: self.store_config(domain),
+            snapshots: self.snapshot_policy(),
+            retention: self.retention(),
+        }
+    }
+
+    /// How the service's log is opened: its directory, sled cache and dedup index sizes.
+    pub fn store_config(&self, domain: &str) -> StoreConfig {
+        StoreConfig {
+            cache_capacity_bytes: self.state.sled_cache_mb.saturating_mul(MIB),
+            dedup_filter_keys: self.state.dedup_filter_keys,
+            dedup_cache_entries: self.state.dedup_cache_entries,
+            ..StoreConfig::new(self.data_dir(domain))
+        }
+    }
+
+    /// When the service snapshots its state.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        SnapshotPolicy {
+            every_events: self.state.snapshot_every_events,
+            every: self.state.snapshot_every,
+            keep: self.state.snapshot_keep,
+        }
+    }
+
+    /// The broker retention the service declares its streams with.
+    pub fn retention(&self) -> Retention {
+        let bytes = |mb: u64| i64::try_from(mb.saturating_mul(MIB)).unwrap_or(i64::MAX);
+        Retention {
+            saga_max_age: self.state.stream_max_age,
+            saga_max_bytes: bytes(self.state.stream_max_mb),
+            dlq_max_age: self.state.dlq_max_age,
+            dlq_max_bytes: bytes(self.state.dlq_max_mb),
         }
     }
 
@@ -101,10 +203,15 @@ impl CommonArgs {
     }
 }
 
-/// Opens a service's log.
+/// Opens a service's log with the default cache and dedup sizes.
 pub fn open_store(dir: &Path) -> Result<EventStore> {
-    std::fs::create_dir_all(dir)?;
-    Ok(EventStore::open(StoreConfig::new(dir))?)
+    open_store_with(&StoreConfig::new(dir))
+}
+
+/// Opens a service's log as configured.
+pub fn open_store_with(config: &StoreConfig) -> Result<EventStore> {
+    std::fs::create_dir_all(&config.path)?;
+    Ok(EventStore::open(config.clone())?)
 }
 
 /// A participant's HTTP address: the flag, or its default.
@@ -128,4 +235,49 @@ pub struct ServiceConfig {
     pub rate_limit: u32,
     /// Admin bearer token of the common admin routes (`/log/{orderId}`); `None` turns them off.
     pub admin_token: Option<String>,
+    /// How the log is opened (its path is `data_dir`).
+    pub store: StoreConfig,
+    /// When the state is snapshotted.
+    pub snapshots: SnapshotPolicy,
+    /// How much history the broker keeps.
+    pub retention: Retention,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        state: StateArgs,
+    }
+
+    #[test]
+    fn state_settings_default_to_the_same_values_on_the_command_line_and_in_code() {
+        let parsed = Cli::try_parse_from(["service"]).expect("parses");
+        assert_eq!(parsed.state, StateArgs::default());
+    }
+
+    #[test]
+    fn state_settings_parse_durations_and_sizes() {
+        let parsed = Cli::try_parse_from([
+            "service",
+            "--snapshot-every=5m",
+            "--snapshot-every-events=0",
+            "--stream-max-age=3days",
+            "--stream-max-mb=64",
+            "--sled-cache-mb=16",
+        ])
+        .expect("parses");
+        assert_eq!(parsed.state.snapshot_every, Duration::from_secs(300));
+        assert_eq!(parsed.state.snapshot_every_events, 0);
+        assert_eq!(
+            parsed.state.stream_max_age,
+            Duration::from_secs(3 * 24 * 3600)
+        );
+        assert_eq!(parsed.state.stream_max_mb, 64);
+        assert_eq!(parsed.state.sled_cache_mb, 16);
+    }
 }

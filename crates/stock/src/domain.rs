@@ -24,7 +24,7 @@ pub const MAX_AVAILABLE: u64 = 1 << 50;
 pub struct Stock;
 
 /// What the stock service remembers about one order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEntry {
     /// Where the order stands.
     pub status: ParticipantOrderStatus,
@@ -50,7 +50,7 @@ impl ledger::OrderEntry for OrderEntry {
 }
 
 /// The folded state: availability per SKU and every order seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockState {
     /// Units available per SKU; a SKU is known once restocked.
     pub available: BTreeMap<String, u64>,
