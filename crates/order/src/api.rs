@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
 use crate::handler::{outbox_for, own_meta};
+use crate::waiters::WAIT_RECHECK;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub client: reqwest::Client,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// `?wait=` requests, woken by the outcome handler when their order changes.
+    pub waiters: crate::waiters::OrderWaiters,
 }
 
 /// The order service's routes.
@@ -256,6 +259,8 @@ async fn place_order(
         Err(other) => return Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
     };
     let deadline = wait.map(|w| Instant::now() + w);
+    // Registered before the first read, so a change between the read and the wait still wakes.
+    let waiter = wait.map(|_| api.waiters.watch(order_id));
     loop {
         let saga = api
             .live
@@ -270,7 +275,10 @@ async fn place_order(
         if waited_out {
             return Ok((StatusCode::ACCEPTED, Json(summary(&saga))).into_response());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let (Some(waiter), Some(deadline)) = (&waiter, deadline) {
+            let recheck = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(recheck.min(WAIT_RECHECK), waiter.changed()).await;
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::domain::Order;
 use crate::handler::{
     run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler,
 };
+use crate::waiters::OrderWaiters;
 
 /// Starts the order service.
 pub async fn build(settings: Settings) -> servicekit::Result<App> {
@@ -24,8 +25,10 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
         .service_config("order", crate::config::DEFAULT_HTTP_ADDR);
     App::start::<Order>(config, |parts| {
         let mut tasks: Vec<Task> = Vec::new();
+        let waiters = OrderWaiters::default();
         let outcomes = Arc::new(OutcomeHandler {
             live: parts.live.clone(),
+            waiters: waiters.clone(),
         });
         for participant in Participant::ALL {
             let spec = ConsumerSpec::new(
@@ -82,6 +85,7 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
                 .collect(),
             client: reqwest::Client::new(),
             admin_token: settings.common.admin_token.clone(),
+            waiters,
         };
         let admin = AdminState {
             live: parts.live.clone(),

@@ -10,7 +10,9 @@
 //!   ops alerts feed and the system's health.
 //! - [`cli`]: the `order dlq ...` client of the admin routes.
 //! - [`config`]: command line and settings.
+//! - [`dataplatform_file`]: the data platform file sink (grouped appends, one fsync per group).
 //! - [`app`]: wiring everything into a running service.
+//! - [`waiters`]: wakes `POST /orders?wait=` requests when their order changes.
 
 #[cfg(feature = "service")]
 pub mod admin;
@@ -22,6 +24,10 @@ pub mod app;
 pub mod cli;
 #[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
+pub mod dataplatform_file;
 pub mod domain;
 #[cfg(feature = "service")]
 pub mod handler;
+#[cfg(feature = "service")]
+pub mod waiters;
