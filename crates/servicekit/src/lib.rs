@@ -8,7 +8,9 @@
 //! - [`offline`]: `replay`, `verify` and `export` against a data directory.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`error`]: the crate's error type.
+//! - [`alloc`]: the global allocator (mimalloc) of every binary that links this crate.
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod error;
