@@ -86,14 +86,11 @@ impl FileSink {
                 }
             }
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
         let (queue, rx) = mpsc::channel(FILE_SINK_QUEUE);
+        let writer_path = path.clone();
         std::thread::Builder::new()
             .name("dataplatform-file".into())
-            .spawn(move || write_groups(file, rx, recent))?;
+            .spawn(move || write_groups(&writer_path, rx, recent))?;
         Ok(Self { path, queue })
     }
 
@@ -129,8 +126,10 @@ fn order_id_of(line: &str) -> Option<Uuid> {
         .ok()
 }
 
-/// The writer thread: one write and one sync per group of queued appends.
-fn write_groups(mut file: File, mut rx: mpsc::Receiver<Append>, mut recent: RecentIds) {
+/// The writer thread: one write and one sync per group of queued appends. The file is opened
+/// per group (one open next to one fsync), so a sink that was broken (the path unusable) and
+/// then repaired works again without a restart, as the per-append sink did.
+fn write_groups(path: &Path, mut rx: mpsc::Receiver<Append>, mut recent: RecentIds) {
     let mut group: Vec<Append> = Vec::with_capacity(FILE_SINK_GROUP_MAX);
     let mut buffer = String::new();
     let mut in_group: HashSet<Uuid> = HashSet::new();
@@ -154,8 +153,14 @@ fn write_groups(mut file: File, mut rx: mpsc::Receiver<Append>, mut recent: Rece
         let written = if buffer.is_empty() {
             Ok(())
         } else {
-            file.write_all(buffer.as_bytes())
-                .and_then(|()| file.sync_data())
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut file| {
+                    file.write_all(buffer.as_bytes())?;
+                    file.sync_data()
+                })
                 .map_err(|e| e.to_string())
         };
         if written.is_ok() {
@@ -246,6 +251,22 @@ mod tests {
         let counts = lines_per_order(&path);
         assert_eq!(counts.get(&ids[4]), Some(&1));
         assert_eq!(counts.get(&ids[0]), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn an_unusable_path_fails_each_append_until_it_is_repaired() {
+        // Given a sink whose path is a directory
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("dataplatform.jsonl");
+        let sink = FileSink::open(path.clone()).expect("the sink");
+        std::fs::create_dir(&path).expect("the path is free");
+        let id = Uuid::now_v7();
+        // When an order is appended, Then it fails
+        assert!(sink.append(id, line(id)).await.is_err());
+        // When the path is repaired and the order delivered again, Then it is written once
+        std::fs::remove_dir(&path).expect("the directory is removed");
+        sink.append(id, line(id)).await.expect("written");
+        assert_eq!(lines_per_order(&path).get(&id), Some(&1));
     }
 
     #[test]
