@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
 use crate::handler::{outbox_for, own_meta};
+use crate::waiters::WAIT_RECHECK;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub client: reqwest::Client,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// `?wait=` requests, woken by the outcome handler when their order changes.
+    pub waiters: crate::waiters::OrderWaiters,
 }
 
 /// The order service's routes.
@@ -273,6 +276,8 @@ async fn place_order(
     // The request span (see servicekit::observe::track_http) names the order from here on.
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let deadline = wait.map(|w| Instant::now() + w);
+    // Registered before the first read, so a change between the read and the wait still wakes.
+    let waiter = wait.map(|_| api.waiters.watch(order_id));
     loop {
         let saga = api
             .live
@@ -287,7 +292,10 @@ async fn place_order(
         if waited_out {
             return Ok((StatusCode::ACCEPTED, Json(summary(&saga))).into_response());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let (Some(waiter), Some(deadline)) = (&waiter, deadline) {
+            let recheck = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(recheck.min(WAIT_RECHECK), waiter.changed()).await;
+        }
     }
 }
 

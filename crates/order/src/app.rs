@@ -17,6 +17,7 @@ use crate::domain::{Order, Orders};
 use crate::handler::{
     run_alert_webhook, run_supervisor, DataPlatformForwarder, DataPlatformSink, OutcomeHandler,
 };
+use crate::waiters::OrderWaiters;
 
 /// Starts the order service.
 pub async fn build(settings: Settings) -> servicekit::Result<App> {
@@ -26,8 +27,10 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
     App::start::<Order>(config, |parts| {
         let mut tasks: Vec<Task> = Vec::new();
         crate::observe::orders_by_status(&parts.scrape, parts.live.clone());
+        let waiters = OrderWaiters::default();
         let outcomes = Arc::new(OutcomeHandler {
             live: parts.live.clone(),
+            waiters: waiters.clone(),
         });
         for participant in Participant::ALL {
             let spec = ConsumerSpec::new(
@@ -84,6 +87,7 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
                 .collect(),
             client: reqwest::Client::new(),
             admin_token: settings.common.admin_token.clone(),
+            waiters,
         };
         let admin = AdminState {
             live: parts.live.clone(),

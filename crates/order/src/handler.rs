@@ -1,9 +1,8 @@
 //! The order service's message handling: participant outcomes in, saga decisions out; the
 //! supervisor that enforces deadlines and re-drives; the data platform forwarder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bus::consumer::{Delivery, HandleError, Handler};
@@ -194,6 +193,8 @@ pub fn own_meta(saga: &OrderSaga, cause: &str) -> EventMeta {
 pub struct OutcomeHandler {
     /// The order saga state.
     pub live: Live<Order>,
+    /// Requests waiting on orders (`?wait=`), woken after each durable commit.
+    pub waiters: crate::waiters::OrderWaiters,
 }
 
 impl Handler for OutcomeHandler {
@@ -242,7 +243,10 @@ impl Handler for OutcomeHandler {
             .await
             .map_err(transient)?;
         match executed {
-            Ok(Executed::Committed { .. }) => Ok(()),
+            Ok(Executed::Committed { .. }) => {
+                self.waiters.notify(event.order_id);
+                Ok(())
+            }
             Ok(Executed::Duplicate(recorded)) => {
                 republish_recorded(&self.live, &delivery, &recorded, "order").await
             }
@@ -524,13 +528,9 @@ impl Default for DataPlatformSettings {
 /// supervisor re-send, or an operator's DLQ re-drive. The HTTP sink sends the orderId as
 /// `Idempotency-Key: <orderId>` so the receiver can drop repeats; the file sink drops them itself.
 pub enum DataPlatformSink {
-    /// JSON lines in a file (the embedded default); keeps the ids already written.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Orders already in it.
-        written: Mutex<HashSet<Uuid>>,
-    },
+    /// JSON lines in a file (the embedded default): appends grouped per fsync, repeats of
+    /// recently written orders dropped (`dataplatform_file`).
+    File(crate::dataplatform_file::FileSink),
     /// An HTTP endpoint (POST, the order as JSON); the orderId travels as `Idempotency-Key`.
     /// One attempt per message delivery, bounded by the client's timeouts; the consumer's
     /// retry policy spaces the attempts.
@@ -565,62 +565,15 @@ impl DataPlatformSink {
         Ok(Self::Http { url, client })
     }
 
-    /// The file sink, loading the ids already delivered so a redelivery does not write twice.
+    /// The file sink, remembering the orders last written so a redelivery does not write twice.
     pub fn file(path: PathBuf) -> std::io::Result<Self> {
-        let mut written = HashSet::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                if let Some(id) = serde_json::from_str::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("orderId")
-                            .and_then(|v| v.as_str())
-                            .and_then(|s| s.parse().ok())
-                    })
-                {
-                    written.insert(id);
-                }
-            }
-        }
-        Ok(Self::File {
-            path,
-            written: Mutex::new(written),
-        })
+        crate::dataplatform_file::FileSink::open(path).map(Self::File)
     }
 
     async fn deliver(&self, order: &OrderCompleted) -> Result<(), String> {
         let body = serde_json::to_value(order).map_err(|e| e.to_string())?;
         match self {
-            DataPlatformSink::File { path, written } => {
-                let path = path.clone();
-                let id = order.order_id;
-                {
-                    let seen = written
-                        .lock()
-                        .map_err(|_| "sink lock poisoned".to_owned())?;
-                    if seen.contains(&id) {
-                        return Ok(());
-                    }
-                }
-                let line = format!("{body}\n");
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    use std::io::Write;
-                    let mut file = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)?;
-                    file.write_all(line.as_bytes())?;
-                    file.sync_data()
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                written
-                    .lock()
-                    .map_err(|_| "sink lock poisoned".to_owned())?
-                    .insert(id);
-                Ok(())
-            }
+            DataPlatformSink::File(sink) => sink.append(order.order_id, body.to_string()).await,
             DataPlatformSink::Http { url, client } => {
                 let sent = client
                     .post(url)

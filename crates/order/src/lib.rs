@@ -13,6 +13,8 @@
 //! - [`observe`]: the saga metrics (orders by status, saga duration, re-drives).
 //! - [`app`]: wiring everything into a running service, and [`app::OrderService`]: `serve` and
 //!   the offline commands through the shared `servicekit::cli` path.
+//! - [`dataplatform_file`]: the data platform file sink (grouped appends, one fsync per group).
+//! - [`waiters`]: wakes `POST /orders?wait=` requests when their order changes.
 
 #[cfg(feature = "service")]
 pub mod admin;
@@ -24,8 +26,11 @@ pub mod app;
 pub mod cli;
 #[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
+pub mod dataplatform_file;
 pub mod domain;
 #[cfg(feature = "service")]
 pub mod handler;
 #[cfg(feature = "service")]
 pub mod observe;
+pub mod waiters;

@@ -14,7 +14,9 @@
 //! - [`telemetry`]: logs (text or JSON), OpenTelemetry traces, the Prometheus recorder.
 //! - [`observe`]: `/metrics` with gauges refreshed on scrape, and the HTTP metrics and span middleware.
 //! - [`error`]: the crate's error type.
+//! - [`alloc`]: the global allocator (mimalloc) of every binary that links this crate.
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod error;
