@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
@@ -18,18 +17,23 @@ type ApiState = DomainApi<Coupon>;
 
 /// Coupon's routes, over its live state and admin token.
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/coupons/{coupon_id}", get(coupon))
-        .route("/coupons", post(issue))
+    // Each route is served and documented from the same `#[utoipa::path]`.
+    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(coupon))
+        .routes(utoipa_axum::routes!(issue))
+        .split_for_parts();
+    router.route("/openapi.json", servicekit::openapi::route("coupon", doc))
 }
 
 /// `GET /coupons/{couponId}` and the issue's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CouponView {
     coupon_id: String,
     user_id: Option<String>,
     discount: u64,
+    /// `AVAILABLE` or `USED`.
+    #[schema(value_type = String)]
     status: CouponStatus,
     used_by: Option<uuid::Uuid>,
     expires_at_ms: Option<u64>,
@@ -47,16 +51,19 @@ fn coupon_json(entry: &CouponEntry) -> CouponView {
 }
 
 /// `POST /coupons` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IssueCoupon {
+    #[schema(value_type = String)]
     coupon_id: Id,
     /// The only user who may use it; absent or `null` = anyone.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     user_id: Option<Id>,
     discount: u64,
     /// Absent or `null` = never.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     expires_at: Option<TimeMs>,
 }
 
@@ -85,6 +92,12 @@ impl<'de> Deserialize<'de> for TimeMs {
     }
 }
 
+/// `GET /coupons/{couponId}`: a coupon's state.
+#[utoipa::path(get, path = "/coupons/{coupon_id}", tag = "coupon",
+    params(("coupon_id" = String, Path, description = "The coupon's id")),
+    responses(
+        (status = 200, description = "The coupon", body = CouponView),
+        (status = 404, description = "Unknown coupon", body = servicekit::openapi::ErrorBody)))]
 async fn coupon(
     State(api): State<ApiState>,
     ValidPath(coupon_id): ValidPath<String>,
@@ -96,6 +109,16 @@ async fn coupon(
         .ok_or_else(|| ApiError::not_found(format!("unknown coupon {coupon_id}")))
 }
 
+/// `POST /coupons` (admin): issues a coupon, once per `Idempotency-Key`.
+#[utoipa::path(post, path = "/coupons", tag = "coupon",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
+    request_body = IssueCoupon,
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "The issued coupon", body = CouponView),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn issue(
     State(api): State<ApiState>,
     headers: HeaderMap,

@@ -9,7 +9,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use axum::{Json, Router};
 use bus::dlq;
 use bus::dlq::DlqEntry;
@@ -44,14 +44,19 @@ pub struct AdminState {
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/admin/dlq", get(list))
-        .route("/admin/dlq/{seq}", get(show))
-        .route("/admin/dlq/{seq}/redrive", post(redrive))
-        .route("/admin/dlq/{seq}/discard", post(discard))
-        .route("/admin/alerts", get(alerts))
-        .route("/admin/health", get(health))
-        .with_state(state)
+    let (router, _) = admin_routes().split_for_parts();
+    router.with_state(state)
+}
+
+/// The admin routes, each served and documented from the same `#[utoipa::path]`.
+pub(crate) fn admin_routes() -> utoipa_axum::router::OpenApiRouter<AdminState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list))
+        .routes(utoipa_axum::routes!(show))
+        .routes(utoipa_axum::routes!(redrive))
+        .routes(utoipa_axum::routes!(discard))
+        .routes(utoipa_axum::routes!(alerts))
+        .routes(utoipa_axum::routes!(health))
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +64,11 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// `GET /admin/dlq`: the dead-letter queue.
+#[utoipa::path(get, path = "/admin/dlq", tag = "admin", params(("limit" = Option<usize>, Query, description = "At most this many")), security(("admin" = [])),
+    responses((status = 200, description = "`{count, summary, entries}`", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn list(
     State(api): State<AdminState>,
     headers: HeaderMap,
@@ -76,6 +86,13 @@ async fn list(
     .into_response())
 }
 
+/// `GET /admin/dlq/{seq}`: one DLQ entry.
+#[utoipa::path(get, path = "/admin/dlq/{seq}", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
+    responses((status = 200, description = "The entry", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn show(
     State(api): State<AdminState>,
     headers: HeaderMap,
@@ -90,6 +107,12 @@ async fn show(
 }
 
 #[tracing::instrument(skip_all, fields(dlq_seq = %seq))]
+#[utoipa::path(post, path = "/admin/dlq/{seq}/redrive", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
+    responses((status = 200, description = "Re-driven", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn redrive(
     State(api): State<AdminState>,
     headers: HeaderMap,
@@ -136,6 +159,13 @@ async fn redrive(
 }
 
 #[tracing::instrument(skip_all, fields(dlq_seq = %seq))]
+/// `POST /admin/dlq/{seq}/discard`: drops a DLQ entry, recording it.
+#[utoipa::path(post, path = "/admin/dlq/{seq}/discard", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
+    responses((status = 200, description = "Discarded", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn discard(
     State(api): State<AdminState>,
     headers: HeaderMap,
@@ -257,6 +287,10 @@ pub const HEALTH_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// `GET /admin/alerts?limit=`: the newest `ops.alert.>` messages of the OPS stream, newest first,
 /// read straight from JetStream by sequence.
+#[utoipa::path(get, path = "/admin/alerts", tag = "admin", params(("limit" = Option<usize>, Query, description = "At most this many")), security(("admin" = [])),
+    responses((status = 200, description = "The newest alerts, newest first", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn alerts(
     State(api): State<AdminState>,
     headers: HeaderMap,
@@ -331,6 +365,10 @@ pub fn durable_consumers() -> Vec<(&'static str, &'static str)> {
 
 /// `GET /admin/health`: every service's readiness, log head and outbox backlog (their
 /// `/readyz` and `/status`, fetched here), and every durable consumer's lag.
+#[utoipa::path(get, path = "/admin/health", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Every service's readiness and every consumer's lag", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn health(State(api): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     let store = api.live.store();

@@ -6,7 +6,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::{OrderLine, OrderPlaced, Participant};
 use eventlog::clock::now_ms;
@@ -17,6 +16,8 @@ use servicekit::http::{
     check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
     RequestBody, ValidJson, ValidPath,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
@@ -61,21 +62,32 @@ pub struct ApiState {
 
 /// The order service's routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/console.js", get(console_js))
-        .route("/console.css", get(console_css))
-        .route("/orders", post(place_order).get(list_orders))
-        .route("/orders/{order_id}", get(get_order))
-        .route("/orders/{order_id}/timeline", get(order_timeline))
-        .route(
-            "/orders/{order_id}/retry-compensation",
-            post(retry_compensation),
-        )
-        .route("/traces/{trace_id}", get(trace_timeline))
-        .route("/stats", get(stats))
+    let (router, _) = api_routes().split_for_parts();
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The order service's own routes, each served and documented from the same `#[utoipa::path]`.
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(console_js))
+        .routes(routes!(console_css))
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(order_timeline))
+        .routes(routes!(retry_compensation))
+        .routes(routes!(trace_timeline))
+        .routes(routes!(stats))
+}
+
+/// The order service's own paths (admin routes included) in its OpenAPI document: the same
+/// `#[utoipa::path]`s [`router`] and [`crate::admin::router`] serve.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    doc.merge(crate::admin::admin_routes().into_openapi());
+    doc
 }
 
 /// A validated order request.
@@ -95,34 +107,42 @@ pub struct NewOrder {
 
 /// The `POST /orders` body as the contract has it; bounds and ids are checked as it is
 /// deserialized, so an error names the field's path (`items[0].qty`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     /// Buyer.
+    #[schema(value_type = String)]
     pub user_id: Id,
     /// Lines.
+    #[schema(value_type = Vec<LineRequest>, min_items = 1, max_items = 100)]
     pub items: BoundedVec<Object<LineRequest>, 1, MAX_LINES>,
     /// Coupon; absent or `null` is none.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub coupon_id: Option<Id>,
     /// Points to use; absent or `null` is 0.
     #[serde(default)]
+    #[schema(value_type = Option<u64>)]
     pub points: Option<Bounded<0, MAX_POINTS>>,
     /// Amount to charge.
+    #[schema(value_type = u64, minimum = 1)]
     pub amount: Bounded<1, MAX_AMOUNT>,
 }
 
 impl RequestBody for PlaceOrderRequest {}
 
 /// One line of a [`PlaceOrderRequest`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineRequest {
     /// SKU.
+    #[schema(value_type = String)]
     pub sku: Id,
     /// Quantity.
+    #[schema(value_type = u64, minimum = 1)]
     pub qty: Bounded<1, MAX_QTY>,
     /// Unit price, in minor units.
+    #[schema(value_type = u64)]
     pub price: Bounded<0, MAX_AMOUNT>,
 }
 
@@ -209,6 +229,17 @@ fn order_json(saga: &OrderSaga) -> OrderView<'_> {
     }
 }
 
+/// `POST /orders`: places an order (202), or with `?wait=` answers once it is terminal.
+#[utoipa::path(post, path = "/orders", tag = "order",
+    params(("wait" = Option<String>, Query, description = "How long to wait for the outcome, e.g. `10s`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried order is placed once"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue")),
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 200, description = "The order, terminal (with `?wait=`)", body = Object),
+        (status = 202, description = "`{orderId, traceId, status}`", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn place_order(
     State(api): State<ApiState>,
     query: Result<Query<WaitQuery>, QueryRejection>,
@@ -323,6 +354,13 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
 }
 
+/// `GET /orders/{orderId}`: an order's saga state.
+#[utoipa::path(get, path = "/orders/{order_id}", tag = "order",
+    params(("order_id" = String, Path, description = "The order's id (a UUID)")),
+    responses(
+        (status = 200, description = "The order", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn get_order(
     State(api): State<ApiState>,
     ValidPath(order_id): ValidPath<String>,
@@ -462,6 +500,16 @@ fn list_filter(query: &ListQuery) -> Result<(OrderFilter, Option<Cursor>, usize)
 
 /// `GET /orders`: newest first, filtered, one page at a time; `nextCursor` is null on the last
 /// page. A scan of the in-memory state (an index is another issue's work).
+#[utoipa::path(get, path = "/orders", tag = "order",
+    params(("status" = Option<String>, Query, description = "Only orders in this status"),
+        ("userId" = Option<String>, Query, description = "Only this user's orders"),
+        ("from" = Option<String>, Query, description = "Placed at or after (RFC 3339 or ms)"),
+        ("to" = Option<String>, Query, description = "Placed before (RFC 3339 or ms)"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
+        ("limit" = Option<usize>, Query, description = "Page size")),
+    responses(
+        (status = 200, description = "`{orders, nextCursor}`", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody)))]
 async fn list_orders(
     State(api): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -507,6 +555,8 @@ async fn list_orders(
 }
 
 /// Orders per status.
+#[utoipa::path(get, path = "/stats", tag = "order",
+    responses((status = 200, description = "`{orders: {STATUS: count}}`", body = Object)))]
 async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = api
         .live
@@ -525,6 +575,15 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
     Ok(Json(serde_json::json!({ "orders": counts })))
 }
 
+/// `GET /orders/{orderId}/timeline`: every event of the saga across all domains, in order.
+#[utoipa::path(get, path = "/orders/{order_id}/timeline", tag = "order",
+    params(("order_id" = String, Path, description = "The order's id (a UUID)")),
+    security((), ("admin" = [])),
+    responses(
+        (status = 200, description = "The timeline (full payloads for the admin)", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn order_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
@@ -535,6 +594,15 @@ async fn order_timeline(
     timeline(&api, order_id, admin).await
 }
 
+/// `GET /traces/{traceId}`: the timeline of the order with this trace id.
+#[utoipa::path(get, path = "/traces/{trace_id}", tag = "order",
+    params(("trace_id" = String, Path, description = "The order's trace id")),
+    security((), ("admin" = [])),
+    responses(
+        (status = 200, description = "The timeline (full payloads for the admin)", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
 async fn trace_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
@@ -656,6 +724,17 @@ fn domain_rank(domain: &str) -> u8 {
     }
 }
 
+/// `POST /orders/{orderId}/retry-compensation` (admin): compensates a stuck order again.
+#[utoipa::path(post, path = "/orders/{order_id}/retry-compensation", tag = "admin",
+    params(("order_id" = String, Path, description = "The order's id (a UUID)")),
+    security(("admin" = [])),
+    responses(
+        (status = 202, description = "`{orderId, status: COMPENSATING}`", body = Object),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn retry_compensation(
     State(api): State<ApiState>,
     headers: HeaderMap,
@@ -695,10 +774,16 @@ async fn retry_compensation(
     }
 }
 
+/// `GET /`: the operator console.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "The console's page", body = String, content_type = "text/html")))]
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("console/index.html"))
 }
 
+/// `GET /console.js`: the console's script.
+#[utoipa::path(get, path = "/console.js", tag = "console",
+    responses((status = 200, description = "The console's script", body = String, content_type = "text/javascript")))]
 async fn console_js() -> impl IntoResponse {
     (
         [(
@@ -709,6 +794,9 @@ async fn console_js() -> impl IntoResponse {
     )
 }
 
+/// `GET /console.css`: the console's style sheet.
+#[utoipa::path(get, path = "/console.css", tag = "console",
+    responses((status = 200, description = "The console's style sheet", body = String, content_type = "text/css")))]
 async fn console_css() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -887,6 +975,39 @@ mod tests {
                 prop_assert!(!order.items.is_empty() && order.items.len() <= MAX_LINES);
                 prop_assert!(order.items.iter().all(|l| l.qty >= 1 && u64::from(l.qty) <= MAX_QTY));
                 prop_assert!(order.amount >= 1);
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod openapi_tests {
+    /// Every admin operation of the order service's document needs the bearer scheme; the
+    /// routes served are checked against it end to end (`tests/tests/openapi.rs`).
+    #[test]
+    fn admin_operations_declare_the_bearer_scheme() {
+        let doc = servicekit::openapi::document("order", super::openapi());
+        let json = serde_json::to_value(&doc).expect("a JSON document");
+        assert!(json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")));
+        let paths = json["paths"].as_object().expect("paths");
+        for path in [
+            "/orders",
+            "/admin/dlq/{seq}/redrive",
+            "/healthz",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains_key(path), "{path}");
+        }
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("a path item") {
+                if path.starts_with("/admin") || path.contains("retry-compensation") {
+                    assert_eq!(
+                        operation["security"],
+                        serde_json::json!([{ "admin": [] }]),
+                        "{method} {path}"
+                    );
+                }
             }
         }
     }

@@ -96,7 +96,13 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
             participant_urls: state.participant_urls.clone(),
             client: state.client.clone(),
         };
-        Ok((api::router(state).merge(admin::router(admin)), tasks))
+        Ok((
+            api::router(state).merge(admin::router(admin)).route(
+                "/openapi.json",
+                servicekit::openapi::route("order", api::openapi()),
+            ),
+            tasks,
+        ))
     })
     .await
 }

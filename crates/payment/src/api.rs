@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::get;
 use axum::{Json, Router};
 use eventlog::live::Live;
 use servicekit::http::{check_admin, ApiError, ValidPath};
@@ -19,11 +18,24 @@ struct ApiState {
 
 /// Payment's routes.
 pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
-    Router::new()
-        .route("/payments/{order_id}", get(payment))
+    // The route is served and documented from the same `#[utoipa::path]`.
+    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(payment))
+        .split_for_parts();
+    router
+        .route("/openapi.json", servicekit::openapi::route("payment", doc))
         .with_state(ApiState { live, admin_token })
 }
 
+/// `GET /payments/{orderId}`: a payment's state (with the PG authorization for the admin).
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payment",
+    params(("order_id" = String, Path, description = "The order's id (a UUID)")),
+    security((), ("admin" = [])),
+    responses(
+        (status = 200, description = "`{orderId, status, amount}` (plus `authorization`, `reason` for the admin)", body = Object),
+        (status = 400, description = "Not a UUID", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 404, description = "No payment for the order", body = servicekit::openapi::ErrorBody)))]
 async fn payment(
     State(api): State<ApiState>,
     headers: HeaderMap,

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
@@ -17,11 +16,20 @@ type ApiState = DomainApi<Point>;
 
 /// Point's routes, over its live state and admin token.
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/points/{user_id}", get(balance))
-        .route("/points/{user_id}/credit", post(credit))
+    // Each route is served and documented from the same `#[utoipa::path]`.
+    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(balance))
+        .routes(utoipa_axum::routes!(credit))
+        .split_for_parts();
+    router.route("/openapi.json", servicekit::openapi::route("point", doc))
 }
 
+/// `GET /points/{userId}`: a user's balance.
+#[utoipa::path(get, path = "/points/{user_id}", tag = "point",
+    params(("user_id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The balance", body = BalanceView),
+        (status = 404, description = "Unknown user", body = servicekit::openapi::ErrorBody)))]
 async fn balance(
     State(api): State<ApiState>,
     ValidPath(user_id): ValidPath<String>,
@@ -37,7 +45,7 @@ async fn balance(
 }
 
 /// `POST /points/{userId}/credit` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Credit {
     /// Points to add (the domain refuses 0).
@@ -49,13 +57,24 @@ impl RequestBody for Credit {
 }
 
 /// `GET /points/{userId}` and the credit's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BalanceView {
     user_id: String,
     balance: u64,
 }
 
+/// `POST /points/{userId}/credit` (admin): adds points, once per `Idempotency-Key`.
+#[utoipa::path(post, path = "/points/{user_id}/credit", tag = "point",
+    params(("user_id" = String, Path, description = "The user's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
+    request_body = Credit,
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The balance after the credit", body = BalanceView),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn credit(
     State(api): State<ApiState>,
     headers: HeaderMap,

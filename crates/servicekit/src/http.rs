@@ -106,7 +106,7 @@ pub fn probe_routes<D: Domain>(
     nats: async_nats::Client,
 ) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(common_state(live, domain, nats, None))
 }
@@ -127,7 +127,18 @@ fn common_state<D: Domain>(
     }
 }
 
-async fn readyz(State(state): State<CommonState>) -> Response {
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "common",
+    responses((status = 200, description = "Always `ok`", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: NATS connected and the state trusted.
+#[utoipa::path(get, path = "/readyz", tag = "common", responses(
+    (status = 200, description = "Ready: `{nats, store, head}`", body = Object),
+    (status = 503, description = "Not ready: `{nats, store, head}`", body = Object)))]
+pub(crate) async fn readyz(State(state): State<CommonState>) -> Response {
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
     let store_up = !state.fatal.is_cancelled();
     let body =
@@ -141,7 +152,9 @@ async fn readyz(State(state): State<CommonState>) -> Response {
 }
 
 /// `GET /status`: `{domain, logHead, outboxBacklog}` for the operator console's health page.
-async fn status(State(state): State<CommonState>) -> Response {
+#[utoipa::path(get, path = "/status", tag = "common",
+    responses((status = 200, description = "`{domain, logHead, outboxBacklog}`", body = Object)))]
+pub(crate) async fn status(State(state): State<CommonState>) -> Response {
     Json(serde_json::json!({
         "domain": state.domain,
         "logHead": state.store.head(),
@@ -150,7 +163,15 @@ async fn status(State(state): State<CommonState>) -> Response {
     .into_response()
 }
 
-async fn order_log(
+/// `GET /log/{orderId}`: this domain's records of an order (admin).
+#[utoipa::path(get, path = "/log/{order_id}", tag = "common",
+    params(("order_id" = String, Path, description = "The order's id")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The domain's records of the order", body = Vec<Object>),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn order_log(
     State(state): State<CommonState>,
     headers: axum::http::HeaderMap,
     UrlPath(order_id): UrlPath<String>,

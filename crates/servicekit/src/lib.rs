@@ -13,6 +13,7 @@
 //! - [`offline`]: `replay`, `verify` and `export` against a data directory.
 //! - [`telemetry`]: logs (text or JSON), OpenTelemetry traces, the Prometheus recorder.
 //! - [`observe`]: `/metrics` with gauges refreshed on scrape, and the HTTP metrics and span middleware.
+//! - [`openapi`]: `/openapi.json`, the common routes' OpenAPI paths merged into a service's.
 //! - [`error`]: the crate's error type.
 //! - [`alloc`]: the global allocator (mimalloc) of every binary that links this crate.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod observe;
 pub mod offline;
+pub mod openapi;
 pub mod participant;
 pub mod settings;
 pub mod telemetry;

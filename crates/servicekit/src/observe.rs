@@ -73,7 +73,10 @@ pub fn metrics_routes(hooks: ScrapeHooks) -> Router {
         .with_state(hooks)
 }
 
-async fn render(State(hooks): State<ScrapeHooks>) -> Response {
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "common",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub(crate) async fn render(State(hooks): State<ScrapeHooks>) -> Response {
     hooks.run().await;
     let text = metrics_handle().map(|h| h.render()).unwrap_or_default();
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
@@ -17,11 +16,20 @@ type ApiState = DomainApi<Stock>;
 
 /// Stock's routes, over its live state and admin token.
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/stock/{sku}", get(available))
-        .route("/stock/{sku}/restock", post(restock))
+    // Each route is served and documented from the same `#[utoipa::path]`.
+    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(available))
+        .routes(utoipa_axum::routes!(restock))
+        .split_for_parts();
+    router.route("/openapi.json", servicekit::openapi::route("stock", doc))
 }
 
+/// `GET /stock/{sku}`: units available.
+#[utoipa::path(get, path = "/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "Units available", body = StockView),
+        (status = 404, description = "Unknown SKU", body = servicekit::openapi::ErrorBody)))]
 async fn available(
     State(api): State<ApiState>,
     ValidPath(sku): ValidPath<String>,
@@ -33,7 +41,7 @@ async fn available(
 }
 
 /// `POST /stock/{sku}/restock` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Restock {
     /// Units to add (the domain refuses 0).
@@ -45,13 +53,24 @@ impl RequestBody for Restock {
 }
 
 /// `GET /stock/{sku}` and the restock's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct StockView {
     sku: String,
     available: u64,
 }
 
+/// `POST /stock/{sku}/restock` (admin): adds units, once per `Idempotency-Key`.
+#[utoipa::path(post, path = "/stock/{sku}/restock", tag = "stock",
+    params(("sku" = String, Path, description = "The SKU"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
+    request_body = Restock,
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Units available after the restock", body = StockView),
+        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
+        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn restock(
     State(api): State<ApiState>,
     headers: HeaderMap,
