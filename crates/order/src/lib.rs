@@ -33,4 +33,5 @@ pub mod domain;
 pub mod handler;
 #[cfg(feature = "service")]
 pub mod observe;
+#[cfg(feature = "service")]
 pub mod waiters;

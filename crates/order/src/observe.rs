@@ -44,7 +44,11 @@ pub fn orders_by_status(hooks: &servicekit::observe::ScrapeHooks, live: Live<Ord
     hooks.add(move || {
         let live = live.clone();
         Box::pin(async move {
-            let counts = live.read_undurable(|state| state.status_counts).await;
+            // Durable counts only, like every other read; a writer that stopped leaves the
+            // gauges as they were (the service is stopping anyway).
+            let Ok(counts) = live.read(|state| state.status_counts).await else {
+                return;
+            };
             for status in OrderStatus::ALL {
                 metrics::gauge!("saga_orders", "status" => status.as_str())
                     .set(counts.get(status) as f64);
