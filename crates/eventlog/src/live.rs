@@ -338,13 +338,6 @@ impl<D: Domain> Live<D> {
         Ok(value)
     }
 
-    /// Reads the state as it is in memory, durable or not: failure injection and diagnostics only.
-    #[cfg(any(test, feature = "test-util"))]
-    pub async fn read_undurable<R>(&self, f: impl FnOnce(&D::State) -> R) -> R {
-        let inner = self.inner.lock().await;
-        f(&inner.state)
-    }
-
     /// Waits until every commit queued up to `ticket` is durable; a writer that stopped first
     /// means the state may hold commits the disk never got, so the service must stop.
     async fn settle(&self, ticket: u64) -> Result<()> {
