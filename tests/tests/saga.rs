@@ -467,7 +467,7 @@ async fn replay_verify_and_export_round_trip_on_a_service_data_dir() {
         },
         render,
     );
-    let (state, _, folded) = eventlog::live::rebuild::<stock::domain::Stock>(
+    let (state, folded) = eventlog::live::rebuild::<stock::domain::Stock>(
         &eventlog::EventStore::open(eventlog::StoreConfig::new(&dir)).expect("opens"),
         eventlog::ReplayBound {
             upto_seq: Some(1),

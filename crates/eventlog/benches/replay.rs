@@ -139,7 +139,7 @@ fn main() {
     };
     let upto = live::rebuild_from_scratch::<Counter>(&store, bound).expect("folds");
     let started = Instant::now();
-    snapshot::write::<Counter>(&store, at, &upto.state, &upto.versions, 2).expect("written");
+    snapshot::write::<Counter>(&store, at, &upto.state, 2).expect("written");
     println!("snapshot write ({} keys): {:.2?}", KEYS, started.elapsed());
 
     let started = Instant::now();

@@ -791,6 +791,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Stream versions the writer keeps in memory at most.
+const STREAM_CACHE_CAPACITY: usize = 16_384;
+
 struct Writer {
     db: sled::Db,
     trees: Trees,
@@ -800,7 +803,8 @@ struct Writer {
     durable: watch::Sender<Durable>,
     /// Ticket of the last request answered.
     answered_ticket: u64,
-    /// Cache of stream versions, filled on first use from the heads tree.
+    /// Cache of stream versions, filled on first use from the heads tree; emptied when it
+    /// reaches [`STREAM_CACHE_CAPACITY`], so it does not grow with the number of orders.
     streams: HashMap<String, u64>,
 }
 
@@ -882,6 +886,11 @@ impl Writer {
         if let Some(v) = self.streams.get(stream) {
             return Ok(*v);
         }
+        if self.streams.len() >= STREAM_CACHE_CAPACITY {
+            // A miss costs one read of the heads tree; most streams (one per order) are
+            // written a few times within seconds and never again.
+            self.streams.clear();
+        }
         let v = self
             .trees
             .heads
@@ -925,7 +934,9 @@ impl Writer {
                 Some(v) => *v,
                 None => self.stream_version(&append.stream)?,
             };
-            if actual != append.expected_version {
+            if append.expected_version != crate::record::ANY_VERSION
+                && actual != append.expected_version
+            {
                 return Err(Error::VersionConflict {
                     stream: append.stream.clone(),
                     expected: append.expected_version,

@@ -5,7 +5,7 @@
 //! Decisions are serialised by one lock; the lock is released before waiting for the flush, so
 //! many decisions share one group commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::event_store::{EventStore, ReplayBound};
 use crate::record::{
     Commit, CommitOutcome, DedupRecord, EventMeta, NewEvent, OutboxMessage, Record, StreamAppend,
+    ANY_VERSION,
 };
 
 /// Event type of a recorded decision that changed no state (timeline notes).
@@ -74,7 +75,6 @@ impl<D: Domain> Clone for Live<D> {
 
 struct Inner<D: Domain> {
     state: D::State,
-    versions: HashMap<String, u64>,
     /// Dedup keys of commits queued but not yet durable.
     pending: HashSet<String>,
 }
@@ -84,8 +84,6 @@ struct Inner<D: Domain> {
 pub struct Rebuilt<S> {
     /// The state.
     pub state: S,
-    /// Stream versions.
-    pub versions: HashMap<String, u64>,
     /// Events folded on top of the snapshot (or from seq 1).
     pub folded: u64,
     /// Seq of the snapshot it started from, if any.
@@ -96,12 +94,9 @@ pub struct Rebuilt<S> {
 ///
 /// Starts from the newest usable snapshot inside the bound (see [`crate::snapshot`]) and folds
 /// only the records after it.
-pub fn rebuild<D: Domain>(
-    store: &EventStore,
-    bound: ReplayBound,
-) -> Result<(D::State, HashMap<String, u64>, u64)> {
+pub fn rebuild<D: Domain>(store: &EventStore, bound: ReplayBound) -> Result<(D::State, u64)> {
     let rebuilt = rebuild_report::<D>(store, bound)?;
-    Ok((rebuilt.state, rebuilt.versions, rebuilt.folded))
+    Ok((rebuilt.state, rebuilt.folded))
 }
 
 /// [`rebuild`], also saying which snapshot it started from.
@@ -126,20 +121,13 @@ fn fold_from<D: Domain>(
     start: Option<crate::snapshot::Snapshot<D::State>>,
     bound: ReplayBound,
 ) -> Result<Rebuilt<D::State>> {
-    let (mut state, mut versions, from, snapshot_seq) = match start {
-        Some(s) => (s.state, s.versions, s.global_seq + 1, Some(s.global_seq)),
-        None => (D::State::default(), HashMap::new(), 1, None),
+    let (mut state, from, snapshot_seq) = match start {
+        Some(s) => (s.state, s.global_seq + 1, Some(s.global_seq)),
+        None => (D::State::default(), 1, None),
     };
     let mut folded = 0;
     for record in store.read_all(from, bound) {
         let record = record?;
-        // No key clone per record: most records extend a stream already seen.
-        match versions.get_mut(record.stream.as_str()) {
-            Some(version) => *version = record.stream_seq,
-            None => {
-                versions.insert(record.stream.clone(), record.stream_seq);
-            }
-        }
         if record.event_type == NOTE_EVENT_TYPE {
             continue;
         }
@@ -149,7 +137,6 @@ fn fold_from<D: Domain>(
     }
     Ok(Rebuilt {
         state,
-        versions,
         folded,
         snapshot_seq,
     })
@@ -208,7 +195,6 @@ impl<D: Domain> Live<D> {
     pub fn open(store: EventStore) -> Result<Self> {
         let Rebuilt {
             state,
-            versions,
             folded,
             snapshot_seq,
         } = rebuild_report::<D>(&store, ReplayBound::default())?;
@@ -217,7 +203,6 @@ impl<D: Domain> Live<D> {
             store,
             inner: Arc::new(tokio::sync::Mutex::new(Inner {
                 state,
-                versions,
                 pending: HashSet::new(),
             })),
             fatal: CancellationToken::new(),
@@ -233,10 +218,10 @@ impl<D: Domain> Live<D> {
     /// once all of it is durable. Encoding and writing happen after, off the lock, on a
     /// blocking thread.
     pub async fn snapshot(&self, keep: usize) -> Result<Option<u64>> {
-        let (state, versions, marker) = {
+        let (state, marker) = {
             let inner = self.inner.lock().await;
             let marker = self.store.enqueue(Commit::default()).await?;
-            (inner.state.clone(), inner.versions.clone(), marker)
+            (inner.state.clone(), marker)
         };
         let seq = match marker.await? {
             CommitOutcome::Committed { last_seq, .. } => last_seq,
@@ -248,7 +233,7 @@ impl<D: Domain> Live<D> {
         let store = self.store.clone();
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
-            crate::snapshot::write::<D>(&store, seq, &state, &versions, keep)
+            crate::snapshot::write::<D>(&store, seq, &state, keep)
         })
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))??;
@@ -386,7 +371,7 @@ impl<D: Domain> Live<D> {
                 }
             };
             // Encode the events before the state moves, so an encoding error changes nothing.
-            let appends = plan_appends::<D>(&inner.versions, &events)?;
+            let appends = plan_appends::<D>(&events)?;
             // Evolve in place: cloning the whole state per command would make every decision
             // cost the size of the history.
             for event in &events {
@@ -413,11 +398,6 @@ impl<D: Domain> Live<D> {
                 dedup_key: execution.dedup_key.clone(),
                 outbox: outbox.clone(),
             };
-            let new_versions: Vec<(String, u64)> = commit
-                .appends
-                .iter()
-                .map(|a| (a.stream.clone(), a.expected_version + a.events.len() as u64))
-                .collect();
             let durable = match self.store.enqueue(commit).await {
                 Ok(durable) => durable,
                 Err(err) => {
@@ -425,9 +405,6 @@ impl<D: Domain> Live<D> {
                     return Err(err);
                 }
             };
-            for (stream, version) in new_versions {
-                inner.versions.insert(stream, version);
-            }
             if let Some(key) = &execution.dedup_key {
                 inner.pending.insert(key.clone());
             }
@@ -455,13 +432,13 @@ impl<D: Domain> Live<D> {
             detail,
         };
         let durable = {
-            let mut inner = self.inner.lock().await;
-            let version = inner.versions.get(NOTE_STREAM).copied().unwrap_or(0);
+            // Under the lock, so the note lands between the decisions it was made among.
+            let _inner = self.inner.lock().await;
             let commit = Commit {
                 meta,
                 appends: vec![StreamAppend {
                     stream: NOTE_STREAM.to_owned(),
-                    expected_version: version,
+                    expected_version: ANY_VERSION,
                     events: vec![NewEvent {
                         event_type: NOTE_EVENT_TYPE.to_owned(),
                         schema_version: 1,
@@ -471,9 +448,7 @@ impl<D: Domain> Live<D> {
                 dedup_key: None,
                 outbox: Vec::new(),
             };
-            let durable = self.store.enqueue(commit).await?;
-            inner.versions.insert(NOTE_STREAM.to_owned(), version + 1);
-            durable
+            self.store.enqueue(commit).await?
         };
         match durable.await {
             Ok(_) => Ok(()),
@@ -502,12 +477,12 @@ impl<D: Domain> Live<D> {
 }
 
 /// Groups events into per-stream appends, keeping their order.
-fn plan_appends<D: Domain>(
-    versions: &HashMap<String, u64>,
-    events: &[D::Event],
-) -> Result<Vec<StreamAppend>> {
+///
+/// Every append goes at the end of its stream: decisions are serialised by the live state's
+/// lock, so the writer's order is the decision order, and the live state need not hold a version
+/// per stream (one per order ever placed).
+fn plan_appends<D: Domain>(events: &[D::Event]) -> Result<Vec<StreamAppend>> {
     let mut appends: Vec<StreamAppend> = Vec::new();
-    let mut planned: HashMap<String, u64> = HashMap::new();
     for event in events {
         let stream = D::stream_of(event);
         let new_event = NewEvent {
@@ -517,21 +492,12 @@ fn plan_appends<D: Domain>(
         };
         match appends.last_mut() {
             Some(last) if last.stream == stream => last.events.push(new_event),
-            _ => {
-                let version = planned
-                    .get(&stream)
-                    .or_else(|| versions.get(&stream))
-                    .copied()
-                    .unwrap_or(0);
-                appends.push(StreamAppend {
-                    stream: stream.clone(),
-                    expected_version: version,
-                    events: vec![new_event],
-                });
-            }
+            _ => appends.push(StreamAppend {
+                stream,
+                expected_version: ANY_VERSION,
+                events: vec![new_event],
+            }),
         }
-        let last = appends.last().expect("an append was just pushed");
-        planned.insert(stream, last.expected_version + last.events.len() as u64);
     }
     Ok(appends)
 }

@@ -33,12 +33,19 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
+/// `expected_version` of an append that goes at the end of its stream, whatever its length.
+///
+/// For a caller that already serialises its decisions (the live state's lock): it need not
+/// remember every stream's length, which would grow with history.
+pub const ANY_VERSION: u64 = u64::MAX;
+
 /// Events to append to one stream, at the version the caller decided against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamAppend {
     /// Stream (aggregate) id.
     pub stream: String,
-    /// Number of events the caller saw in the stream; anything else is a conflict.
+    /// Number of events the caller saw in the stream, anything else being a conflict; or
+    /// [`ANY_VERSION`].
     pub expected_version: u64,
     /// The events, in order.
     pub events: Vec<NewEvent>,

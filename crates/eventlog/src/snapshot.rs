@@ -8,7 +8,6 @@
 //! snapshot, or the whole log, is folded instead. `verify` folds the whole log from seq 1 and
 //! compares the state at every snapshot's seq with the snapshot.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use crate::event_store::{EventStore, ReplayBound};
 use crate::record::HASH_LEN;
 
 /// Version of the envelope layout itself.
-pub const SNAPSHOT_FORMAT: u16 = 1;
+pub const SNAPSHOT_FORMAT: u16 = 2;
 /// Default: snapshot after this many events (`SNAPSHOT_EVERY_EVENTS`).
 pub const DEFAULT_SNAPSHOT_EVERY_EVENTS: u64 = 10_000;
 /// Default: snapshot at least this often while events arrive (`SNAPSHOT_EVERY`).
@@ -69,7 +68,6 @@ struct Envelope {
     /// Time of the log record at `global_seq` (for `--upto-time`).
     recorded_at_ms: u64,
     taken_at_ms: u64,
-    versions: Vec<(String, u64)>,
     state: Vec<u8>,
 }
 
@@ -80,8 +78,6 @@ pub struct Snapshot<S> {
     pub global_seq: u64,
     /// Time of the record at `global_seq`.
     pub recorded_at_ms: u64,
-    /// Stream versions at `global_seq`.
-    pub versions: HashMap<String, u64>,
     /// The state.
     pub state: S,
 }
@@ -110,15 +106,8 @@ fn state_type<D: Domain>() -> &'static str {
 }
 
 /// Encodes a snapshot of `state` (the fold of the log up to `global_seq`) as stored.
-pub fn encode<D: Domain>(
-    store: &EventStore,
-    global_seq: u64,
-    state: &D::State,
-    versions: &HashMap<String, u64>,
-) -> Result<Vec<u8>> {
+pub fn encode<D: Domain>(store: &EventStore, global_seq: u64, state: &D::State) -> Result<Vec<u8>> {
     let (record_hash, recorded_at_ms) = store.record_hash(global_seq)?;
-    let mut versions: Vec<(String, u64)> = versions.iter().map(|(s, v)| (s.clone(), *v)).collect();
-    versions.sort();
     let envelope = Envelope {
         format: SNAPSHOT_FORMAT,
         snapshot_version: D::SNAPSHOT_VERSION,
@@ -128,7 +117,6 @@ pub fn encode<D: Domain>(
         record_hash,
         recorded_at_ms,
         taken_at_ms: crate::clock::now_ms(),
-        versions,
         state: postcard::to_stdvec(state)?,
     };
     let mut bytes = postcard::to_stdvec(&envelope)?;
@@ -142,10 +130,9 @@ pub fn write<D: Domain>(
     store: &EventStore,
     global_seq: u64,
     state: &D::State,
-    versions: &HashMap<String, u64>,
     keep: usize,
 ) -> Result<usize> {
-    let bytes = encode::<D>(store, global_seq, state, versions)?;
+    let bytes = encode::<D>(store, global_seq, state)?;
     store.put_snapshot_bytes(global_seq, &bytes)?;
     let seqs = store.snapshot_seqs()?;
     let excess = seqs.len().saturating_sub(keep.max(1));
@@ -224,7 +211,6 @@ pub fn load<D: Domain>(
     Ok(Ok(Snapshot {
         global_seq,
         recorded_at_ms: envelope.recorded_at_ms,
-        versions: envelope.versions.into_iter().collect(),
         state,
     }))
 }
@@ -277,7 +263,7 @@ pub struct SnapshotCheck {
     pub verdict: Verdict,
 }
 
-/// Folds the whole log from seq 1 and compares the state (and stream versions) at every
+/// Folds the whole log from seq 1 and compares the state at every
 /// snapshot's seq with that snapshot. Returns the checks, oldest snapshot first, and the number
 /// of events folded.
 pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)> {
@@ -288,20 +274,18 @@ pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)
     let mut checks = Vec::new();
     let mut next = pending.into_iter().peekable();
     let mut state = D::State::default();
-    let mut versions: HashMap<String, u64> = HashMap::new();
     let mut folded = 0;
     for record in store.read_all(1, ReplayBound::default()) {
         let record = record?;
-        versions.insert(record.stream.clone(), record.stream_seq);
         if record.event_type != crate::live::NOTE_EVENT_TYPE {
             let event = crate::live::decode_event::<D>(&record)?;
             D::evolve(&mut state, &event);
             folded += 1;
         }
-        drain_upto(record.global_seq, &state, &versions, &mut next, &mut checks);
+        drain_upto(record.global_seq, &state, &mut next, &mut checks);
     }
     // Snapshots beyond the end of the log.
-    drain_upto(u64::MAX, &state, &versions, &mut next, &mut checks);
+    drain_upto(u64::MAX, &state, &mut next, &mut checks);
     Ok((checks, folded))
 }
 
@@ -311,7 +295,6 @@ type Loaded<S> = (u64, std::result::Result<Snapshot<S>, Refused>);
 fn drain_upto<S: PartialEq>(
     seq: u64,
     state: &S,
-    versions: &HashMap<String, u64>,
     next: &mut std::iter::Peekable<std::vec::IntoIter<Loaded<S>>>,
     checks: &mut Vec<SnapshotCheck>,
 ) {
@@ -319,9 +302,7 @@ fn drain_upto<S: PartialEq>(
         let verdict = match loaded {
             Err(refused) => Verdict::Refused(refused),
             Ok(_) if at < seq => Verdict::Refused(Refused::Corrupt("no record at its seq".into())),
-            Ok(snapshot) if snapshot.state == *state && snapshot.versions == *versions => {
-                Verdict::Matches
-            }
+            Ok(snapshot) if snapshot.state == *state => Verdict::Matches,
             Ok(_) => Verdict::Differs,
         };
         checks.push(SnapshotCheck {

@@ -105,9 +105,10 @@ async fn add_range(live: &Live<Counter>, range: std::ops::Range<u64>) {
     }
 }
 
-fn scratch(store: &EventStore, bound: ReplayBound) -> (Counts, HashMap<String, u64>) {
-    let rebuilt = live::rebuild_from_scratch::<Counter>(store, bound).expect("folds");
-    (rebuilt.state, rebuilt.versions)
+fn scratch(store: &EventStore, bound: ReplayBound) -> Counts {
+    live::rebuild_from_scratch::<Counter>(store, bound)
+        .expect("folds")
+        .state
 }
 
 /// A log of 50 events with snapshots at 20 and 40 (and one at 10, pruned by keep = 2).
@@ -137,13 +138,12 @@ async fn a_restart_after_snapshots_yields_exactly_the_state_of_a_fold_from_scrat
     assert_eq!(store.snapshot_seqs().expect("lists"), vec![20, 40]);
     assert_eq!(rebuilt.snapshot_seq, Some(40));
     assert_eq!(rebuilt.folded, 10);
-    let (state, versions) = scratch(&store, ReplayBound::default());
+    let state = scratch(&store, ReplayBound::default());
     assert_eq!(rebuilt.state, state);
-    assert_eq!(rebuilt.versions, versions);
     assert_eq!(live.read(|s| s.clone()).await.expect("reads"), state);
     // And decisions continue from the right stream versions
     add_range(&live, 50..60).await;
-    let (after, _) = scratch(&store, ReplayBound::default());
+    let after = scratch(&store, ReplayBound::default());
     assert_eq!(live.read(|s| s.clone()).await.expect("reads"), after);
     assert_eq!(after.total, (0..60).sum::<u64>());
 }
@@ -154,7 +154,7 @@ async fn a_corrupt_snapshot_is_ignored_and_the_older_one_then_the_whole_log_is_f
     let dir = tempfile::tempdir().expect("a temp dir");
     log_with_snapshots(dir.path()).await;
     let store = open(dir.path());
-    let (state, _) = scratch(&store, ReplayBound::default());
+    let state = scratch(&store, ReplayBound::default());
 
     // When the newest one has a flipped byte
     store.corrupt_snapshot_for_test(40, 100).expect("corrupted");
@@ -197,7 +197,7 @@ async fn a_snapshot_of_another_state_version_is_ignored_not_trusted() {
     // Then it folds the whole log: the old snapshots are stale to it
     assert_eq!(rebuilt.snapshot_seq, None);
     assert_eq!(rebuilt.folded, 50);
-    assert_eq!(rebuilt.state, scratch(&store, ReplayBound::default()).0);
+    assert_eq!(rebuilt.state, scratch(&store, ReplayBound::default()));
     assert!(matches!(
         snapshot::load::<CounterV2>(&store, 40).expect("reads"),
         Err(Refused::Stale(_))
@@ -244,7 +244,7 @@ async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
     );
 
     // When a well-formed snapshot with a wrong state is stored at 30
-    let (mut wrong, versions) = scratch(
+    let mut wrong = scratch(
         &store,
         ReplayBound {
             upto_seq: Some(30),
@@ -252,7 +252,7 @@ async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
         },
     );
     wrong.total += 1;
-    snapshot::write::<Counter>(&store, 30, &wrong, &versions, 10).expect("written");
+    snapshot::write::<Counter>(&store, 30, &wrong, 10).expect("written");
 
     // Then verify names it, and only it
     let (checks, _) = snapshot::verify::<Counter>(&store).expect("verifies");
@@ -285,11 +285,7 @@ async fn replay_with_a_bound_below_between_or_above_snapshots_equals_the_fold_up
         };
         let rebuilt = live::rebuild_report::<Counter>(&store, bound).expect("folds");
         // Then the state is the fold of the records up to the bound
-        assert_eq!(
-            (rebuilt.state.clone(), rebuilt.versions.clone()),
-            scratch(&store, bound),
-            "upto {upto}"
-        );
+        assert_eq!(rebuilt.state.clone(), scratch(&store, bound), "upto {upto}");
         let expected_snapshot = [40, 20].into_iter().find(|s| *s <= upto);
         assert_eq!(rebuilt.snapshot_seq, expected_snapshot, "upto {upto}");
     }
@@ -302,11 +298,7 @@ async fn replay_with_a_bound_below_between_or_above_snapshots_equals_the_fold_up
                 upto_time_ms: Some(t),
             };
             let rebuilt = live::rebuild_report::<Counter>(&store, bound).expect("folds");
-            assert_eq!(
-                (rebuilt.state, rebuilt.versions),
-                scratch(&store, bound),
-                "upto time {t}"
-            );
+            assert_eq!(rebuilt.state, scratch(&store, bound), "upto time {t}");
         }
     }
 }
