@@ -7,6 +7,8 @@
 #   scripts/bench.sh                      # defaults: 64 connections, 20 s closed, 15 s fixed, 10 s skeleton
 #   scripts/bench.sh --closed 10s --fixed 0s --skeleton 5s
 #   scripts/bench.sh --rate 300           # fixed rate instead of half the closed-loop rate
+#   scripts/bench.sh --history 1000000   # what history costs: RSS, disk/order, restart, verify/replay,
+#                                         # GET /orders latency at checkpoints (report in target/history-bench)
 #   scripts/bench.sh --help
 #
 # Profile a service while it runs: `perf record -g -p <pid>` (pids: `pgrep -P <loadtest pid>`).

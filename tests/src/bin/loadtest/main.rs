@@ -8,6 +8,7 @@
 //! JetStream skeleton of the same message pattern for the ratio. `scripts/bench.sh` builds and
 //! runs it; see the README's Performance section.
 
+mod history;
 mod procstat;
 mod skeleton;
 
@@ -82,6 +83,13 @@ struct Args {
     /// Keep the data dirs and logs afterwards (the path is printed).
     #[arg(long)]
     keep: bool,
+    /// Instead of the timed phases: place this many orders and measure, at checkpoints, what
+    /// history costs each service (RSS, disk, restart, verify/replay, query latency).
+    #[arg(long)]
+    history: Option<u64>,
+    /// Where `--history` writes its table, CSV and SVG.
+    #[arg(long, default_value = "target/history-bench")]
+    report: PathBuf,
 }
 
 /// What kind of order the mix picked.
@@ -420,6 +428,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.coupons,
         seeded.as_secs_f64()
     );
+    if let Some(orders) = args.history {
+        let ok = history::run(&mut system, &args, orders, &args.report).await?;
+        let audited = audit(&mut system).await?;
+        if args.keep {
+            println!("data and logs kept in {}", system.keep_root().display());
+        }
+        return Ok(ok && audited);
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(FIXED_RATE_MAX_IN_FLIGHT)
         .timeout(Duration::from_secs(30))
@@ -517,30 +533,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     );
     ok &= every_terminal;
-    let root: PathBuf = system.root().to_path_buf();
-    for (service, ended) in system.stop_all().await {
-        if !ended.is_some_and(|s| s.success()) {
-            println!("  {service} stopped with {ended:?}");
-        }
-    }
-    let audit_bin = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("audit"))
-        .ok_or_else(|| anyhow::anyhow!("no directory for the audit binary"))?;
-    let audit = std::process::Command::new(&audit_bin)
-        .arg("--data-root")
-        .arg(&root)
-        .output()?;
-    let audit_text = String::from_utf8_lossy(&audit.stdout);
-    println!(
-        "audit ({}): {}",
-        audit.status,
-        audit_text.lines().last().unwrap_or("")
-    );
-    if !audit.status.success() {
-        println!("{audit_text}{}", String::from_utf8_lossy(&audit.stderr));
-        ok = false;
-    }
+    ok &= audit(&mut system).await?;
 
     if !args.skeleton.is_zero() {
         let nats_pid = pids.get("nats-server").copied();
@@ -579,6 +572,35 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         println!("data and logs kept in {}", system.keep_root().display());
     }
     Ok(ok)
+}
+
+/// Stops every service and runs `audit` over their logs; returns whether it passed.
+async fn audit(system: &mut ProcSystem) -> anyhow::Result<bool> {
+    let root: PathBuf = system.root().to_path_buf();
+    for (service, ended) in system.stop_all().await {
+        if !ended.is_some_and(|s| s.success()) {
+            println!("  {service} stopped with {ended:?}");
+        }
+    }
+    let audit_bin = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("audit"))
+        .ok_or_else(|| anyhow::anyhow!("no directory for the audit binary"))?;
+    let audit = std::process::Command::new(&audit_bin)
+        .arg("--data-root")
+        .arg(&root)
+        .output()?;
+    let audit_text = String::from_utf8_lossy(&audit.stdout);
+    println!(
+        "audit ({}): {}",
+        audit.status,
+        audit_text.lines().last().unwrap_or("")
+    );
+    if !audit.status.success() {
+        println!("{audit_text}{}", String::from_utf8_lossy(&audit.stderr));
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 #[tokio::main]
