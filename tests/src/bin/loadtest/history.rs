@@ -289,6 +289,9 @@ fn csv(checkpoints: &[Checkpoint]) -> String {
     out
 }
 
+/// Reads one figure of a service, for a chart.
+type Metric = fn(&ServiceFigures) -> f64;
+
 /// Two line charts side by side: RSS under load and restart-to-ready, against orders.
 fn svg(checkpoints: &[Checkpoint]) -> String {
     const W: f64 = 420.0;
@@ -296,7 +299,7 @@ fn svg(checkpoints: &[Checkpoint]) -> String {
     const PAD: f64 = 48.0;
     const COLOURS: [&str; 5] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
     let max_orders = checkpoints.iter().map(|c| c.orders).max().unwrap_or(1) as f64;
-    let panels: [(&str, fn(&ServiceFigures) -> f64); 2] = [
+    let panels: [(&str, Metric); 2] = [
         ("RSS under load (MiB)", |f| f.rss_mib),
         ("restart-to-ready (s)", |f| f.restart_ready_s),
     ];
