@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::dedup::{Answered, DedupIndex};
 use crate::error::{Error, Result};
 use crate::record::{
-    Commit, CommitOutcome, DedupRecord, OutboxMessage, Record, GENESIS_HASH, HASH_LEN,
+    Commit, CommitOutcome, DedupRecord, OutboxMessage, Record, RecordView, GENESIS_HASH, HASH_LEN,
 };
 
 /// Most commits one flush covers.
@@ -493,6 +493,35 @@ impl EventStore {
             .filter(move |r| r.as_ref().map_or(true, |r| bound.admits(r)))
     }
 
+    /// Calls `visit` with every record from a global seq (inclusive) within a bound, in order,
+    /// each hash-checked and read in place; stops at the first error, `visit`'s included.
+    ///
+    /// The fold of `replay`, `verify` and start-up: no allocation per record, so a long log
+    /// folds at the speed of sled's iteration.
+    pub fn for_each_record(
+        &self,
+        from_seq: u64,
+        bound: ReplayBound,
+        mut visit: impl FnMut(&RecordView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let upper = bound.upto_seq.unwrap_or(u64::MAX);
+        let events = &self.inner.trees.events;
+        let range = events.key(&from_seq.to_be_bytes())..=events.key(&upper.to_be_bytes());
+        for entry in events.tree.range(range) {
+            let (key, value) = entry?;
+            let seq = be_u64(&key[1..]);
+            let (record, _) = RecordView::open(seq, &value)?;
+            if bound
+                .upto_time_ms
+                .is_some_and(|t| record.recorded_at_ms > t)
+            {
+                continue;
+            }
+            visit(&record)?;
+        }
+        Ok(())
+    }
+
     /// The dedup record under a key, if that input was handled before.
     ///
     /// Answered from the recent cache, else ruled out by the filter, else read from disk; a key
@@ -629,21 +658,28 @@ impl EventStore {
     }
 
     /// Checks the whole log: gapless global and stream seqs, hash chain, indexes.
+    ///
+    /// Two sequential passes in constant memory, however long the history: the records in
+    /// global order (gaps, hash chain, time), then the stream index in key order (each stream
+    /// gapless from 1 and ending at its head). Both passes sum a digest of every
+    /// `(stream, stream seq, global seq)` they see; equal sums mean the index and the records
+    /// name the same events, without a random read per record.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut prev_hash = GENESIS_HASH;
-        let mut stream_heads: HashMap<String, u64> = HashMap::new();
         let mut last_time = 0;
-        for (expected_seq, entry) in (1u64..).zip(self.inner.trees.events.iter()) {
+        let mut records_digest = IndexDigest::default();
+        let events = &self.inner.trees.events;
+        for (expected_seq, entry) in (1u64..).zip(events.tree.scan_prefix([events.prefix])) {
             let (key, value) = entry?;
-            let seq = be_u64(&key);
+            let seq = be_u64(&key[1..]);
             if seq != expected_seq {
                 return Err(Error::Corrupt {
                     seq,
                     reason: format!("gap: expected global seq {expected_seq}"),
                 });
             }
-            let (record, hash) = Record::open(seq, &value)?;
+            let (record, hash) = RecordView::open(seq, &value)?;
             if record.global_seq != seq {
                 return Err(corrupt(seq, "record seq differs from its key"));
             }
@@ -653,35 +689,71 @@ impl EventStore {
             if record.recorded_at_ms < last_time {
                 return Err(corrupt(seq, "time went backwards"));
             }
-            let stream_head = stream_heads.entry(record.stream.clone()).or_insert(0);
-            if record.stream_seq != *stream_head + 1 {
-                return Err(Error::Corrupt {
-                    seq,
-                    reason: format!(
-                        "stream {} jumps from {} to {}",
-                        record.stream, stream_head, record.stream_seq
-                    ),
-                });
-            }
-            *stream_head = record.stream_seq;
-            let indexed = self
-                .inner
-                .trees
-                .streams
-                .get(stream_key(&record.stream, record.stream_seq))?;
-            if indexed.as_deref().map(be_u64) != Some(seq) {
-                return Err(corrupt(seq, "stream index does not point at the record"));
-            }
+            records_digest.add(record.stream.as_bytes(), record.stream_seq, seq);
             prev_hash = hash;
             last_time = record.recorded_at_ms;
             report.records += 1;
         }
-        for (stream, head) in &stream_heads {
-            if self.stream_version(stream)? != *head {
-                return Err(corrupt(0, &format!("stream head of {stream} disagrees")));
+        let mut index_digest = IndexDigest::default();
+        let mut heads = self.inner.trees.heads.iter();
+        let mut current: Option<(Vec<u8>, u64)> = None;
+        for entry in self.inner.trees.streams.iter() {
+            let (key, value) = entry?;
+            let global_seq = be_u64(&value);
+            let (stream, stream_seq) = split_stream_key(&key)
+                .ok_or_else(|| corrupt(global_seq, "malformed stream index key"))?;
+            match &mut current {
+                Some((name, last)) if name.as_slice() == stream => {
+                    if stream_seq != *last + 1 {
+                        return Err(Error::Corrupt {
+                            seq: global_seq,
+                            reason: format!(
+                                "stream {} jumps from {last} to {stream_seq}",
+                                String::from_utf8_lossy(stream)
+                            ),
+                        });
+                    }
+                    *last = stream_seq;
+                }
+                _ => {
+                    if let Some((name, last)) = current.take() {
+                        check_head(&mut heads, &name, last)?;
+                        report.streams += 1;
+                    }
+                    if stream_seq != 1 {
+                        return Err(Error::Corrupt {
+                            seq: global_seq,
+                            reason: format!(
+                                "stream {} starts at {stream_seq}",
+                                String::from_utf8_lossy(stream)
+                            ),
+                        });
+                    }
+                    current = Some((stream.to_vec(), stream_seq));
+                }
             }
+            index_digest.add(stream, stream_seq, global_seq);
         }
-        report.streams = stream_heads.len() as u64;
+        if let Some((name, last)) = current {
+            check_head(&mut heads, &name, last)?;
+            report.streams += 1;
+        }
+        if let Some(extra) = heads.next() {
+            let (stream, _) = extra?;
+            return Err(corrupt(
+                0,
+                &format!(
+                    "stream head of {} has no records",
+                    String::from_utf8_lossy(&stream)
+                ),
+            ));
+        }
+        if records_digest != index_digest {
+            return Err(corrupt(
+                0,
+                "the stream index does not point at exactly the records",
+            ));
+        }
         report.outbox_pending = self.inner.trees.outbox.len() as u64;
         report.dedup_records = self.inner.trees.dedup.len() as u64;
         Ok(report)
@@ -697,6 +769,34 @@ impl EventStore {
     /// Size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// Points a stream index entry at another global seq, or removes it (`None`): failure
+    /// injection for tests of `verify`.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn tamper_stream_index_for_test(
+        &self,
+        stream: &str,
+        stream_seq: u64,
+        global_seq: Option<u64>,
+    ) -> Result<()> {
+        let key = stream_key(stream, stream_seq);
+        match global_seq {
+            Some(seq) => self
+                .inner
+                .trees
+                .streams
+                .insert(&key, seq.to_be_bytes().to_vec())?,
+            None => {
+                self.inner
+                    .trees
+                    .streams
+                    .tree
+                    .remove(self.inner.trees.streams.key(&key))?;
+            }
+        }
+        self.inner.db.flush()?;
+        Ok(())
     }
 
     /// Flips one byte of a stored record's value: failure injection for tests of `verify`.
@@ -742,6 +842,49 @@ fn validate_stream_id(stream: &str) -> Result<()> {
         return Err(Error::InvalidStreamId(stream.to_owned()));
     }
     Ok(())
+}
+
+/// An order-independent sum over `(stream, stream seq, global seq)` triples: two passes over
+/// the same set of triples, in any order, end with equal sums.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct IndexDigest(u128);
+
+impl IndexDigest {
+    fn add(&mut self, stream: &[u8], stream_seq: u64, global_seq: u64) {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(stream);
+        hasher.update(&[0]);
+        hasher.update(&stream_seq.to_be_bytes());
+        hasher.update(&global_seq.to_be_bytes());
+        let mut word = [0u8; 16];
+        word.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        self.0 = self.0.wrapping_add(u128::from_le_bytes(word));
+    }
+}
+
+/// `(stream, stream seq)` of a stream index key (`stream \0 seq`).
+fn split_stream_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    let split = key.len().checked_sub(9)?;
+    let (stream, rest) = key.split_at(split);
+    (rest[0] == 0 && !stream.is_empty()).then(|| (stream, be_u64(&rest[1..])))
+}
+
+/// The next stream head (heads are in the same order as the index's streams) must be this
+/// stream's, at its last seq.
+fn check_head(
+    heads: &mut impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>>,
+    stream: &[u8],
+    last: u64,
+) -> Result<()> {
+    let name = String::from_utf8_lossy(stream);
+    match heads.next().transpose()? {
+        Some((head_stream, head)) if head_stream == stream && be_u64(&head) == last => Ok(()),
+        Some((head_stream, _)) if head_stream == stream => Err(corrupt(
+            0,
+            &format!("stream head of {name} disagrees with its index"),
+        )),
+        _ => Err(corrupt(0, &format!("stream head of {name} is missing"))),
+    }
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {

@@ -15,8 +15,8 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::event_store::{EventStore, ReplayBound};
 use crate::record::{
-    Commit, CommitOutcome, DedupRecord, EventMeta, NewEvent, OutboxMessage, Record, StreamAppend,
-    ANY_VERSION,
+    Commit, CommitOutcome, DedupRecord, EventMeta, NewEvent, OutboxMessage, Record, RecordView,
+    StreamAppend, ANY_VERSION,
 };
 
 /// Event type of a recorded decision that changed no state (timeline notes).
@@ -126,15 +126,13 @@ fn fold_from<D: Domain>(
         None => (D::State::default(), 1, None),
     };
     let mut folded = 0;
-    for record in store.read_all(from, bound) {
-        let record = record?;
-        if record.event_type == NOTE_EVENT_TYPE {
-            continue;
+    store.for_each_record(from, bound, |record| {
+        if let Some(event) = decode_view::<D>(record)? {
+            D::evolve(&mut state, &event);
+            folded += 1;
         }
-        let event = decode_event::<D>(&record)?;
-        D::evolve(&mut state, &event);
-        folded += 1;
-    }
+        Ok(())
+    })?;
     Ok(Rebuilt {
         state,
         folded,
@@ -151,6 +149,24 @@ pub fn decode_event<D: Domain>(record: &Record) -> Result<D::Event> {
         seq: record.global_seq,
         reason: format!("{} does not decode: {e}", record.event_type),
     })
+}
+
+/// Decodes a record read in place as the domain's event; `None` for a note, which no fold
+/// applies.
+pub fn decode_view<D: Domain>(record: &RecordView<'_>) -> Result<Option<D::Event>> {
+    if record.event_type == NOTE_EVENT_TYPE {
+        return Ok(None);
+    }
+    if record.schema_version != D::EVENT_VERSION {
+        return Err(Error::UnsupportedVersion(record.schema_version));
+    }
+    record
+        .decode::<D::Event>()
+        .map(Some)
+        .map_err(|e| Error::Corrupt {
+            seq: record.global_seq,
+            reason: format!("{} does not decode: {e}", record.event_type),
+        })
 }
 
 /// A record as JSON for timelines and exports: metadata plus the decoded payload.

@@ -127,6 +127,88 @@ pub struct Record {
     pub prev_hash: [u8; HASH_LEN],
 }
 
+/// A stored record read in place: the same encoding as [`Record`], with its strings and payload
+/// borrowed from the stored bytes.
+///
+/// Folding a long log reads millions of records; borrowing spares each one its eight
+/// allocations (strings, payload, message ids), most of what a fold costs besides the disk.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordView<'a> {
+    /// Position in the service's whole log.
+    pub global_seq: u64,
+    /// Stream (aggregate) id.
+    pub stream: &'a str,
+    /// Position in the stream.
+    pub stream_seq: u64,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Schema version of the payload.
+    pub schema_version: u16,
+    /// When it was recorded (ms since the Unix epoch).
+    pub recorded_at_ms: u64,
+    /// Correlation, trace and causation.
+    #[serde(borrow)]
+    pub meta: EventMetaView<'a>,
+    /// Postcard-encoded event.
+    pub payload: &'a [u8],
+    /// Message ids the commit that wrote this record published.
+    #[serde(borrow)]
+    pub published: Vec<&'a str>,
+    /// Hash of the previous record.
+    pub prev_hash: [u8; HASH_LEN],
+}
+
+/// [`EventMeta`] borrowed from a stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventMetaView<'a> {
+    /// The business correlation id (the orderId).
+    pub correlation_id: &'a str,
+    /// The saga's trace id.
+    pub trace_id: &'a str,
+    /// W3C trace context of the step that wrote the events.
+    pub traceparent: &'a str,
+    /// Id of the message or request that caused the events.
+    pub causation_id: &'a str,
+}
+
+impl<'a> RecordView<'a> {
+    /// Reads a stored value in place, checking it against its own hash; also returns the hash.
+    pub(crate) fn open(seq: u64, bytes: &'a [u8]) -> Result<(Self, [u8; HASH_LEN])> {
+        let body = checked_body(seq, bytes)?;
+        let view: RecordView<'a> = postcard::from_bytes(body).map_err(|e| Error::Corrupt {
+            seq,
+            reason: format!("undecodable record: {e}"),
+        })?;
+        let mut hash = [0u8; HASH_LEN];
+        hash.copy_from_slice(&bytes[body.len()..]);
+        Ok((view, hash))
+    }
+
+    /// Decodes the payload as a domain event.
+    pub fn decode<E: serde::de::Deserialize<'a>>(&self) -> Result<E> {
+        Ok(postcard::from_bytes(self.payload)?)
+    }
+}
+
+/// The part of a stored value its trailing hash covers, once the hash is checked.
+fn checked_body(seq: u64, bytes: &[u8]) -> Result<&[u8]> {
+    let split = bytes
+        .len()
+        .checked_sub(HASH_LEN)
+        .ok_or_else(|| Error::Corrupt {
+            seq,
+            reason: "record shorter than its hash".into(),
+        })?;
+    let (body, stored) = bytes.split_at(split);
+    if blake3::hash(body).as_bytes()[..] != stored[..] {
+        return Err(Error::Corrupt {
+            seq,
+            reason: "record hash mismatch".into(),
+        });
+    }
+    Ok(body)
+}
+
 impl Record {
     /// Encodes the record followed by its chained hash, the value stored in the log.
     pub(crate) fn seal(&self) -> Result<(Vec<u8>, [u8; HASH_LEN])> {
@@ -138,27 +220,13 @@ impl Record {
 
     /// Decodes a stored value, checking the record against its own hash.
     pub(crate) fn open(seq: u64, bytes: &[u8]) -> Result<(Record, [u8; HASH_LEN])> {
-        let split = bytes
-            .len()
-            .checked_sub(HASH_LEN)
-            .ok_or_else(|| Error::Corrupt {
-                seq,
-                reason: "record shorter than its hash".into(),
-            })?;
-        let (body, stored) = bytes.split_at(split);
-        let computed = blake3::hash(body);
-        if computed.as_bytes()[..] != stored[..] {
-            return Err(Error::Corrupt {
-                seq,
-                reason: "record hash mismatch".into(),
-            });
-        }
+        let body = checked_body(seq, bytes)?;
         let record: Record = postcard::from_bytes(body).map_err(|e| Error::Corrupt {
             seq,
             reason: format!("undecodable record: {e}"),
         })?;
         let mut hash = [0u8; HASH_LEN];
-        hash.copy_from_slice(stored);
+        hash.copy_from_slice(&bytes[body.len()..]);
         Ok((record, hash))
     }
 

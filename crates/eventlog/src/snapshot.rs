@@ -275,15 +275,14 @@ pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)
     let mut next = pending.into_iter().peekable();
     let mut state = D::State::default();
     let mut folded = 0;
-    for record in store.read_all(1, ReplayBound::default()) {
-        let record = record?;
-        if record.event_type != crate::live::NOTE_EVENT_TYPE {
-            let event = crate::live::decode_event::<D>(&record)?;
+    store.for_each_record(1, ReplayBound::default(), |record| {
+        if let Some(event) = crate::live::decode_view::<D>(record)? {
             D::evolve(&mut state, &event);
             folded += 1;
         }
         drain_upto(record.global_seq, &state, &mut next, &mut checks);
-    }
+        Ok(())
+    })?;
     // Snapshots beyond the end of the log.
     drain_upto(u64::MAX, &state, &mut next, &mut checks);
     Ok((checks, folded))

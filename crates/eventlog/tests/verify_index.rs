@@ -1,0 +1,115 @@
+//! `verify` checks the stream index against the records in two sequential passes: every way
+//! the index can disagree with the log is named, on a real sled directory.
+
+use eventlog::{Commit, CommitOutcome, EventMeta, EventStore, NewEvent, StoreConfig, StreamAppend};
+
+/// A log of three streams (`s-0`, `s-1`, `s-2`) with two events each, interleaved.
+async fn log_of_three_streams(dir: &std::path::Path) -> EventStore {
+    let store = EventStore::open(StoreConfig::new(dir)).expect("the store opens");
+    for round in 0..2u64 {
+        for stream in 0..3u64 {
+            let outcome = store
+                .commit(Commit {
+                    meta: EventMeta {
+                        correlation_id: format!("s-{stream}"),
+                        ..EventMeta::default()
+                    },
+                    appends: vec![StreamAppend {
+                        stream: format!("s-{stream}"),
+                        expected_version: round,
+                        events: vec![NewEvent {
+                            event_type: "Happened".into(),
+                            schema_version: 1,
+                            payload: vec![round as u8, stream as u8],
+                        }],
+                    }],
+                    ..Commit::default()
+                })
+                .await
+                .expect("commits");
+            assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+        }
+    }
+    store
+}
+
+fn verify_error(store: &EventStore) -> String {
+    match store.verify() {
+        Ok(report) => panic!("verify passed a tampered index: {report:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn an_intact_log_verifies_with_its_record_and_stream_counts() {
+    // Given a log of three streams of two events
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    // When verified / Then
+    let report = store.verify().expect("the log verifies");
+    assert_eq!((report.records, report.streams), (6, 3));
+}
+
+#[tokio::test]
+async fn an_index_entry_pointing_at_another_record_is_named() {
+    // Given the index entry of s-1's first event pointing at s-2's first record (seq 3)
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    store
+        .tamper_stream_index_for_test("s-1", 1, Some(3))
+        .expect("tampers");
+    // When verified / Then the digests of the two passes differ
+    assert!(
+        verify_error(&store).contains("does not point at exactly the records"),
+        "{}",
+        verify_error(&store)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_index_entry_is_named() {
+    // Given s-0's second index entry removed
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    store
+        .tamper_stream_index_for_test("s-0", 2, None)
+        .expect("tampers");
+    // When verified / Then its head (2) disagrees with the index (ends at 1)
+    assert!(
+        verify_error(&store).contains("stream head of s-0 disagrees"),
+        "{}",
+        verify_error(&store)
+    );
+}
+
+#[tokio::test]
+async fn a_gap_inside_a_stream_is_named() {
+    // Given s-2's first index entry removed (the stream then starts at 2)
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    store
+        .tamper_stream_index_for_test("s-2", 1, None)
+        .expect("tampers");
+    // When verified / Then
+    assert!(
+        verify_error(&store).contains("stream s-2 starts at 2"),
+        "{}",
+        verify_error(&store)
+    );
+}
+
+#[tokio::test]
+async fn an_index_entry_of_a_stream_that_has_no_records_is_named() {
+    // Given an index entry for a stream the log never wrote (and no head for it)
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    store
+        .tamper_stream_index_for_test("s-9", 1, Some(1))
+        .expect("tampers");
+    // When verified / Then
+    assert!(
+        verify_error(&store).contains("stream head of s-9 is missing"),
+        "{}",
+        verify_error(&store)
+    );
+}
