@@ -3,9 +3,11 @@
 //! The dedup records live on disk (the log tree's dedup keyspace). In memory there are only:
 //! - a Bloom filter over every durable key, so the common case, a NEW key, is answered "not seen"
 //!   without touching sled (a sled batch waits for every reader of the tree, so readers kept off
-//!   the disk keep the writer fast). It is rebuilt at open by scanning the dedup keys: always
-//!   exact for what is on disk, at the price of one scan per start (persisting it would save the
-//!   scan but needs its own crash-consistency story, see the README);
+//!   the disk keep the writer fast). A clean close saves it next to the log; the next open loads
+//!   it (and removes it, durably, before anything is written) when it was saved at the log's
+//!   current head and still has room. Otherwise (after a crash, or once the keys outgrow it)
+//!   the open scans the dedup keys and builds one twice their number: exact for what is on disk,
+//!   and a restart does not read every key the service ever handled;
 //! - a bounded cache of recently written or read records, so a redelivery shortly after the
 //!   original (the usual duplicate) is answered without the disk either;
 //! - the keys of the group commit being applied but not yet flushed, so a filter false positive
@@ -15,6 +17,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::Result;
@@ -48,6 +52,11 @@ impl BloomFilter {
     /// Size of the bit array, in bytes.
     pub fn size_bytes(&self) -> usize {
         self.bits.len() * 8
+    }
+
+    /// Keys it holds at about 1% false positives.
+    pub fn capacity(&self) -> usize {
+        (self.len_bits as f64 / FILTER_BITS_PER_KEY) as usize
     }
 
     fn positions(&self, key: &[u8]) -> impl Iterator<Item = u64> + '_ {
@@ -128,9 +137,24 @@ pub enum Answered {
     Disk,
 }
 
+/// Format of a saved filter; another one is not loaded.
+const SAVED_FILTER_FORMAT: u16 = 1;
+
+/// The filter as saved at a clean close, with the log position it is exact for.
+#[derive(Serialize, Deserialize)]
+struct SavedFilter {
+    format: u16,
+    global_seq: u64,
+    outbox_seq: u64,
+    keys: u64,
+    words: Vec<u64>,
+}
+
 /// The in-memory side of the dedup keyspace: filter, recent cache, unflushed keys.
 pub struct DedupIndex {
     filter: BloomFilter,
+    /// Durable keys the filter holds.
+    keys: AtomicU64,
     recent: Mutex<RecentCache>,
     unflushed: RwLock<HashSet<String>>,
 }
@@ -140,9 +164,74 @@ impl DedupIndex {
     pub fn new(filter_keys: usize, cache_entries: usize) -> Self {
         Self {
             filter: BloomFilter::with_capacity(filter_keys),
+            keys: AtomicU64::new(0),
             recent: Mutex::new(RecentCache::new(cache_entries)),
             unflushed: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// The filter, for saving at a clean close of a log whose head is at these seqs.
+    pub fn to_bytes(&self, global_seq: u64, outbox_seq: u64) -> Result<Vec<u8>> {
+        let saved = SavedFilter {
+            format: SAVED_FILTER_FORMAT,
+            global_seq,
+            outbox_seq,
+            keys: self.keys(),
+            words: self
+                .filter
+                .bits
+                .iter()
+                .map(|w| w.load(Ordering::Acquire))
+                .collect(),
+        };
+        Ok(postcard::to_stdvec(&saved)?)
+    }
+
+    /// An index from a saved filter, if it was saved at this head, is at least as large as
+    /// `filter_keys` asks, and has room for its keys; otherwise why not (the caller scans).
+    pub fn from_bytes(
+        bytes: &[u8],
+        global_seq: u64,
+        outbox_seq: u64,
+        filter_keys: usize,
+        cache_entries: usize,
+    ) -> std::result::Result<Self, String> {
+        let saved: SavedFilter =
+            postcard::from_bytes(bytes).map_err(|e| format!("undecodable: {e}"))?;
+        if saved.format != SAVED_FILTER_FORMAT {
+            return Err(format!("format {}", saved.format));
+        }
+        if (saved.global_seq, saved.outbox_seq) != (global_seq, outbox_seq) {
+            return Err(format!(
+                "saved at seq {}/{}, the log is at {global_seq}/{outbox_seq}",
+                saved.global_seq, saved.outbox_seq
+            ));
+        }
+        if saved.words.is_empty() {
+            return Err("empty".into());
+        }
+        let filter = BloomFilter {
+            len_bits: saved.words.len() as u64 * 64,
+            bits: saved.words.into_iter().map(AtomicU64::new).collect(),
+        };
+        if filter.capacity() < filter_keys || saved.keys as usize > filter.capacity() {
+            return Err(format!(
+                "{} keys in a filter for {}, {filter_keys} asked for: rebuilt larger",
+                saved.keys,
+                filter.capacity()
+            ));
+        }
+        Ok(Self {
+            filter,
+            keys: AtomicU64::new(saved.keys),
+            recent: Mutex::new(RecentCache::new(cache_entries)),
+            unflushed: RwLock::new(HashSet::new()),
+        })
+    }
+
+    /// Durable keys the filter holds.
+    pub fn keys(&self) -> u64 {
+        self.keys.load(Ordering::Relaxed)
     }
 
     /// Size of the filter's bit array, in bytes.
@@ -158,6 +247,7 @@ impl DedupIndex {
     /// Adds a key that is already durable (the scan at open).
     pub fn insert_durable(&self, key: &str) {
         self.filter.insert(key);
+        self.keys.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the key may be on disk (used by the writer, which sees every flushed key).
@@ -179,6 +269,7 @@ impl DedupIndex {
         let mut done = Vec::new();
         for (key, record) in records {
             self.filter.insert(&key);
+            self.keys.fetch_add(1, Ordering::Relaxed);
             if let Some(recent) = recent.as_mut() {
                 recent.insert(key.clone().into_boxed_str(), Arc::new(record));
             }
@@ -260,6 +351,32 @@ mod tests {
             assert!(cache.len() <= 100);
         }
         assert!(cache.get("k0").is_none(), "an old cold key was evicted");
+    }
+
+    #[test]
+    fn a_saved_filter_loads_only_at_the_head_it_was_saved_at_and_while_it_has_room() {
+        // Given an index of 100 keys saved at seq 7/3
+        let index = DedupIndex::new(1024, 16);
+        for i in 0..100 {
+            index.insert_durable(&format!("key-{i}"));
+        }
+        let bytes = index.to_bytes(7, 3).expect("encodes");
+        // When loaded at the same head / Then it holds every key
+        let loaded = DedupIndex::from_bytes(&bytes, 7, 3, 1024, 16).expect("loads");
+        assert_eq!(loaded.keys(), 100);
+        assert!((0..100).all(|i| loaded.may_contain(&format!("key-{i}"))));
+        // When the log moved on since, or a larger filter is asked for / Then it is refused
+        assert!(DedupIndex::from_bytes(&bytes, 8, 3, 1024, 16).is_err());
+        assert!(DedupIndex::from_bytes(&bytes, 7, 4, 1024, 16).is_err());
+        assert!(DedupIndex::from_bytes(&bytes, 7, 3, 1 << 20, 16).is_err());
+        assert!(DedupIndex::from_bytes(b"junk", 7, 3, 1024, 16).is_err());
+        // When it holds more keys than it has room for / Then it is refused (rebuilt larger)
+        let full = DedupIndex::new(1024, 16);
+        for i in 0..2_000 {
+            full.insert_durable(&format!("key-{i}"));
+        }
+        let bytes = full.to_bytes(1, 1).expect("encodes");
+        assert!(DedupIndex::from_bytes(&bytes, 1, 1, 1024, 16).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ const PREFIX_HEADS: u8 = b'h';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_OUTBOX: u8 = b'o';
 const PREFIX_CORRELATION: u8 = b'c';
+const PREFIX_META: u8 = b'm';
+/// Meta key of the dedup filter saved at a clean close (see [`crate::dedup`]).
+const DEDUP_FILTER_KEY: &[u8] = b"dedup-filter";
 
 /// When the writer flushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +154,8 @@ struct Inner {
     trees: Trees,
     /// Filter and recent cache in front of the dedup keyspace (see [`crate::dedup`]).
     dedup_index: Arc<DedupIndex>,
+    /// Whether the filter came from the last clean close rather than a scan.
+    dedup_filter_loaded: bool,
     /// `None` only while dropping: closing the queue is what stops the writer.
     writer: Option<mpsc::Sender<WriteRequest>>,
     durable: watch::Receiver<Durable>,
@@ -158,7 +163,8 @@ struct Inner {
     /// and the writer answers in queue order, so "ticket t is durable" means "every commit
     /// queued up to t is durable".
     last_ticket: Mutex<u64>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer; it ends with the head it left, or `None` when it stopped on a failure.
+    thread: Mutex<Option<JoinHandle<Option<Head>>>>,
     path: PathBuf,
 }
 
@@ -241,6 +247,8 @@ struct Trees {
     dedup: Keyspace,
     outbox: Keyspace,
     correlation: Keyspace,
+    /// Store-level facts that are not records (the dedup filter saved at a clean close).
+    meta: Keyspace,
 }
 
 impl Trees {
@@ -258,6 +266,7 @@ impl Trees {
             dedup: space(PREFIX_DEDUP),
             outbox: space(PREFIX_OUTBOX),
             correlation: space(PREFIX_CORRELATION),
+            meta: space(PREFIX_META),
             log,
         })
     }
@@ -290,20 +299,8 @@ impl EventStore {
             ticket: 0,
         });
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let on_disk = trees.dedup.len();
-        let dedup_index = Arc::new(DedupIndex::new(
-            config.dedup_filter_keys.max(on_disk.saturating_mul(2)),
-            config.dedup_cache_entries,
-        ));
-        for entry in trees.dedup.iter() {
-            let (key, _) = entry?;
-            dedup_index.insert_durable(&String::from_utf8_lossy(&key));
-        }
-        tracing::debug!(
-            dedup_keys = on_disk,
-            filter_bytes = dedup_index.filter_bytes(),
-            "dedup filter built"
-        );
+        let (dedup_index, dedup_filter_loaded) = open_dedup_index(&db, &trees, &config, &head)?;
+        let dedup_index = Arc::new(dedup_index);
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
@@ -322,6 +319,7 @@ impl EventStore {
                 db,
                 trees,
                 dedup_index,
+                dedup_filter_loaded,
                 writer: Some(writer_tx),
                 durable: durable_rx,
                 last_ticket: Mutex::new(0),
@@ -665,6 +663,15 @@ impl EventStore {
     /// `(stream, stream seq, global seq)` they see; equal sums mean the index and the records
     /// name the same events, without a random read per record.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_visiting(|_| Ok(()))
+    }
+
+    /// [`EventStore::verify`], handing every record (once its checks pass) to `visit` on the
+    /// way, so a fold can ride along the same read of the log.
+    pub fn verify_visiting(
+        &self,
+        mut visit: impl FnMut(&RecordView<'_>) -> Result<()>,
+    ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut prev_hash = GENESIS_HASH;
         let mut last_time = 0;
@@ -690,6 +697,7 @@ impl EventStore {
                 return Err(corrupt(seq, "time went backwards"));
             }
             records_digest.add(record.stream.as_bytes(), record.stream_seq, seq);
+            visit(&record)?;
             prev_hash = hash;
             last_time = record.recorded_at_ms;
             report.records += 1;
@@ -766,6 +774,12 @@ impl EventStore {
         Ok(())
     }
 
+    /// Whether this open loaded the dedup filter saved at the last clean close (else it scanned
+    /// the dedup keys).
+    pub fn dedup_filter_loaded(&self) -> bool {
+        self.inner.dedup_filter_loaded
+    }
+
     /// Size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.inner.db.size_on_disk()?)
@@ -822,12 +836,78 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue ends the writer's loop; joining makes the close deterministic.
         drop(self.writer.take());
-        if let Ok(mut thread) = self.thread.lock() {
-            if let Some(thread) = thread.take() {
-                let _ = thread.join();
+        let ended = match self.thread.lock() {
+            Ok(mut thread) => thread.take().and_then(|t| t.join().ok()).flatten(),
+            Err(_) => None,
+        };
+        // Only a writer that flushed everything and stopped cleanly leaves a filter that is
+        // exact for the disk; after a failure the next open scans.
+        if let Some(head) = ended {
+            let saved = self
+                .dedup_index
+                .to_bytes(head.global_seq, head.outbox_seq)
+                .and_then(|bytes| {
+                    self.trees.meta.insert(DEDUP_FILTER_KEY, bytes)?;
+                    self.db.flush()?;
+                    Ok(())
+                });
+            if let Err(err) = saved {
+                tracing::warn!(error = %err, "saving the dedup filter failed; the next start scans the dedup keys");
             }
         }
     }
+}
+
+/// The dedup index of a store being opened: the filter saved at the last clean close when it
+/// fits this log, else one built by scanning every dedup key.
+///
+/// The saved filter is removed (durably) before anything is written, so a crash from here on
+/// leaves none behind and the next open scans: a filter that misses a durable key would let a
+/// redelivered message be handled twice.
+fn open_dedup_index(
+    db: &sled::Db,
+    trees: &Trees,
+    config: &StoreConfig,
+    head: &Head,
+) -> Result<(DedupIndex, bool)> {
+    if let Some(saved) = trees.meta.get(DEDUP_FILTER_KEY)? {
+        trees.meta.tree.remove(trees.meta.key(DEDUP_FILTER_KEY))?;
+        db.flush()?;
+        match DedupIndex::from_bytes(
+            &saved,
+            head.global_seq,
+            head.outbox_seq,
+            config.dedup_filter_keys,
+            config.dedup_cache_entries,
+        ) {
+            Ok(index) => {
+                tracing::debug!(
+                    dedup_keys = index.keys(),
+                    filter_bytes = index.filter_bytes(),
+                    "dedup filter loaded"
+                );
+                return Ok((index, true));
+            }
+            Err(why) => {
+                tracing::info!(%why, "saved dedup filter not used; scanning the dedup keys")
+            }
+        }
+    }
+    let on_disk = trees.dedup.len();
+    let index = DedupIndex::new(
+        config.dedup_filter_keys.max(on_disk.saturating_mul(2)),
+        config.dedup_cache_entries,
+    );
+    for entry in trees.dedup.iter() {
+        let (key, _) = entry?;
+        index.insert_durable(&String::from_utf8_lossy(&key));
+    }
+    tracing::debug!(
+        dedup_keys = on_disk,
+        filter_bytes = index.filter_bytes(),
+        "dedup filter built"
+    );
+    Ok((index, false))
 }
 
 fn corrupt(seq: u64, reason: &str) -> Error {
@@ -952,7 +1032,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+    /// Applies commit groups until the queue closes; returns the head it left when every
+    /// commit was flushed, `None` when it stopped on a failure.
+    fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) -> Option<Head> {
         let max_batch = match self.flush {
             FlushPolicy::GroupCommit => GROUP_COMMIT_MAX_BATCH,
             FlushPolicy::EveryCommit => 1,
@@ -982,7 +1064,7 @@ impl Writer {
                 for request in batch.drain(..) {
                     let _ = request.reply.send(Err(Error::Storage(err.clone())));
                 }
-                return;
+                return None;
             }
             let flushing = std::time::Instant::now();
             #[cfg(any(test, feature = "test-util"))]
@@ -1016,12 +1098,16 @@ impl Writer {
                     for request in batch.drain(..) {
                         let _ = request.reply.send(Err(Error::Storage(err.clone())));
                     }
-                    return;
+                    return None;
                 }
             }
         }
-        if let Err(err) = self.db.flush() {
-            tracing::error!(error = %err, "final flush failed");
+        match self.db.flush() {
+            Ok(_) => Some(self.head),
+            Err(err) => {
+                tracing::error!(error = %err, "final flush failed");
+                None
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::event_store::{EventStore, ReplayBound};
+use crate::event_store::{EventStore, ReplayBound, VerifyReport};
 use crate::record::HASH_LEN;
 
 /// Version of the envelope layout itself.
@@ -263,10 +263,19 @@ pub struct SnapshotCheck {
     pub verdict: Verdict,
 }
 
-/// Folds the whole log from seq 1 and compares the state at every
-/// snapshot's seq with that snapshot. Returns the checks, oldest snapshot first, and the number
-/// of events folded.
+/// Folds the whole log from seq 1 and compares the state at every snapshot's seq with that
+/// snapshot (checking the log on the way, see [`verify_all`]). Returns the checks, oldest
+/// snapshot first, and the number of events folded.
 pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)> {
+    verify_all::<D>(store).map(|(_, checks, folded)| (checks, folded))
+}
+
+/// Everything `verify` checks, in one read of the log: the hash chain and the stream index
+/// ([`EventStore::verify`]), and the fold from seq 1 compared with every snapshot ([`verify`]).
+/// Returns the log's report, the snapshot checks and the number of events folded.
+pub fn verify_all<D: Domain>(
+    store: &EventStore,
+) -> Result<(VerifyReport, Vec<SnapshotCheck>, u64)> {
     let mut pending: Vec<Loaded<D::State>> = Vec::new();
     for seq in store.snapshot_seqs()? {
         pending.push((seq, load::<D>(store, seq)?));
@@ -275,7 +284,7 @@ pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)
     let mut next = pending.into_iter().peekable();
     let mut state = D::State::default();
     let mut folded = 0;
-    store.for_each_record(1, ReplayBound::default(), |record| {
+    let report = store.verify_visiting(|record| {
         if let Some(event) = crate::live::decode_view::<D>(record)? {
             D::evolve(&mut state, &event);
             folded += 1;
@@ -283,9 +292,8 @@ pub fn verify<D: Domain>(store: &EventStore) -> Result<(Vec<SnapshotCheck>, u64)
         drain_upto(record.global_seq, &state, &mut next, &mut checks);
         Ok(())
     })?;
-    // Snapshots beyond the end of the log.
     drain_upto(u64::MAX, &state, &mut next, &mut checks);
-    Ok((checks, folded))
+    Ok((report, checks, folded))
 }
 
 type Loaded<S> = (u64, std::result::Result<Snapshot<S>, Refused>);
