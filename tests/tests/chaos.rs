@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use audit::{AuditInput, AuditReport};
 use bus::retry::{Backoff, RetryPolicy};
 use e2e::procs::{Api, ProcOptions, ProcSystem};
-use e2e::SERVICES;
+use e2e::{AdminWrite, SERVICES};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -493,21 +493,24 @@ fn plan(seed: u64, orders: usize) -> Vec<Plan> {
 /// Stock, coupons and points; uses up the pre-used coupons. Returns the seeding orders' ids.
 async fn seed_data(api: &Api, plans: &[Plan], seed: u64) -> Vec<String> {
     for sku in PLENTY_SKUS {
-        api.restock(sku, PLENTY_QTY).await;
+        api.seed(AdminWrite::restock(sku, PLENTY_QTY)).await;
     }
     for sku in SCARCE_SKUS {
-        api.restock(sku, SCARCE_QTY).await;
+        api.seed(AdminWrite::restock(sku, SCARCE_QTY)).await;
     }
     for i in 0..USERS {
-        api.credit(&user(i), POINTS_PER_USER).await;
+        api.seed(AdminWrite::credit(&user(i), POINTS_PER_USER))
+            .await;
     }
     for (coupon_id, owner) in plans.iter().filter_map(|p| p.fresh_coupon.as_ref()) {
-        api.issue_coupon(coupon_id, Some(owner)).await;
+        api.seed(AdminWrite::issue_coupon(coupon_id, Some(owner)))
+            .await;
     }
     let mut seeding = Vec::new();
     for k in 0..PRE_USED_COUPONS {
         let (coupon_id, owner) = used_coupon(seed, k);
-        api.issue_coupon(&coupon_id, Some(&owner)).await;
+        api.seed(AdminWrite::issue_coupon(&coupon_id, Some(&owner)))
+            .await;
         let body = e2e::order_body(
             &owner,
             &[(PLENTY_SKUS[0], 1, 500)],

@@ -32,6 +32,12 @@ async fn visit(browser: &Browser, url: &str) {
     browser.goto(url).await;
 }
 
+/// Opens a console URL and waits until it rendered `view`.
+async fn show(browser: &Browser, url: &str, view: &str) {
+    visit(browser, url).await;
+    loaded(browser, view).await;
+}
+
 /// Waits until the console finished rendering `view` (it sets `body[data-ready]`).
 async fn loaded(browser: &Browser, view: &str) {
     browser
@@ -68,23 +74,18 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     })
     .await;
     system.restock("apple", 10).await;
-    let sink = system.data_dir("order").join("dataplatform.jsonl");
-    std::fs::create_dir(&sink).expect("the sink path is free");
+    let sink = system.break_dataplatform_file();
     // ... a failed order (stock refuses; payment's approval is cancelled)
-    let failed = system
-        .place_id(order_body("dave", &[("apple", 50, 100)], None, 0, 5_000))
-        .await;
-    let failed_order = system.settled(&failed).await;
-    assert_eq!(failed_order["status"], "FAILED");
+    let too_many = order_body("dave", &[("apple", 50, 100)], None, 0, 5_000);
+    let failed = system.settle(too_many, "FAILED").await;
+    let failed_order = system.order(&failed).await;
     let failed_trace = failed_order["traceId"]
         .as_str()
         .expect("a traceId")
         .to_owned();
     // ... a completed order, whose delivery to the data platform ends in the DLQ
-    let completed = system
-        .place_id(order_body("carol", &[("apple", 1, 500)], None, 0, 500))
-        .await;
-    assert_eq!(system.settled(&completed).await["status"], "COMPLETED");
+    let bought = order_body("carol", &[("apple", 1, 500)], None, 0, 500);
+    let completed = system.settle(bought, "COMPLETED").await;
     let (dlq_seq, _) = eventually(SYSTEM_WITHIN, "the parked delivery in the DLQ", || async {
         dlq_seqs(&system).await.into_iter().find(|(_, e)| {
             e["orderId"] == completed.as_str() && e["consumer"] == DATAPLATFORM_CONSUMER
@@ -93,16 +94,13 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     .await;
     // ... and an order whose payment cannot be cancelled: it needs attention
     pg.set_cancels_fail(true);
-    let stuck = system
-        .place_id(order_body("erin", &[("apple", 60, 100)], None, 0, 6_000))
-        .await;
-    assert_eq!(system.settled(&stuck).await["status"], "NEEDS_ATTENTION");
+    let uncancellable = order_body("erin", &[("apple", 60, 100)], None, 0, 6_000);
+    let stuck = system.settle(uncancellable, "NEEDS_ATTENTION").await;
     let base = system.url("order");
     let browser = Browser::launch().await;
 
     // When the operator searches orders by userId
-    visit(&browser, &format!("{base}/#/orders")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders"), "orders").await;
     let all = browser
         .eval("document.querySelectorAll('#orders tr').length")
         .await;
@@ -125,8 +123,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     shot(&browser, "orders-search").await;
 
     // When the operator pages through all orders one at a time
-    visit(&browser, &format!("{base}/#/orders?limit=1")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders?limit=1"), "orders").await;
     for shown in 2..=3 {
         browser.click("#next-page").await;
         browser
@@ -151,8 +148,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
 
     // When the operator looks an order up by its traceId
-    visit(&browser, &format!("{base}/#/orders")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders"), "orders").await;
     browser.type_into("#f-trace", &failed_trace).await;
     browser.click("#open-button").await;
     // Then that order opens
@@ -165,8 +161,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
 
     // When the operator opens the failed order from a search by status
-    visit(&browser, &format!("{base}/#/orders?status=FAILED")).await;
-    loaded(&browser, "orders").await;
+    show(
+        &browser,
+        &format!("{base}/#/orders?status=FAILED"),
+        "orders",
+    )
+    .await;
     browser
         .click(&format!("tr[data-order-id='{failed}'] a"))
         .await;
@@ -206,8 +206,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     assert_eq!(open, true, "a payload opens");
     shot(&browser, "order-failed").await;
     // ... and the completed order shows its way to the data platform
-    visit(&browser, &format!("{base}/#/orders/{completed}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{completed}"), "order").await;
     for wanted in [
         "order.placed",
         "payment.approved",
@@ -282,8 +281,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     .await;
 
     // When the operator fixes the PG and retries the stuck order from "Needs attention"
-    visit(&browser, &format!("{base}/#/attention")).await;
-    loaded(&browser, "attention").await;
+    show(&browser, &format!("{base}/#/attention"), "attention").await;
     let listed = browser
         .eval("[...document.querySelectorAll('#attention tr')].map(r => r.dataset.orderId)")
         .await;
@@ -303,8 +301,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         },
     )
     .await;
-    visit(&browser, &format!("{base}/#/orders/{stuck}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{stuck}"), "order").await;
     let title = browser
         .eval("document.getElementById('title').textContent")
         .await;
@@ -320,8 +317,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         )
         .await;
     shot(&browser, "order-retried").await;
-    visit(&browser, &format!("{base}/#/attention")).await;
-    loaded(&browser, "attention").await;
+    show(&browser, &format!("{base}/#/attention"), "attention").await;
     assert_eq!(
         browser
             .eval("document.querySelectorAll('#attention tr').length")
@@ -330,8 +326,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     );
 
     // When the operator looks at alerts and health
-    visit(&browser, &format!("{base}/#/alerts")).await;
-    loaded(&browser, "alerts").await;
+    show(&browser, &format!("{base}/#/alerts"), "alerts").await;
     // Then the failed compensation's alert is listed
     let kinds = browser
         .eval(
@@ -345,8 +340,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         "{kinds}"
     );
     shot(&browser, "alerts").await;
-    visit(&browser, &format!("{base}/#/health")).await;
-    loaded(&browser, "health").await;
+    show(&browser, &format!("{base}/#/health"), "health").await;
     // ... and all five services are ready, with every durable consumer's lag
     let ready = browser
         .eval("[...document.querySelectorAll('#services tr')].map(r => r.dataset.service + ':' + r.children[1].textContent)")
@@ -369,8 +363,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
 
     // When a participant cannot be reached
     system.stop_service("coupon").await;
-    visit(&browser, &format!("{base}/#/orders/{completed}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{completed}"), "order").await;
     // Then its lane says so, instead of being an empty lane
     browser
         .wait_for(
@@ -389,8 +382,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .await;
     shot(&browser, "order-unreachable").await;
     // ... and health shows it not ready
-    visit(&browser, &format!("{base}/#/health")).await;
-    loaded(&browser, "health").await;
+    show(&browser, &format!("{base}/#/health"), "health").await;
     let coupon = browser
         .eval("document.querySelector('#services tr[data-service=\"coupon\"]').children[1].textContent")
         .await;

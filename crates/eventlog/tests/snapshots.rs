@@ -8,54 +8,15 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{eventually, WAIT};
+use common::counter::{CountEvent, Counter, Counts};
+use common::WAIT;
 use eventlog::domain::Domain;
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live::{self, Execution, Live};
 use eventlog::snapshot::{self, Refused, SnapshotPolicy, Verdict};
+use eventlog::testing_hooks::{event, eventually};
 use eventlog::{Commit, CommitOutcome, EventMeta};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-
-/// A tiny domain: per-key counters and a running total.
-struct Counter;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Counts {
-    by_key: HashMap<String, u64>,
-    total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum CountEvent {
-    Added { key: String, n: u64 },
-}
-
-impl Domain for Counter {
-    type State = Counts;
-    type Event = CountEvent;
-    type Command = (String, u64);
-    type Rejection = ();
-
-    fn decide(_: &Counts, (key, n): (String, u64)) -> Result<Vec<CountEvent>, ()> {
-        Ok(vec![CountEvent::Added { key, n }])
-    }
-
-    fn evolve(state: &mut Counts, event: &CountEvent) {
-        let CountEvent::Added { key, n } = event;
-        *state.by_key.entry(key.clone()).or_default() += n;
-        state.total += n;
-    }
-
-    fn event_type(_: &CountEvent) -> &'static str {
-        "Added"
-    }
-
-    fn stream_of(event: &CountEvent) -> String {
-        let CountEvent::Added { key, .. } = event;
-        format!("counter-{key}")
-    }
-}
 
 /// The same domain after a change of its state's shape.
 struct CounterV2;
@@ -389,7 +350,6 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
         dedup_filter_keys: 16,
         ..StoreConfig::new(dir.path())
     };
-    let key = |i: u64| format!("o{i}/stock/reserve");
     let mut seqs = Vec::new();
     {
         let store = EventStore::open(config.clone()).expect("opens");
@@ -399,9 +359,9 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
                     appends: vec![eventlog::StreamAppend {
                         stream: format!("s-{i}"),
                         expected_version: 0,
-                        events: vec![common::event("E", &i.to_be_bytes())],
+                        events: vec![event("E", &i.to_be_bytes())],
                     }],
-                    dedup_key: Some(key(i)),
+                    dedup_key: Some(dedup_key(i)),
                     ..Commit::default()
                 })
                 .await
@@ -413,23 +373,9 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
         }
         assert!(store.dedup_cached() <= 8);
 
-        // Then every key answers with its record although most were evicted from the cache
-        for i in 0..500u64 {
-            let record = store.dedup(&key(i)).expect("reads").expect("seen");
-            assert_eq!(record.global_seq, seqs[i as usize]);
-        }
-        for i in 500..600u64 {
-            assert!(store.dedup(&key(i)).expect("reads").is_none());
-        }
-        // And a retried input is a duplicate
-        let again = store
-            .commit(Commit {
-                dedup_key: Some(key(7)),
-                ..Commit::default()
-            })
-            .await
-            .expect("commits");
-        assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seqs[7]));
+        // Then every key answers with its record although most were evicted from the cache, and
+        // a retried input is a duplicate
+        dedup_answers(&store, &seqs, 7).await;
     }
 
     // When the store is reopened (filter rebuilt from disk, cache empty)
@@ -437,19 +383,32 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
 
     // Then the answers are the same
     assert_eq!(store.dedup_cached(), 0);
-    for i in 0..500u64 {
-        let record = store.dedup(&key(i)).expect("reads").expect("seen");
+    dedup_answers(&store, &seqs, 499).await;
+}
+
+/// The dedup key of the i-th input of the dedup test.
+fn dedup_key(i: u64) -> String {
+    format!("o{i}/stock/reserve")
+}
+
+/// Asserts that the dedup test's inputs `0..seqs.len()` answer with their records, the next 100
+/// were never seen, and input `retried` committed again is a duplicate of its record.
+async fn dedup_answers(store: &EventStore, seqs: &[u64], retried: u64) {
+    let handled = seqs.len() as u64;
+    for i in 0..handled {
+        let record = store.dedup(&dedup_key(i)).expect("reads").expect("seen");
         assert_eq!(record.global_seq, seqs[i as usize]);
     }
-    for i in 500..600u64 {
-        assert!(store.dedup(&key(i)).expect("reads").is_none());
+    for i in handled..handled + 100 {
+        assert!(store.dedup(&dedup_key(i)).expect("reads").is_none());
     }
     let again = store
         .commit(Commit {
-            dedup_key: Some(key(499)),
+            dedup_key: Some(dedup_key(retried)),
             ..Commit::default()
         })
         .await
         .expect("commits");
-    assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seqs[499]));
+    let seq = seqs[retried as usize];
+    assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seq));
 }
