@@ -38,15 +38,15 @@ async fn show(browser: &Browser, url: &str, view: &str) {
     loaded(browser, view).await;
 }
 
+/// Waits until `condition` holds on the page; `what` names it if it never does.
+async fn until(browser: &Browser, condition: &str, what: &str) -> Value {
+    browser.wait_for(condition, what, PAGE_WITHIN).await
+}
+
 /// Waits until the console finished rendering `view` (it sets `body[data-ready]`).
 async fn loaded(browser: &Browser, view: &str) {
-    browser
-        .wait_for(
-            &format!("document.body.dataset.ready === '{view}'"),
-            &format!("the {view} page"),
-            PAGE_WITHIN,
-        )
-        .await;
+    let ready = format!("document.body.dataset.ready === '{view}'");
+    until(browser, &ready, &format!("the {view} page")).await;
 }
 
 async fn dlq_seqs(system: &System) -> Vec<(u64, Value)> {
@@ -109,13 +109,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     browser.type_into("#f-user", "carol").await;
     browser.click("#search-button").await;
     // Then only carol's order is listed
-    browser
-        .wait_for(
-            "location.hash.includes('userId=carol') && document.body.dataset.ready === 'orders'",
-            "the search for carol",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "location.hash.includes('userId=carol') && document.body.dataset.ready === 'orders'",
+        "the search for carol",
+    )
+    .await;
     let rows = browser
         .eval("[...document.querySelectorAll('#orders tr')].map(r => r.dataset.orderId)")
         .await;
@@ -126,39 +125,32 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     show(&browser, &format!("{base}/#/orders?limit=1"), "orders").await;
     for shown in 2..=3 {
         browser.click("#next-page").await;
-        browser
-            .wait_for(
-                &format!("document.querySelectorAll('#orders tr').length === {shown}"),
-                &format!("page {shown}"),
-                PAGE_WITHIN,
-            )
-            .await;
+        until(
+            &browser,
+            &format!("document.querySelectorAll('#orders tr').length === {shown}"),
+            &format!("page {shown}"),
+        )
+        .await;
     }
     // Then each order appears once, newest first, and there is no further page
     let paged = browser
         .eval("[...document.querySelectorAll('#orders tr')].map(r => r.dataset.orderId)")
         .await;
     assert_eq!(paged, serde_json::json!([stuck, completed, failed]));
-    browser
-        .wait_for(
-            "document.getElementById('next-page').disabled",
-            "the last page",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.getElementById('next-page').disabled",
+        "the last page",
+    )
+    .await;
 
     // When the operator looks an order up by its traceId
     show(&browser, &format!("{base}/#/orders"), "orders").await;
     browser.type_into("#f-trace", &failed_trace).await;
     browser.click("#open-button").await;
     // Then that order opens
-    browser
-        .wait_for(
-            &format!("document.body.dataset.ready === 'order' && document.getElementById('title').textContent.includes('{failed}')"),
-            "the order found by its traceId",
-            PAGE_WITHIN,
-        )
-        .await;
+    let opened = format!("document.body.dataset.ready === 'order' && document.getElementById('title').textContent.includes('{failed}')");
+    until(&browser, &opened, "the order found by its traceId").await;
 
     // When the operator opens the failed order from a search by status
     show(
@@ -213,26 +205,24 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         "stock.reserved",
         "order.completed",
     ] {
-        browser
-            .wait_for(
-                &format!("document.querySelector('#sequence .arrow[data-subject=\"{wanted}\"]')"),
-                &format!("an arrow for {wanted}"),
-                PAGE_WITHIN,
-            )
-            .await;
+        until(
+            &browser,
+            &format!("document.querySelector('#sequence .arrow[data-subject=\"{wanted}\"]')"),
+            &format!("an arrow for {wanted}"),
+        )
+        .await;
     }
     shot(&browser, "order-completed").await;
 
     // When the operator opens the DLQ (giving the admin token once) and re-drives the parked
     // delivery after the data platform is fixed
     visit(&browser, &format!("{base}/#/dlq")).await;
-    browser
-        .wait_for(
-            "!document.getElementById('token-box').hidden",
-            "the admin token prompt",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "!document.getElementById('token-box').hidden",
+        "the admin token prompt",
+    )
+    .await;
     browser.type_into("#token-input", ADMIN_TOKEN).await;
     browser.click("#token-save").await;
     loaded(&browser, "dlq").await;
@@ -243,13 +233,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     browser
         .click(&format!("tr[data-seq='{dlq_seq}'] button.inspect"))
         .await;
-    browser
-        .wait_for(
-            "document.getElementById('dlq-body')",
-            "the decoded entry",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.getElementById('dlq-body')",
+        "the decoded entry",
+    )
+    .await;
     let body = browser
         .eval("document.getElementById('dlq-body').textContent")
         .await;
@@ -263,15 +252,10 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .click(&format!("tr[data-seq='{dlq_seq}'] button.redrive"))
         .await;
     // Then the entry leaves the list, and the order reaches the data platform
-    browser
-        .wait_for(
-            &format!(
-                "document.body.dataset.ready === 'dlq' && !document.querySelector(\"tr[data-seq='{dlq_seq}']\")"
-            ),
-            "the re-driven entry to leave the list",
-            PAGE_WITHIN,
-        )
-        .await;
+    let gone = format!(
+        "document.body.dataset.ready === 'dlq' && !document.querySelector(\"tr[data-seq='{dlq_seq}']\")"
+    );
+    until(&browser, &gone, "the re-driven entry to leave the list").await;
     shot(&browser, "dlq-redriven").await;
     eventually(
         SYSTEM_WITHIN,
@@ -309,13 +293,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         title.as_str().unwrap_or_default().ends_with("(FAILED)"),
         "{title}"
     );
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .note[data-type=\"CompensationRetried\"]')",
-            "the operator's retry as a note on the diagram",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.querySelector('#sequence .note[data-type=\"CompensationRetried\"]')",
+        "the operator's retry as a note on the diagram",
+    )
+    .await;
     shot(&browser, "order-retried").await;
     show(&browser, &format!("{base}/#/attention"), "attention").await;
     assert_eq!(
@@ -365,21 +348,11 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     system.stop_service("coupon").await;
     show(&browser, &format!("{base}/#/orders/{completed}"), "order").await;
     // Then its lane says so, instead of being an empty lane
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')",
-            "the coupon lane marked unreachable",
-            PAGE_WITHIN,
-        )
-        .await;
+    let marked = "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')";
+    until(&browser, marked, "the coupon lane marked unreachable").await;
     // ... and the operator's DLQ redrive is on the diagram: a note and the message sent again
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .note[data-type=\"note.dlq_redrive\"]') && document.querySelector('#sequence .arrow.again[data-subject=\"order.completed\"][data-to=\"dataplatform\"]')",
-            "the redrive on the diagram",
-            PAGE_WITHIN,
-        )
-        .await;
+    let redriven = "document.querySelector('#sequence .note[data-type=\"note.dlq_redrive\"]') && document.querySelector('#sequence .arrow.again[data-subject=\"order.completed\"][data-to=\"dataplatform\"]')";
+    until(&browser, redriven, "the redrive on the diagram").await;
     shot(&browser, "order-unreachable").await;
     // ... and health shows it not ready
     show(&browser, &format!("{base}/#/health"), "health").await;

@@ -12,11 +12,11 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
     // Given: a gateway whose cancellations fail, and an operator's webhook
     let (webhook, received) = alert_webhook().await;
     let mut system = System::start(Options {
+        alert_webhook_url: Some(webhook),
         pg: SimulatedRules {
             cancel_fails: true,
             ..SimulatedRules::default()
         },
-        alert_webhook_url: Some(webhook),
         ..Options::default()
     })
     .await;
@@ -33,10 +33,8 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
             .contains("payment cancel_failed"),
         "{order}"
     );
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("CANCEL_FAILED")
-    );
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("CANCEL_FAILED"));
     let js = system.jetstream().await;
     let ops = js.get_stream("OPS").await.expect("OPS stream");
     let alert = ops
@@ -78,10 +76,8 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
     // Then
     let order = system.order_becomes(&id, "FAILED").await;
     assert_eq!(order["outcomes"]["payment"], "COMPENSATED", "{order}");
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("CANCELLED")
-    );
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("CANCELLED"));
     let types = system.log_types("payment", &id).await;
     assert_eq!(
         types,

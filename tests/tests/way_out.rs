@@ -39,6 +39,7 @@ async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention
     // Given a short deadline, a few quick re-drives, and an operator's webhook
     let (webhook, alerts) = alert_webhook().await;
     let mut system = System::start(Options {
+        alert_webhook_url: Some(webhook),
         saga_deadline: Duration::from_secs(2),
         supervisor: SupervisorPolicy {
             redrive_max: 2,
@@ -46,7 +47,6 @@ async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention
             redrive_backoff_ms_max: 1_000,
             ..SupervisorPolicy::default()
         },
-        alert_webhook_url: Some(webhook),
         ..Options::default()
     })
     .await;
@@ -184,19 +184,19 @@ async fn a_data_platform_outage_parks_the_order_once_and_a_dlq_redrive_delivers_
     let url = data_platform(platform.clone()).await;
     let (webhook, alerts) = alert_webhook().await;
     let system = System::start(Options {
-        dataplatform_url: Some(url),
-        dataplatform: DataPlatformSettings {
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_millis(500),
-            retry: TEST_DATAPLATFORM_RETRY,
-        },
+        alert_webhook_url: Some(webhook),
         supervisor: SupervisorPolicy {
             redrive_backoff_ms_min: 200,
             redrive_backoff_ms_max: 400,
             completed_resend_after_ms: 300,
             ..SupervisorPolicy::default()
         },
-        alert_webhook_url: Some(webhook),
+        dataplatform_url: Some(url),
+        dataplatform: DataPlatformSettings {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(500),
+            retry: TEST_DATAPLATFORM_RETRY,
+        },
         ..Options::default()
     })
     .await;
