@@ -374,11 +374,11 @@ async fn a_re_drive_after_an_operators_successful_retry_re_publishes_the_recorde
     let pg = FakePg::start().await;
     pg.set_cancels_fail(true);
     let system = System::start(Options {
-        pg_url: Some(pg.url()),
         pg_timeouts: payment::gateway::PgTimeouts {
             connect: Duration::from_secs(2),
             request: PG_TIMEOUT,
         },
+        pg_url: Some(pg.url()),
         ..Options::default()
     })
     .await;

@@ -71,26 +71,28 @@ fn scratch(store: &EventStore, bound: ReplayBound) -> (Counts, HashMap<String, u
     (rebuilt.state, rebuilt.versions)
 }
 
-/// A log of 50 events with snapshots at 20 and 40 (and one at 10, pruned by keep = 2).
-async fn log_with_snapshots(dir: &Path) {
-    let live = Live::<Counter>::open(open(dir)).expect("opens");
-    add_range(&live, 0..10).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(10));
-    add_range(&live, 10..20).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(20));
-    add_range(&live, 20..40).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(40));
-    add_range(&live, 40..50).await;
+/// A log of 50 events with snapshots at 20 and 40 (and one at 10, pruned by keep = 2), in a
+/// fresh directory, reopened as a restarted service would.
+async fn log_with_snapshots() -> (tempfile::TempDir, EventStore) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    {
+        let live = Live::<Counter>::open(open(dir.path())).expect("opens");
+        for (events, snapshot_at) in [(0..10, 10), (10..20, 20), (20..40, 40)] {
+            add_range(&live, events).await;
+            assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(snapshot_at));
+        }
+        add_range(&live, 40..50).await;
+    }
+    let store = open(dir.path());
+    (dir, store)
 }
 
 #[tokio::test]
 async fn a_restart_after_snapshots_yields_exactly_the_state_of_a_fold_from_scratch() {
     // Given a log of 50 events with snapshots taken along the way, newest two kept
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
+    let (_dir, store) = log_with_snapshots().await;
 
     // When the service restarts
-    let store = open(dir.path());
     let rebuilt = live::rebuild_report::<Counter>(&store, ReplayBound::default()).expect("folds");
     let live = Live::<Counter>::open(store.clone()).expect("reopens");
 
@@ -112,9 +114,7 @@ async fn a_restart_after_snapshots_yields_exactly_the_state_of_a_fold_from_scrat
 #[tokio::test]
 async fn a_corrupt_snapshot_is_ignored_and_the_older_one_then_the_whole_log_is_folded() {
     // Given snapshots at 20 and 40
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
     let (state, _) = scratch(&store, ReplayBound::default());
 
     // When the newest one has a flipped byte
@@ -148,9 +148,7 @@ async fn a_corrupt_snapshot_is_ignored_and_the_older_one_then_the_whole_log_is_f
 #[tokio::test]
 async fn a_snapshot_of_another_state_version_is_ignored_not_trusted() {
     // Given snapshots written by a build whose state is version 1
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
 
     // When a build with state version 2 opens the log
     let rebuilt = live::rebuild_report::<CounterV2>(&store, ReplayBound::default()).expect("folds");
@@ -168,12 +166,8 @@ async fn a_snapshot_of_another_state_version_is_ignored_not_trusted() {
 #[tokio::test]
 async fn a_snapshot_of_another_log_is_refused() {
     // Given a snapshot taken in one log
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let bytes = open(dir.path())
-        .snapshot_bytes(40)
-        .expect("reads")
-        .expect("exists");
+    let (_dir, store) = log_with_snapshots().await;
+    let bytes = store.snapshot_bytes(40).expect("reads").expect("exists");
 
     // When it is copied into another log of the same length but other events
     let other = tempfile::tempdir().expect("a temp dir");
@@ -194,9 +188,7 @@ async fn a_snapshot_of_another_log_is_refused() {
 #[tokio::test]
 async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
     // Given a log with genuine snapshots at 20 and 40
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
     let (_, folded) = all_snapshots_match(&store);
     assert_eq!(folded, 50);
 
@@ -230,9 +222,7 @@ async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
 #[tokio::test]
 async fn replay_with_a_bound_below_between_or_above_snapshots_equals_the_fold_up_to_it() {
     // Given snapshots at 20 and 40 of a 50-event log
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
 
     // When replaying up to seqs around and at the snapshots
     for upto in [1, 5, 19, 20, 21, 39, 40, 41, 50, 70] {
