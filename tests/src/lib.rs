@@ -31,16 +31,16 @@ pub const E2E_SNAPSHOT_EVERY_EVENTS: u64 = 50;
 /// How to start the system.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Saga deadline.
-    pub saga_deadline: Duration,
-    /// Rules of the simulated PG.
-    pub pg: SimulatedRules,
     /// A real PG's base URL (`PG_URL`); the simulated PG when `None`.
     pub pg_url: Option<String>,
+    /// Rules of the simulated PG.
+    pub pg: SimulatedRules,
     /// Timeouts of the real PG's client.
     pub pg_timeouts: PgTimeouts,
     /// Operator alert webhook of the order service.
     pub alert_webhook_url: Option<String>,
+    /// Saga deadline.
+    pub saga_deadline: Duration,
     /// The order service's re-drive timing (production by default).
     pub supervisor: SupervisorPolicy,
     /// Data platform endpoint; without it the order service writes `dataplatform.jsonl`.

@@ -27,16 +27,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// How to start the process-based system.
 #[derive(Debug, Clone)]
 pub struct ProcOptions {
-    /// `SAGA_DEADLINE` of the order service.
-    pub saga_deadline: Duration,
-    /// `PG_DECLINE_ABOVE` of the payment service's simulated PG.
-    pub pg_decline_above: u64,
-    /// `RUST_LOG` of every service.
-    pub rust_log: String,
     /// `PG_URL` of the payment service: a real PG instead of the simulated one.
     pub pg_url: Option<String>,
     /// `PG_TIMEOUT` of the payment service's PG client (its default when `None`).
     pub pg_timeout: Option<Duration>,
+    /// `PG_DECLINE_ABOVE` of the payment service's simulated PG.
+    pub pg_decline_above: u64,
+    /// `SAGA_DEADLINE` of the order service.
+    pub saga_deadline: Duration,
+    /// `RUST_LOG` of every service.
+    pub rust_log: String,
 }
 
 impl Default for ProcOptions {

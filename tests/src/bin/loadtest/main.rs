@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 
 use procstat::CpuSnapshot;
 
+/// How long the run waits for the last orders to become terminal.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Points of a normal order; a rejected one asks for more than any balance.
 const POINTS_PER_ORDER: u64 = 10;
 /// Every user's starting balance.
@@ -39,8 +41,6 @@ const FIXED_RATE_MAX_IN_FLIGHT: usize = 4_096;
 const SEED_ATTEMPTS_MAX: u32 = 100;
 /// Pause before a rate-limited seed request is sent again.
 const SEED_RETRY_PAUSE_MS: u64 = 50;
-/// How long the run waits for the last orders to become terminal.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Load test of the order saga against the release binaries (127.0.0.1 only).
 #[derive(Debug, Parser)]
