@@ -20,6 +20,17 @@ use tokio_tungstenite::tungstenite::Message;
 pub const LAUNCH_MAX: Duration = Duration::from_secs(60);
 /// How long one protocol call may take (a hang guard, not a measurement).
 pub const CALL_MAX: Duration = Duration::from_secs(60);
+/// How every test runs chromium: headless, in a container (no sandbox, GPU or /dev/shm), with a
+/// fresh profile's first-run pages skipped, on a 1280x900 window without scrollbars.
+pub const HEADLESS_FLAGS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--window-size=1280,900",
+];
 /// Outgoing protocol messages queued at most.
 const OUTGOING_QUEUE: usize = 64;
 
@@ -55,8 +66,8 @@ pub fn chromium() -> PathBuf {
     });
     found.unwrap_or_else(|| {
         panic!(
-            "chromium is not installed: run scripts/ensure-chromium.sh, or set CHROMIUM to a \
-             Chromium binary"
+            "chromium is not installed: run scripts/ensure-chromium.sh \
+             (apt-get update && apt-get install -y chromium), or set CHROMIUM to a Chromium binary"
         )
     })
 }
@@ -66,16 +77,8 @@ impl Browser {
     pub async fn launch() -> Self {
         let profile = tempfile::tempdir().expect("a browser profile directory");
         let mut child = tokio::process::Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                "--window-size=1280,900",
-            ])
+            .args(HEADLESS_FLAGS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

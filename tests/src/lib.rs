@@ -7,6 +7,7 @@ pub mod procs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::retry::RetryPolicy;
@@ -30,16 +31,16 @@ pub const E2E_SNAPSHOT_EVERY_EVENTS: u64 = 50;
 /// How to start the system.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Saga deadline.
-    pub saga_deadline: Duration,
-    /// Rules of the simulated PG.
-    pub pg: SimulatedRules,
     /// A real PG's base URL (`PG_URL`); the simulated PG when `None`.
     pub pg_url: Option<String>,
+    /// Rules of the simulated PG.
+    pub pg: SimulatedRules,
     /// Timeouts of the real PG's client.
     pub pg_timeouts: PgTimeouts,
     /// Operator alert webhook of the order service.
     pub alert_webhook_url: Option<String>,
+    /// Saga deadline.
+    pub saga_deadline: Duration,
     /// The order service's re-drive timing (production by default).
     pub supervisor: SupervisorPolicy,
     /// Data platform endpoint; without it the order service writes `dataplatform.jsonl`.
@@ -74,6 +75,19 @@ impl Default for Options {
                 ..DataPlatformSettings::default()
             },
             rate_limit: servicekit::settings::DEFAULT_RATE_LIMIT_PER_SEC,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, with a simulated PG that declines payments above `amount`.
+    pub fn declining_above(amount: u64) -> Self {
+        Self {
+            pg: SimulatedRules {
+                decline_above: amount,
+                ..SimulatedRules::default()
+            },
+            ..Self::default()
         }
     }
 }
@@ -207,86 +221,73 @@ impl System {
 
     /// GET a path on a service: status and JSON body.
     pub async fn get(&self, service: &str, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url(service)))
-            .send()
-            .await
-            .expect("service reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        reachable(send_json(self.http.get(format!("{}{path}", self.url(service)))).await)
     }
 
     /// GET a path on a service with the admin token: status and JSON body.
     pub async fn get_admin(&self, service: &str, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url(service)))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("service reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let request = self.http.get(format!("{}{path}", self.url(service)));
+        reachable(send_json(request.bearer_auth(ADMIN_TOKEN)).await)
     }
 
     /// POST JSON to a service, with the admin token.
     pub async fn post(&self, service: &str, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url(service)))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("service reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let request = self.http.post(format!("{}{path}", self.url(service)));
+        reachable(send_json(request.bearer_auth(ADMIN_TOKEN).json(&body)).await)
+    }
+
+    /// Sends an admin write and asserts the status it is meant to get.
+    pub async fn seed(&self, write: AdminWrite) {
+        let (status, body) = self.post(write.service, &write.path, write.body).await;
+        assert_eq!(status, write.ok, "{} {}: {body}", write.service, write.path);
     }
 
     /// Restocks a SKU.
     pub async fn restock(&self, sku: &str, qty: u64) {
-        let (status, body) = self
-            .post(
-                "stock",
-                &format!("/stock/{sku}/restock"),
-                json!({"qty": qty}),
-            )
-            .await;
-        assert_eq!(status, 200, "restock: {body}");
+        self.seed(AdminWrite::restock(sku, qty)).await;
     }
 
     /// Issues a coupon.
     pub async fn issue_coupon(&self, coupon_id: &str, user_id: Option<&str>) {
-        let (status, body) = self
-            .post("coupon", "/coupons", json!({"couponId": coupon_id, "userId": user_id, "discount": 100, "expiresAt": null}))
+        self.seed(AdminWrite::issue_coupon(coupon_id, user_id))
             .await;
-        assert_eq!(status, 201, "issue coupon: {body}");
     }
 
     /// Credits points.
     pub async fn credit(&self, user_id: &str, points: u64) {
-        let (status, body) = self
-            .post(
-                "point",
-                &format!("/points/{user_id}/credit"),
-                json!({"points": points}),
-            )
-            .await;
-        assert_eq!(status, 200, "credit: {body}");
+        self.seed(AdminWrite::credit(user_id, points)).await;
+    }
+
+    /// Gives every participant something for alice to order with: 10 apples, her coupon C1 and
+    /// 500 points.
+    pub async fn seed_alice(&self) {
+        self.restock("apple", 10).await;
+        self.issue_coupon("C1", Some("alice")).await;
+        self.credit("alice", 500).await;
+    }
+
+    /// Starts the system and seeds it with [`System::seed_alice`].
+    pub async fn start_seeded(options: Options) -> Self {
+        let system = Self::start(options).await;
+        system.seed_alice().await;
+        system
+    }
+
+    /// Places alice's order that takes a part from every participant (2 apples, C1, 100 points)
+    /// on a system fresh from [`System::seed_alice`], and checks that it completed and what each
+    /// participant has left. Returns the order's id.
+    pub async fn complete_alice_order(&self) -> String {
+        let id = self.settle(alice_order(2, 100, 900), "COMPLETED").await;
+        assert_eq!(self.available("apple").await, 8);
+        assert_eq!(self.balance("alice").await, 400);
+        assert_eq!(self.coupon("C1").await["status"], "USED");
+        id
     }
 
     /// Places an order; returns the reply's status and body.
     pub async fn place(&self, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/orders", self.url("order")))
-            .json(&body)
-            .send()
-            .await
-            .expect("order service reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let request = self.http.post(format!("{}/orders", self.url("order")));
+        reachable(send_json(request.json(&body)).await)
     }
 
     /// Places an order and returns its id.
@@ -294,6 +295,15 @@ impl System {
         let (status, reply) = self.place(body).await;
         assert_eq!(status, 202, "placing: {reply}");
         reply["orderId"].as_str().expect("an orderId").to_owned()
+    }
+
+    /// Places an order, waits until it settles, and checks the status it settled in; returns its
+    /// id.
+    pub async fn settle(&self, body: Value, expected: &str) -> String {
+        let id = self.place_id(body).await;
+        let order = self.settled(&id).await;
+        assert_eq!(order["status"], expected, "{order}");
+        id
     }
 
     /// Waits until an order is terminal (COMPLETED or FAILED) or NEEDS_ATTENTION; returns it.
@@ -307,6 +317,48 @@ impl System {
             (status == 200 && done).then_some(order)
         })
         .await
+    }
+
+    /// An order as the order service shows it (Null if it does not know it).
+    pub async fn order(&self, order_id: &str) -> Value {
+        self.get("order", &format!("/orders/{order_id}")).await.1
+    }
+
+    /// Waits until an order's status is `status`; returns the order.
+    pub async fn order_becomes(&self, order_id: &str, status: &str) -> Value {
+        eventually(
+            SETTLE,
+            &format!("order {order_id} to be {status}"),
+            || async {
+                let order = self.order(order_id).await;
+                (order["status"] == status).then_some(order)
+            },
+        )
+        .await
+    }
+
+    /// Asks the order service, as the operator, to retry an order's compensation: the reply's
+    /// status and body.
+    pub async fn retry_compensation(&self, order_id: &str) -> (u16, Value) {
+        let path = format!("/orders/{order_id}/retry-compensation");
+        self.post("order", &path, Value::Null).await
+    }
+
+    /// Every entry of the order service's DLQ, through its admin route.
+    pub async fn dlq_entries(&self) -> Vec<Value> {
+        let (status, body) = self.get_admin("order", "/admin/dlq").await;
+        assert_eq!(status, 200, "{body}");
+        body["entries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the data platform has an order exactly once and the order log records the
+    /// delivery.
+    pub async fn delivered(&self, order_id: &str) {
+        eventually(SETTLE, &format!("order {order_id} delivered"), || async {
+            let recorded = self.order(order_id).await["dataPlatformDelivered"] == true;
+            (recorded && self.dataplatform_lines(order_id) == 1).then_some(())
+        })
+        .await;
     }
 
     /// Available units of a SKU.
@@ -337,19 +389,25 @@ impl System {
     /// A participant's own log of an order (an admin route).
     pub async fn log_types(&self, service: &str, order_id: &str) -> Vec<String> {
         let (_, body) = self.get_admin(service, &format!("/log/{order_id}")).await;
-        body.as_array()
-            .map(|records| {
-                records
-                    .iter()
-                    .filter_map(|r| r["type"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        record_types(&body)
+    }
+
+    /// The file the order service's data platform writes to when it has no endpoint.
+    pub fn dataplatform_file(&self) -> PathBuf {
+        self.data_dir("order").join("dataplatform.jsonl")
+    }
+
+    /// Makes the file data platform refuse every write by putting a directory where its file
+    /// goes; removing that directory fixes it. Returns its path.
+    pub fn break_dataplatform_file(&self) -> PathBuf {
+        let sink = self.dataplatform_file();
+        std::fs::create_dir(&sink).expect("the sink path is free");
+        sink
     }
 
     /// Lines the data platform received for an order.
     pub fn dataplatform_lines(&self, order_id: &str) -> usize {
-        std::fs::read_to_string(self.data_dir("order").join("dataplatform.jsonl"))
+        std::fs::read_to_string(self.dataplatform_file())
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(order_id))
@@ -363,6 +421,120 @@ impl System {
             .expect("nats reachable");
         async_nats::jetstream::new(client)
     }
+}
+
+/// JSON bodies a test's endpoint received.
+pub type Received = Arc<Mutex<Vec<Value>>>;
+
+/// Serves `app` on a free local port; returns the URL of `path` on it.
+pub async fn serve(app: axum::Router, path: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}{path}")
+}
+
+/// A local operator webhook that keeps every alert POSTed to it: its URL and what it received.
+pub async fn alert_webhook() -> (String, Received) {
+    let received = Received::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().expect("lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    (serve(app, "/alerts").await, received)
+}
+
+/// The `type` of every record in a JSON array of log records (none if it is not an array).
+pub fn record_types(records: &Value) -> Vec<String> {
+    records
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .filter_map(|r| r["type"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends a request: the reply's status and JSON body (Null when the body is not JSON).
+pub async fn send_json(request: reqwest::RequestBuilder) -> reqwest::Result<(u16, Value)> {
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// The reply of a service the test needs to be up.
+fn reachable<T>(reply: reqwest::Result<T>) -> T {
+    reply.unwrap_or_else(|e| panic!("service unreachable: {e}"))
+}
+
+/// An admin write that seeds a participant, and the status it gets when it is applied.
+#[derive(Debug, Clone)]
+pub struct AdminWrite {
+    /// The service it goes to.
+    pub service: &'static str,
+    /// Its path.
+    pub path: String,
+    /// Its JSON body.
+    pub body: Value,
+    /// The status it gets when applied.
+    pub ok: u16,
+}
+
+impl AdminWrite {
+    fn new(service: &'static str, path: String, body: Value, ok: u16) -> Self {
+        Self {
+            service,
+            path,
+            body,
+            ok,
+        }
+    }
+
+    /// Restocks `qty` units of a SKU.
+    pub fn restock(sku: &str, qty: u64) -> Self {
+        Self::new(
+            "stock",
+            format!("/stock/{sku}/restock"),
+            json!({"qty": qty}),
+            200,
+        )
+    }
+
+    /// Issues a coupon worth 100, to one user or to anyone.
+    pub fn issue_coupon(coupon_id: &str, user_id: Option<&str>) -> Self {
+        let body =
+            json!({"couponId": coupon_id, "userId": user_id, "discount": 100, "expiresAt": null});
+        Self::new("coupon", "/coupons".to_owned(), body, 201)
+    }
+
+    /// Credits a user's points.
+    pub fn credit(user_id: &str, points: u64) -> Self {
+        let path = format!("/points/{user_id}/credit");
+        Self::new("point", path, json!({"points": points}), 200)
+    }
+}
+
+/// alice's order of `apples` apples at 500 each with her coupon C1 and `points` points, paying
+/// `amount`.
+pub fn alice_order(apples: u64, points: u64, amount: u64) -> Value {
+    order_body(
+        "alice",
+        &[("apple", apples, 500)],
+        Some("C1"),
+        points,
+        amount,
+    )
 }
 
 /// An order body.

@@ -176,6 +176,11 @@ impl FakePg {
     }
 }
 
+/// The ledger as the PG's handlers extract it.
+type Shared = State<Arc<Mutex<Ledger>>>;
+/// What a PG endpoint answers: JSON, or only a status.
+type Answer = Result<Json<Value>, StatusCode>;
+
 fn order_id_of(
     ledger: &Mutex<Ledger>,
     headers: &HeaderMap,
@@ -197,11 +202,7 @@ fn order_id_of(
     Ok(order_id)
 }
 
-async fn approve(
-    State(ledger): State<Arc<Mutex<Ledger>>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, StatusCode> {
+async fn approve(State(ledger): Shared, headers: HeaderMap, Json(body): Json<Value>) -> Answer {
     let order_id = order_id_of(&ledger, &headers, &body)?;
     let user_id = body["userId"].as_str().unwrap_or_default().to_owned();
     let amount = body["amount"].as_u64().ok_or(StatusCode::BAD_REQUEST)?;
@@ -252,11 +253,7 @@ async fn approve(
     Ok(Json(answer))
 }
 
-async fn cancel(
-    State(ledger): State<Arc<Mutex<Ledger>>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, StatusCode> {
+async fn cancel(State(ledger): Shared, headers: HeaderMap, Json(body): Json<Value>) -> Answer {
     let order_id = order_id_of(&ledger, &headers, &body)?;
     let mut l = ledger.lock().expect("the PG ledger lock");
     *l.cancel_calls.entry(order_id.clone()).or_insert(0) += 1;

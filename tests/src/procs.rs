@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bus::testing::{free_port, NatsServer};
 use serde_json::{json, Value};
 
-use crate::{ADMIN_TOKEN, SERVICES};
+use crate::{record_types, send_json, AdminWrite, ADMIN_TOKEN, SERVICES};
 
 /// How long a started service may take to answer `GET /readyz` with 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,16 +27,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// How to start the process-based system.
 #[derive(Debug, Clone)]
 pub struct ProcOptions {
-    /// `SAGA_DEADLINE` of the order service.
-    pub saga_deadline: Duration,
-    /// `PG_DECLINE_ABOVE` of the payment service's simulated PG.
-    pub pg_decline_above: u64,
-    /// `RUST_LOG` of every service.
-    pub rust_log: String,
     /// `PG_URL` of the payment service: a real PG instead of the simulated one.
     pub pg_url: Option<String>,
     /// `PG_TIMEOUT` of the payment service's PG client (its default when `None`).
     pub pg_timeout: Option<Duration>,
+    /// `PG_DECLINE_ABOVE` of the payment service's simulated PG.
+    pub pg_decline_above: u64,
+    /// `SAGA_DEADLINE` of the order service.
+    pub saga_deadline: Duration,
+    /// `RUST_LOG` of every service.
+    pub rust_log: String,
 }
 
 impl Default for ProcOptions {
@@ -67,13 +67,7 @@ impl Api {
 
     /// GET a path on a service: status and JSON body (Null when the body is not JSON).
     pub async fn get(&self, service: &str, path: &str) -> Result<(u16, Value), reqwest::Error> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url(service)))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        send_json(self.http.get(format!("{}{path}", self.url(service)))).await
     }
 
     /// POST JSON to a service with the admin token.
@@ -83,50 +77,33 @@ impl Api {
         path: &str,
         body: Value,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url(service)))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let request = self.http.post(format!("{}{path}", self.url(service)));
+        send_json(request.bearer_auth(ADMIN_TOKEN).json(&body)).await
     }
 
-    /// Restocks a SKU (panics unless 200).
-    pub async fn restock(&self, sku: &str, qty: u64) {
+    /// Sends an admin write (panics unless it gets the status it is meant to).
+    pub async fn seed(&self, write: AdminWrite) {
         let reply = self
-            .post_admin(
-                "stock",
-                &format!("/stock/{sku}/restock"),
-                json!({"qty": qty}),
-            )
+            .post_admin(write.service, &write.path, write.body)
             .await;
-        assert!(matches!(reply, Ok((200, _))), "restock {sku}: {reply:?}");
-    }
-
-    /// Issues a coupon worth 100 (panics unless 201).
-    pub async fn issue_coupon(&self, coupon_id: &str, user_id: Option<&str>) {
-        let body =
-            json!({"couponId": coupon_id, "userId": user_id, "discount": 100, "expiresAt": null});
-        let reply = self.post_admin("coupon", "/coupons", body).await;
         assert!(
-            matches!(reply, Ok((201, _))),
-            "issue coupon {coupon_id}: {reply:?}"
+            matches!(reply, Ok((status, _)) if status == write.ok),
+            "{} {}: {reply:?}",
+            write.service,
+            write.path
         );
     }
 
-    /// Credits points (panics unless 200).
-    pub async fn credit(&self, user_id: &str, points: u64) {
-        let reply = self
-            .post_admin(
-                "point",
-                &format!("/points/{user_id}/credit"),
-                json!({"points": points}),
-            )
-            .await;
-        assert!(matches!(reply, Ok((200, _))), "credit {user_id}: {reply:?}");
+    /// Record types of a service's log of an order (timeline notes as `note.<kind>`); none if the
+    /// service does not answer.
+    pub async fn log_types(&self, service: &str, order_id: &str) -> Vec<String> {
+        let request = self
+            .http
+            .get(format!("{}/log/{order_id}", self.url(service)));
+        let reply = send_json(request.bearer_auth(ADMIN_TOKEN)).await;
+        reply
+            .map(|(_, body)| record_types(&body))
+            .unwrap_or_default()
     }
 
     /// One attempt at placing an order with an `Idempotency-Key`: the reply's status and body.
@@ -135,15 +112,13 @@ impl Api {
         body: &Value,
         idempotency_key: &str,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let response = self
-            .http
-            .post(format!("{}/orders", self.url("order")))
-            .header("Idempotency-Key", idempotency_key)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let request = self.http.post(format!("{}/orders", self.url("order")));
+        send_json(
+            request
+                .header("Idempotency-Key", idempotency_key)
+                .json(body),
+        )
+        .await
     }
 
     /// An order as the order service shows it, or None if it is unreachable or unknown.

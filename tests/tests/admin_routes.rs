@@ -43,6 +43,21 @@ async fn get_as(system: &System, service: &str, path: &str, token: Option<&str>)
     (status, response.text().await.unwrap_or_default())
 }
 
+/// Credits alice 50 points with an `Idempotency-Key`.
+async fn credit_alice(system: &System, key: &str) -> (u16, bool, Value) {
+    let body = json!({"points": 50});
+    admin_post(system, "point", "/points/alice/credit", Some(key), body).await
+}
+
+/// GET without a token, with a wrong one, and with the admin token: each status and body.
+async fn get_three_ways(system: &System, service: &str, path: &str) -> [(u16, String); 3] {
+    [
+        get_as(system, service, path, None).await,
+        get_as(system, service, path, Some("not-the-token")).await,
+        get_as(system, service, path, Some(ADMIN_TOKEN)).await,
+    ]
+}
+
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
@@ -54,42 +69,22 @@ async fn a_credit_or_restock_retried_with_the_same_idempotency_key_is_applied_on
     system.credit("alice", 100).await;
     system.restock("apple", 5).await;
 
-    // When the same credit is sent twice with one key
-    let first = admin_post(
-        &system,
-        "point",
-        "/points/alice/credit",
-        Some("credit-1"),
-        json!({"points": 50}),
-    )
-    .await;
-    let retry = admin_post(
-        &system,
-        "point",
-        "/points/alice/credit",
-        Some("credit-1"),
-        json!({"points": 50}),
-    )
-    .await;
-    // Then it was applied once, and the retry answers the same result, marked as replayed
-    assert_eq!((first.0, first.1), (200, false), "{}", first.2);
-    assert_eq!((retry.0, retry.1), (200, true), "{}", retry.2);
-    assert_eq!(first.2, json!({"userId": "alice", "balance": 150}));
-    assert_eq!(retry.2, first.2);
-    assert_eq!(system.balance("alice").await, 150);
-
-    // When a different key is used
-    let other = admin_post(
-        &system,
-        "point",
-        "/points/alice/credit",
-        Some("credit-2"),
-        json!({"points": 50}),
-    )
-    .await;
-    // Then it is applied again
-    assert_eq!((other.0, other.1), (200, false), "{}", other.2);
-    assert_eq!(system.balance("alice").await, 200);
+    // When the same credit is sent twice with one key, then with a different key
+    for (key, replayed, balance) in [
+        ("credit-1", false, 150),
+        ("credit-1", true, 150),
+        ("credit-2", false, 200),
+    ] {
+        let (status, was_replayed, body) = credit_alice(&system, key).await;
+        // Then each key is applied once, and a retry answers the same result, marked as replayed
+        assert_eq!((status, was_replayed), (200, replayed), "{key}: {body}");
+        assert_eq!(
+            body,
+            json!({"userId": "alice", "balance": balance}),
+            "{key}"
+        );
+        assert_eq!(system.balance("alice").await, balance, "{key}");
+    }
 
     // When a restock is retried with one key, then sent with another
     for (key, replayed, available) in [
@@ -142,15 +137,7 @@ async fn a_credit_or_restock_retried_with_the_same_idempotency_key_is_applied_on
     assert_eq!(system.get("point", "/points/bob").await.0, 404);
 
     // When the key itself is not a valid id
-    let long = "k".repeat(65);
-    let (status, _, body) = admin_post(
-        &system,
-        "point",
-        "/points/alice/credit",
-        Some(&long),
-        json!({"points": 50}),
-    )
-    .await;
+    let (status, _, body) = credit_alice(&system, &"k".repeat(65)).await;
     // Then it is a 400 naming the header, and nothing was applied
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "Idempotency-Key", "{body}");
@@ -170,10 +157,8 @@ async fn logs_and_pg_authorizations_are_shown_only_with_the_admin_token_and_the_
 
     // When a service's log of the order is asked for without, with a wrong, and with the token
     for service in SERVICES {
-        let path = format!("/log/{id}");
-        let (anonymous, body) = get_as(&system, service, &path, None).await;
-        let (wrong, _) = get_as(&system, service, &path, Some("not-the-token")).await;
-        let (admin, records) = get_as(&system, service, &path, Some(ADMIN_TOKEN)).await;
+        let [(anonymous, body), (wrong, _), (admin, records)] =
+            get_three_ways(&system, service, &format!("/log/{id}")).await;
         // Then only the admin gets it
         assert_eq!(anonymous, 401, "{service}: {body}");
         assert!(json_of(&body)["error"].is_string(), "{service}: {body}");
@@ -190,21 +175,8 @@ async fn logs_and_pg_authorizations_are_shown_only_with_the_admin_token_and_the_
     }
 
     // When the payment is read without and with the token
-    let (status, public) = get_as(&system, "payment", &format!("/payments/{id}"), None).await;
-    let (admin_status, full) = get_as(
-        &system,
-        "payment",
-        &format!("/payments/{id}"),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
-    let (wrong_status, _) = get_as(
-        &system,
-        "payment",
-        &format!("/payments/{id}"),
-        Some("not-the-token"),
-    )
-    .await;
+    let [(status, public), (wrong_status, _), (admin_status, full)] =
+        get_three_ways(&system, "payment", &format!("/payments/{id}")).await;
     // Then the public view is {orderId, status, amount} and only the admin sees the authorization
     assert_eq!(status, 200, "{public}");
     let public = json_of(&public);

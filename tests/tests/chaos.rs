@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use audit::{AuditInput, AuditReport};
 use bus::retry::{Backoff, RetryPolicy};
 use e2e::procs::{Api, ProcOptions, ProcSystem};
-use e2e::SERVICES;
+use e2e::{AdminWrite, SERVICES};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -69,26 +69,30 @@ const PRE_USED_COUPONS: usize = 5;
 /// the machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Service kills, and broker restarts on the same store.
+const KILLS_AND_RESTARTS: Scenario = Scenario {
+    name: "kills and broker restarts",
+    default_seed: 0x00C0_FFEE,
+    restarts: Every { min: 3, secs: 15 },
+    wipes: Every { min: 0, secs: 0 },
+};
+
+/// Service kills, and a broker that now and then loses its whole store.
+const KILLS_AND_DATA_LOSS: Scenario = Scenario {
+    name: "kills and broker data loss",
+    default_seed: 0x0BAD_D15C,
+    restarts: Every { min: 1, secs: 30 },
+    wipes: Every { min: 1, secs: 120 },
+};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_settle_and_the_audit_passes_under_kills_and_broker_restarts() {
-    run(Scenario {
-        name: "kills and broker restarts",
-        default_seed: 0x00C0_FFEE,
-        restarts: Every { min: 3, secs: 15 },
-        wipes: Every { min: 0, secs: 0 },
-    })
-    .await;
+    run(KILLS_AND_RESTARTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_settle_and_the_audit_passes_after_the_broker_loses_its_store() {
-    run(Scenario {
-        name: "kills and broker data loss",
-        default_seed: 0x0BAD_D15C,
-        restarts: Every { min: 1, secs: 30 },
-        wipes: Every { min: 1, secs: 120 },
-    })
-    .await;
+    run(KILLS_AND_DATA_LOSS).await;
 }
 
 /// What happens to the broker.
@@ -98,6 +102,16 @@ enum BrokerFault {
     Restart,
     /// Crash, store deleted, started empty.
     Wipe,
+}
+
+impl BrokerFault {
+    /// What the chaos log says while it strikes.
+    fn doing(self) -> &'static str {
+        match self {
+            BrokerFault::Restart => "restarting nats-server",
+            BrokerFault::Wipe => "wiping nats-server's store",
+        }
+    }
 }
 
 /// How often a broker fault happens: once per `secs` of the run, at least `min` times
@@ -493,21 +507,24 @@ fn plan(seed: u64, orders: usize) -> Vec<Plan> {
 /// Stock, coupons and points; uses up the pre-used coupons. Returns the seeding orders' ids.
 async fn seed_data(api: &Api, plans: &[Plan], seed: u64) -> Vec<String> {
     for sku in PLENTY_SKUS {
-        api.restock(sku, PLENTY_QTY).await;
+        api.seed(AdminWrite::restock(sku, PLENTY_QTY)).await;
     }
     for sku in SCARCE_SKUS {
-        api.restock(sku, SCARCE_QTY).await;
+        api.seed(AdminWrite::restock(sku, SCARCE_QTY)).await;
     }
     for i in 0..USERS {
-        api.credit(&user(i), POINTS_PER_USER).await;
+        api.seed(AdminWrite::credit(&user(i), POINTS_PER_USER))
+            .await;
     }
     for (coupon_id, owner) in plans.iter().filter_map(|p| p.fresh_coupon.as_ref()) {
-        api.issue_coupon(coupon_id, Some(owner)).await;
+        api.seed(AdminWrite::issue_coupon(coupon_id, Some(owner)))
+            .await;
     }
     let mut seeding = Vec::new();
     for k in 0..PRE_USED_COUPONS {
         let (coupon_id, owner) = used_coupon(seed, k);
-        api.issue_coupon(&coupon_id, Some(&owner)).await;
+        api.seed(AdminWrite::issue_coupon(&coupon_id, Some(&owner)))
+            .await;
         let body = e2e::order_body(
             &owner,
             &[(PLENTY_SKUS[0], 1, 500)],
@@ -656,20 +673,17 @@ async fn chaos(
         let progress = placed.load(Ordering::SeqCst) as f64 / total.max(1) as f64;
         // Scheduled broker faults happen even if the load finished first.
         while let Some((_, fault)) = broker.next_if(|(at, _)| stopping || progress >= *at) {
+            println!(
+                "chaos: {} at {:.0}% of the orders",
+                fault.doing(),
+                progress * 100.0
+            );
             match fault {
                 BrokerFault::Restart => {
-                    println!(
-                        "chaos: restarting nats-server at {:.0}% of the orders",
-                        progress * 100.0
-                    );
                     system.nats.restart().await;
                     counts.nats_restarts += 1;
                 }
                 BrokerFault::Wipe => {
-                    println!(
-                        "chaos: wiping nats-server's store at {:.0}% of the orders",
-                        progress * 100.0
-                    );
                     system.nats.wipe().await;
                     counts.wipes += 1;
                 }

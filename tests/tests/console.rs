@@ -32,15 +32,21 @@ async fn visit(browser: &Browser, url: &str) {
     browser.goto(url).await;
 }
 
+/// Opens a console URL and waits until it rendered `view`.
+async fn show(browser: &Browser, url: &str, view: &str) {
+    visit(browser, url).await;
+    loaded(browser, view).await;
+}
+
+/// Waits until `condition` holds on the page; `what` names it if it never does.
+async fn until(browser: &Browser, condition: &str, what: &str) -> Value {
+    browser.wait_for(condition, what, PAGE_WITHIN).await
+}
+
 /// Waits until the console finished rendering `view` (it sets `body[data-ready]`).
 async fn loaded(browser: &Browser, view: &str) {
-    browser
-        .wait_for(
-            &format!("document.body.dataset.ready === '{view}'"),
-            &format!("the {view} page"),
-            PAGE_WITHIN,
-        )
-        .await;
+    let ready = format!("document.body.dataset.ready === '{view}'");
+    until(browser, &ready, &format!("the {view} page")).await;
 }
 
 async fn dlq_seqs(system: &System) -> Vec<(u64, Value)> {
@@ -68,23 +74,18 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     })
     .await;
     system.restock("apple", 10).await;
-    let sink = system.data_dir("order").join("dataplatform.jsonl");
-    std::fs::create_dir(&sink).expect("the sink path is free");
+    let sink = system.break_dataplatform_file();
     // ... a failed order (stock refuses; payment's approval is cancelled)
-    let failed = system
-        .place_id(order_body("dave", &[("apple", 50, 100)], None, 0, 5_000))
-        .await;
-    let failed_order = system.settled(&failed).await;
-    assert_eq!(failed_order["status"], "FAILED");
+    let too_many = order_body("dave", &[("apple", 50, 100)], None, 0, 5_000);
+    let failed = system.settle(too_many, "FAILED").await;
+    let failed_order = system.order(&failed).await;
     let failed_trace = failed_order["traceId"]
         .as_str()
         .expect("a traceId")
         .to_owned();
     // ... a completed order, whose delivery to the data platform ends in the DLQ
-    let completed = system
-        .place_id(order_body("carol", &[("apple", 1, 500)], None, 0, 500))
-        .await;
-    assert_eq!(system.settled(&completed).await["status"], "COMPLETED");
+    let bought = order_body("carol", &[("apple", 1, 500)], None, 0, 500);
+    let completed = system.settle(bought, "COMPLETED").await;
     let (dlq_seq, _) = eventually(SYSTEM_WITHIN, "the parked delivery in the DLQ", || async {
         dlq_seqs(&system).await.into_iter().find(|(_, e)| {
             e["orderId"] == completed.as_str() && e["consumer"] == DATAPLATFORM_CONSUMER
@@ -93,16 +94,13 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     .await;
     // ... and an order whose payment cannot be cancelled: it needs attention
     pg.set_cancels_fail(true);
-    let stuck = system
-        .place_id(order_body("erin", &[("apple", 60, 100)], None, 0, 6_000))
-        .await;
-    assert_eq!(system.settled(&stuck).await["status"], "NEEDS_ATTENTION");
+    let uncancellable = order_body("erin", &[("apple", 60, 100)], None, 0, 6_000);
+    let stuck = system.settle(uncancellable, "NEEDS_ATTENTION").await;
     let base = system.url("order");
     let browser = Browser::launch().await;
 
     // When the operator searches orders by userId
-    visit(&browser, &format!("{base}/#/orders")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders"), "orders").await;
     let all = browser
         .eval("document.querySelectorAll('#orders tr').length")
         .await;
@@ -111,13 +109,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     browser.type_into("#f-user", "carol").await;
     browser.click("#search-button").await;
     // Then only carol's order is listed
-    browser
-        .wait_for(
-            "location.hash.includes('userId=carol') && document.body.dataset.ready === 'orders'",
-            "the search for carol",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "location.hash.includes('userId=carol') && document.body.dataset.ready === 'orders'",
+        "the search for carol",
+    )
+    .await;
     let rows = browser
         .eval("[...document.querySelectorAll('#orders tr')].map(r => r.dataset.orderId)")
         .await;
@@ -125,48 +122,43 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     shot(&browser, "orders-search").await;
 
     // When the operator pages through all orders one at a time
-    visit(&browser, &format!("{base}/#/orders?limit=1")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders?limit=1"), "orders").await;
     for shown in 2..=3 {
         browser.click("#next-page").await;
-        browser
-            .wait_for(
-                &format!("document.querySelectorAll('#orders tr').length === {shown}"),
-                &format!("page {shown}"),
-                PAGE_WITHIN,
-            )
-            .await;
+        until(
+            &browser,
+            &format!("document.querySelectorAll('#orders tr').length === {shown}"),
+            &format!("page {shown}"),
+        )
+        .await;
     }
     // Then each order appears once, newest first, and there is no further page
     let paged = browser
         .eval("[...document.querySelectorAll('#orders tr')].map(r => r.dataset.orderId)")
         .await;
     assert_eq!(paged, serde_json::json!([stuck, completed, failed]));
-    browser
-        .wait_for(
-            "document.getElementById('next-page').disabled",
-            "the last page",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.getElementById('next-page').disabled",
+        "the last page",
+    )
+    .await;
 
     // When the operator looks an order up by its traceId
-    visit(&browser, &format!("{base}/#/orders")).await;
-    loaded(&browser, "orders").await;
+    show(&browser, &format!("{base}/#/orders"), "orders").await;
     browser.type_into("#f-trace", &failed_trace).await;
     browser.click("#open-button").await;
     // Then that order opens
-    browser
-        .wait_for(
-            &format!("document.body.dataset.ready === 'order' && document.getElementById('title').textContent.includes('{failed}')"),
-            "the order found by its traceId",
-            PAGE_WITHIN,
-        )
-        .await;
+    let opened = format!("document.body.dataset.ready === 'order' && document.getElementById('title').textContent.includes('{failed}')");
+    until(&browser, &opened, "the order found by its traceId").await;
 
     // When the operator opens the failed order from a search by status
-    visit(&browser, &format!("{base}/#/orders?status=FAILED")).await;
-    loaded(&browser, "orders").await;
+    show(
+        &browser,
+        &format!("{base}/#/orders?status=FAILED"),
+        "orders",
+    )
+    .await;
     browser
         .click(&format!("tr[data-order-id='{failed}'] a"))
         .await;
@@ -206,34 +198,31 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     assert_eq!(open, true, "a payload opens");
     shot(&browser, "order-failed").await;
     // ... and the completed order shows its way to the data platform
-    visit(&browser, &format!("{base}/#/orders/{completed}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{completed}"), "order").await;
     for wanted in [
         "order.placed",
         "payment.approved",
         "stock.reserved",
         "order.completed",
     ] {
-        browser
-            .wait_for(
-                &format!("document.querySelector('#sequence .arrow[data-subject=\"{wanted}\"]')"),
-                &format!("an arrow for {wanted}"),
-                PAGE_WITHIN,
-            )
-            .await;
+        until(
+            &browser,
+            &format!("document.querySelector('#sequence .arrow[data-subject=\"{wanted}\"]')"),
+            &format!("an arrow for {wanted}"),
+        )
+        .await;
     }
     shot(&browser, "order-completed").await;
 
     // When the operator opens the DLQ (giving the admin token once) and re-drives the parked
     // delivery after the data platform is fixed
     visit(&browser, &format!("{base}/#/dlq")).await;
-    browser
-        .wait_for(
-            "!document.getElementById('token-box').hidden",
-            "the admin token prompt",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "!document.getElementById('token-box').hidden",
+        "the admin token prompt",
+    )
+    .await;
     browser.type_into("#token-input", ADMIN_TOKEN).await;
     browser.click("#token-save").await;
     loaded(&browser, "dlq").await;
@@ -244,13 +233,12 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     browser
         .click(&format!("tr[data-seq='{dlq_seq}'] button.inspect"))
         .await;
-    browser
-        .wait_for(
-            "document.getElementById('dlq-body')",
-            "the decoded entry",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.getElementById('dlq-body')",
+        "the decoded entry",
+    )
+    .await;
     let body = browser
         .eval("document.getElementById('dlq-body').textContent")
         .await;
@@ -264,15 +252,10 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         .click(&format!("tr[data-seq='{dlq_seq}'] button.redrive"))
         .await;
     // Then the entry leaves the list, and the order reaches the data platform
-    browser
-        .wait_for(
-            &format!(
-                "document.body.dataset.ready === 'dlq' && !document.querySelector(\"tr[data-seq='{dlq_seq}']\")"
-            ),
-            "the re-driven entry to leave the list",
-            PAGE_WITHIN,
-        )
-        .await;
+    let gone = format!(
+        "document.body.dataset.ready === 'dlq' && !document.querySelector(\"tr[data-seq='{dlq_seq}']\")"
+    );
+    until(&browser, &gone, "the re-driven entry to leave the list").await;
     shot(&browser, "dlq-redriven").await;
     eventually(
         SYSTEM_WITHIN,
@@ -282,8 +265,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     .await;
 
     // When the operator fixes the PG and retries the stuck order from "Needs attention"
-    visit(&browser, &format!("{base}/#/attention")).await;
-    loaded(&browser, "attention").await;
+    show(&browser, &format!("{base}/#/attention"), "attention").await;
     let listed = browser
         .eval("[...document.querySelectorAll('#attention tr')].map(r => r.dataset.orderId)")
         .await;
@@ -303,8 +285,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         },
     )
     .await;
-    visit(&browser, &format!("{base}/#/orders/{stuck}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{stuck}"), "order").await;
     let title = browser
         .eval("document.getElementById('title').textContent")
         .await;
@@ -312,16 +293,14 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         title.as_str().unwrap_or_default().ends_with("(FAILED)"),
         "{title}"
     );
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .note[data-type=\"CompensationRetried\"]')",
-            "the operator's retry as a note on the diagram",
-            PAGE_WITHIN,
-        )
-        .await;
+    until(
+        &browser,
+        "document.querySelector('#sequence .note[data-type=\"CompensationRetried\"]')",
+        "the operator's retry as a note on the diagram",
+    )
+    .await;
     shot(&browser, "order-retried").await;
-    visit(&browser, &format!("{base}/#/attention")).await;
-    loaded(&browser, "attention").await;
+    show(&browser, &format!("{base}/#/attention"), "attention").await;
     assert_eq!(
         browser
             .eval("document.querySelectorAll('#attention tr').length")
@@ -330,8 +309,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     );
 
     // When the operator looks at alerts and health
-    visit(&browser, &format!("{base}/#/alerts")).await;
-    loaded(&browser, "alerts").await;
+    show(&browser, &format!("{base}/#/alerts"), "alerts").await;
     // Then the failed compensation's alert is listed
     let kinds = browser
         .eval(
@@ -345,8 +323,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
         "{kinds}"
     );
     shot(&browser, "alerts").await;
-    visit(&browser, &format!("{base}/#/health")).await;
-    loaded(&browser, "health").await;
+    show(&browser, &format!("{base}/#/health"), "health").await;
     // ... and all five services are ready, with every durable consumer's lag
     let ready = browser
         .eval("[...document.querySelectorAll('#services tr')].map(r => r.dataset.service + ':' + r.children[1].textContent)")
@@ -369,28 +346,16 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
 
     // When a participant cannot be reached
     system.stop_service("coupon").await;
-    visit(&browser, &format!("{base}/#/orders/{completed}")).await;
-    loaded(&browser, "order").await;
+    show(&browser, &format!("{base}/#/orders/{completed}"), "order").await;
     // Then its lane says so, instead of being an empty lane
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')",
-            "the coupon lane marked unreachable",
-            PAGE_WITHIN,
-        )
-        .await;
+    let marked = "document.querySelector('#sequence .lane[data-lane=\"coupon\"][data-unreachable=\"true\"]')";
+    until(&browser, marked, "the coupon lane marked unreachable").await;
     // ... and the operator's DLQ redrive is on the diagram: a note and the message sent again
-    browser
-        .wait_for(
-            "document.querySelector('#sequence .note[data-type=\"note.dlq_redrive\"]') && document.querySelector('#sequence .arrow.again[data-subject=\"order.completed\"][data-to=\"dataplatform\"]')",
-            "the redrive on the diagram",
-            PAGE_WITHIN,
-        )
-        .await;
+    let redriven = "document.querySelector('#sequence .note[data-type=\"note.dlq_redrive\"]') && document.querySelector('#sequence .arrow.again[data-subject=\"order.completed\"][data-to=\"dataplatform\"]')";
+    until(&browser, redriven, "the redrive on the diagram").await;
     shot(&browser, "order-unreachable").await;
     // ... and health shows it not ready
-    visit(&browser, &format!("{base}/#/health")).await;
-    loaded(&browser, "health").await;
+    show(&browser, &format!("{base}/#/health"), "health").await;
     let coupon = browser
         .eval("document.querySelector('#services tr[data-service=\"coupon\"]').children[1].textContent")
         .await;

@@ -2,10 +2,10 @@
 //! `scripts/ensure-chromium.sh`): user-supplied strings are rendered as text, never as markup.
 //! Screenshots of what the browser rendered go to `target/screenshots/`.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::cdp::{chromium, screenshots_dir, HEADLESS_FLAGS};
 use e2e::{order_body, System};
 
 /// A userId that runs script when a page parses it as HTML (and passes the id check).
@@ -16,50 +16,14 @@ const SKU_PAYLOAD: &str = r#"<img src=x onerror="document.title='pwned'">"#;
 /// a measurement).
 const BROWSER_RUN_MAX: Duration = Duration::from_secs(120);
 
-/// The browser binary: `$CHROMIUM`, else `chromium` on PATH; a missing browser fails the test
-/// naming the install command.
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("chromium"))
-            .find(|candidate| candidate.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "chromium is not installed: run scripts/ensure-chromium.sh \
-             (apt-get update && apt-get install -y chromium), or set CHROMIUM to a Chromium binary"
-        )
-    })
-}
-
-fn screenshots_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir).expect("a screenshots directory");
-    dir
-}
-
 /// Runs headless chromium on `url` with `mode` (`--dump-dom` or `--screenshot=<path>`), letting
 /// the page's scripts run (fetches included) for a few seconds of virtual time; returns stdout.
 async fn browse(url: &str, mode: &str) -> String {
     let profile = tempfile::tempdir().expect("a browser profile directory");
     let mut command = tokio::process::Command::new(chromium());
     command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-            "--virtual-time-budget=5000",
-        ])
+        .args(HEADLESS_FLAGS)
+        .arg("--virtual-time-budget=5000")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(mode)
         .arg(url)

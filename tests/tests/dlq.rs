@@ -11,7 +11,7 @@ use contract::{
     codec, OrderCompleted, OrderFailed, OrderLine, OrderPlaced, OutcomeKind, Participant,
     ParticipantEvent, SagaMessage, DATAPLATFORM_CONSUMER, ORDER_STREAM,
 };
-use e2e::{order_body, System, ADMIN_TOKEN};
+use e2e::{alice_order, order_body, Options, System, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -21,11 +21,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const ORDER_CONSUMERS: [&str; 4] = ["payment", "stock", "coupon", "point"];
 
 async fn seeded() -> System {
-    let system = System::start_default().await;
-    system.restock("apple", 10).await;
-    system.issue_coupon("C1", Some("alice")).await;
-    system.credit("alice", 500).await;
-    system
+    System::start_seeded(Options::default()).await
 }
 
 /// Every subject the services consume (one outcome per participant), with its consumers.
@@ -161,15 +157,7 @@ fn poison(subject: &str) -> Vec<(&'static str, Vec<u8>, String)> {
 
 /// GET with the admin token.
 async fn admin_get(system: &System, path: &str) -> (u16, Value) {
-    let response = system
-        .http
-        .get(format!("{}{path}", system.url("order")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("order service reachable");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    system.get_admin("order", path).await
 }
 
 /// Every DLQ entry, through the admin route.
@@ -275,41 +263,15 @@ async fn garbage_on_every_consumed_subject_lands_in_the_dlq_with_a_reason_and_th
     assert_eq!(orders["orders"], json!([]), "no order came from garbage");
 
     // ... and the consumers go on: a normal order still completes
-    let id = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 2, 500)],
-            Some("C1"),
-            100,
-            900,
-        ))
-        .await;
-    let order = system.settled(&id).await;
-    assert_eq!(order["status"], "COMPLETED", "{order}");
-    assert_eq!(system.available("apple").await, 8);
-    assert_eq!(system.balance("alice").await, 400);
-    assert_eq!(system.coupon("C1").await["status"], "USED");
+    system.complete_alice_order().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_message_without_any_headers_is_handled_normally_because_headers_are_optional() {
     // Given a completed order, delivered to the data platform
     let system = seeded().await;
-    let id = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 1, 500)],
-            Some("C1"),
-            100,
-            400,
-        ))
-        .await;
-    assert_eq!(system.settled(&id).await["status"], "COMPLETED");
-    eventually(WAIT, "the data platform to have the order", || async {
-        let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-        (order["dataPlatformDelivered"] == true).then_some(())
-    })
-    .await;
+    let id = system.settle(alice_order(1, 100, 400), "COMPLETED").await;
+    system.delivered(&id).await;
     let js = system.jetstream().await;
     let order_stream = js.get_stream(ORDER_STREAM).await.expect("ORDER stream");
     let placed = order_stream
@@ -504,12 +466,9 @@ async fn a_completed_order_the_data_platform_refused_is_redriven_once_fixed_and_
     // Given a data platform that cannot take anything (its file is a directory)
     let system = System::start_default().await;
     system.restock("apple", 10).await;
-    let sink = system.data_dir("order").join("dataplatform.jsonl");
-    std::fs::create_dir(&sink).expect("the sink path is free");
-    let id = system
-        .place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500))
-        .await;
-    assert_eq!(system.settled(&id).await["status"], "COMPLETED");
+    let sink = system.break_dataplatform_file();
+    let bought = order_body("bob", &[("apple", 1, 500)], None, 0, 500);
+    let id = system.settle(bought, "COMPLETED").await;
     // ... so the forwarder gave up on the order after its retries
     let entry = eventually(WAIT, "the completed order in the DLQ", || async {
         dlq_entries(&system)
@@ -547,12 +506,7 @@ async fn a_completed_order_the_data_platform_refused_is_redriven_once_fixed_and_
         "{redriven}"
     );
     assert_eq!(redriven["noted"], true, "{redriven}");
-    eventually(WAIT, "the data platform to have the order", || async {
-        let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-        (order["dataPlatformDelivered"] == true && system.dataplatform_lines(&id) == 1)
-            .then_some(())
-    })
-    .await;
+    system.delivered(&id).await;
     // ... the entry is gone, and a second re-drive finds nothing to do
     let (status, body) = admin_get(&system, &format!("/admin/dlq/{seq}")).await;
     assert_eq!(status, 404, "{body}");

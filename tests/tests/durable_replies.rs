@@ -170,6 +170,39 @@ fn spawn_child(
     (KillOnDrop(child), rx)
 }
 
+/// A broker and the child over a fresh data dir, with the child's stdout lines as they come.
+struct ChildRun {
+    child: KillOnDrop,
+    lines: mpsc::Receiver<String>,
+    dir: std::path::PathBuf,
+    _data: tempfile::TempDir,
+    _nats: NatsServer,
+}
+
+impl ChildRun {
+    /// Starts a broker and the child; `release`: see [`CHILD_RELEASE_ENV`].
+    async fn start(release: bool) -> Self {
+        let nats = NatsServer::start().await;
+        let data = tempfile::tempdir().expect("a temp dir");
+        let dir = data.path().join("order");
+        let (child, lines) = spawn_child(&dir, &nats, release);
+        Self {
+            child,
+            lines,
+            dir,
+            _data: data,
+            _nats: nats,
+        }
+    }
+
+    /// SIGKILLs the child, then reads which orders its log holds.
+    async fn kill_and_read_log(mut self) -> Vec<uuid::Uuid> {
+        self.child.0.kill().expect("SIGKILL the child");
+        let _ = self.child.0.wait();
+        orders_in_log(&self.dir).await
+    }
+}
+
 /// Lines until one equals `marker`; panics after [`STEP_TIMEOUT`].
 fn lines_until(lines: &mpsc::Receiver<String>, marker: &str) -> Vec<String> {
     let deadline = Instant::now() + STEP_TIMEOUT;
@@ -205,14 +238,12 @@ async fn orders_in_log(dir: &std::path::Path) -> Vec<uuid::Uuid> {
 #[tokio::test]
 async fn a_process_killed_between_decision_and_flush_has_answered_nothing_about_it() {
     // Given the order service in a child process whose writer holds its flush
-    let nats = NatsServer::start().await;
-    let data = tempfile::tempdir().expect("a temp dir");
-    let dir = data.path().join("order");
-    let (mut child, lines) = spawn_child(&dir, &nats, false);
+    let run = ChildRun::start(false).await;
+    let lines = &run.lines;
 
     // When an order is placed, decided and applied but not flushed, and the same Idempotency-Key
     // and a listing ask about it
-    let before = lines_until(&lines, "APPLIED");
+    let before = lines_until(lines, "APPLIED");
     assert!(
         before.iter().all(|l| !l.starts_with("ANSWERED")),
         "a reply ran ahead of the flush: {before:?}"
@@ -231,10 +262,8 @@ async fn a_process_killed_between_decision_and_flush_has_answered_nothing_about_
     );
 
     // And after a crash in that window, the log holds nothing of the order: no answer was a lie
-    child.0.kill().expect("SIGKILL the child");
-    let _ = child.0.wait();
     assert!(
-        orders_in_log(&dir).await.is_empty(),
+        run.kill_and_read_log().await.is_empty(),
         "the killed decision must not be in the log"
     );
 }
@@ -242,13 +271,10 @@ async fn a_process_killed_between_decision_and_flush_has_answered_nothing_about_
 #[tokio::test]
 async fn once_the_flush_lands_every_reply_names_the_same_durable_order() {
     // Given the same child, whose hold is released after the decision was applied
-    let nats = NatsServer::start().await;
-    let data = tempfile::tempdir().expect("a temp dir");
-    let dir = data.path().join("order");
-    let (mut child, lines) = spawn_child(&dir, &nats, true);
+    let run = ChildRun::start(true).await;
 
     // When the flush lands
-    let replies = lines_until(&lines, "RELEASED");
+    let replies = lines_until(&run.lines, "RELEASED");
 
     // Then both placements answer with one order id, the listing shows it, and it is in the log
     let placed: Vec<&String> = replies
@@ -270,9 +296,7 @@ async fn once_the_flush_lands_every_reply_names_the_same_durable_order() {
         .find(|l| l.starts_with("ANSWERED list"))
         .unwrap_or_else(|| panic!("the listing answered: {replies:?}"));
     assert!(listed.contains(ids[0]), "{listed}");
-    child.0.kill().expect("SIGKILL the child");
-    let _ = child.0.wait();
-    let in_log = orders_in_log(&dir).await;
+    let in_log = run.kill_and_read_log().await;
     assert_eq!(in_log.len(), 1, "{in_log:?}");
     assert_eq!(format!("\"{}\"", in_log[0]), ids[0]);
 }

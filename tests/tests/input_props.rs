@@ -11,28 +11,36 @@ use serde_json::{json, Value};
 /// Cases per endpoint: every case goes through every write once.
 const CASES: u32 = 64;
 
+/// Characters ids are made of, with their weights (any other `char` is drawn with weight 4).
+const ID_PIECES: [(u32, char); 16] = [
+    (8, 'a'),
+    (2, ' '),
+    (1, '\0'),
+    (1, '\n'),
+    (1, '\r'),
+    (1, '\u{7f}'),
+    (1, '\u{85}'),
+    (1, '/'),
+    (1, '%'),
+    (1, '<'),
+    (1, '"'),
+    (2, 'é'),
+    (2, '€'),
+    (3, '😀'),
+    (1, '\u{10FFFF}'),
+    (1, '\u{FEFF}'),
+];
+
 /// Ids mixing ASCII, 2-, 3- and 4-byte characters, NUL and other controls, markup and
 /// separators, at lengths around the 64-byte limit; and arbitrary unicode strings.
 fn any_id() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        8 => Just('a'),
-        2 => Just(' '),
-        1 => Just('\0'),
-        1 => Just('\n'),
-        1 => Just('\r'),
-        1 => Just('\u{7f}'),
-        1 => Just('\u{85}'),
-        1 => Just('/'),
-        1 => Just('%'),
-        1 => Just('<'),
-        1 => Just('"'),
-        2 => Just('é'),
-        2 => Just('€'),
-        3 => Just('😀'),
-        1 => Just('\u{10FFFF}'),
-        1 => Just('\u{FEFF}'),
-        4 => any::<char>(),
-    ];
+    let piece = proptest::strategy::Union::new_weighted(
+        ID_PIECES
+            .iter()
+            .map(|&(weight, c)| (weight, Just(c).boxed()))
+            .chain([(4, any::<char>().boxed())])
+            .collect(),
+    );
     prop_oneof![
         3 => proptest::collection::vec(piece, 0..72).prop_map(|c| c.into_iter().collect()),
         1 => any::<String>(),
@@ -148,44 +156,32 @@ async fn every_write(system: &System, id: &str) -> Result<Vec<String>, TestCaseE
         }
     }
 
-    // Restock: the SKU in the path; an accepted SKU can be read back.
-    let restock = send(
-        format!("POST /stock/{id:?}/restock"),
-        http.post(format!(
-            "{}/stock/{}/restock",
-            system.url("stock"),
-            segment(id)
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"qty": 1})),
-    )
-    .await?;
-    if judged(&restock)? {
-        let (status, body) = system
-            .get("stock", &format!("/stock/{}", segment(id)))
-            .await;
-        prop_assert_eq!(status, 200, "restocked {:?} is not readable: {}", id, body);
-        prop_assert_eq!(body["sku"].as_str(), Some(id));
-    }
-
-    // Credit: the user in the path.
-    let credit = send(
-        format!("POST /points/{id:?}/credit"),
-        http.post(format!(
-            "{}/points/{}/credit",
-            system.url("point"),
-            segment(id)
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"points": 1})),
-    )
-    .await?;
-    if judged(&credit)? {
-        let (status, body) = system
-            .get("point", &format!("/points/{}", segment(id)))
-            .await;
-        prop_assert_eq!(status, 200, "credited {:?} is not readable: {}", id, body);
-        prop_assert_eq!(body["userId"].as_str(), Some(id));
+    // Restock and credit: the SKU or the user in the path; an accepted one can be read back.
+    let seg = segment(id);
+    for (service, write, read, field, body) in [
+        (
+            "stock",
+            format!("/stock/{seg}/restock"),
+            format!("/stock/{seg}"),
+            "sku",
+            json!({"qty": 1}),
+        ),
+        (
+            "point",
+            format!("/points/{seg}/credit"),
+            format!("/points/{seg}"),
+            "userId",
+            json!({"points": 1}),
+        ),
+    ] {
+        let url = format!("{}{write}", system.url(service));
+        let request = http.post(url).bearer_auth(ADMIN_TOKEN).json(&body);
+        let reply = send(format!("POST {write} ({field} {id:?})"), request).await?;
+        if judged(&reply)? {
+            let (status, body) = system.get(service, &read).await;
+            prop_assert_eq!(status, 200, "{} {:?} is not readable: {}", field, id, body);
+            prop_assert_eq!(body[field].as_str(), Some(id));
+        }
     }
 
     // Issue: the coupon id, then the user id, in the body (a repeated id is a 4xx naming it).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bus::testing::eventually;
 use e2e::pg::{Behaviour, FakePg};
 use e2e::procs::{Api, ProcOptions, ProcSystem};
-use e2e::{order_body, Options, System, ADMIN_TOKEN};
+use e2e::{order_body, AdminWrite, Options, System};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -34,6 +34,14 @@ fn options(pg: &FakePg) -> ProcOptions {
         pg_timeout: Some(PG_TIMEOUT),
         ..ProcOptions::default()
     }
+}
+
+/// The system started with 100 apples in stock, and its HTTP handle.
+async fn with_apples(options: ProcOptions) -> (ProcSystem, Api) {
+    let system = ProcSystem::start(options).await;
+    let api = system.api();
+    api.seed(AdminWrite::restock("apple", 100)).await;
+    (system, api)
 }
 
 /// Places an order (retrying with one Idempotency-Key until it is accepted); returns its id.
@@ -76,28 +84,6 @@ async fn status_becomes(api: &Api, order_id: &str, statuses: &[&str]) -> Value {
         },
     )
     .await
-}
-
-/// Record types of a service's log of an order (timeline notes as `note.<kind>`).
-async fn log_types(api: &Api, service: &str, order_id: &str) -> Vec<String> {
-    let reply = api
-        .http
-        .get(format!("{}/log/{order_id}", api.url(service)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await;
-    let body: Value = match reply {
-        Ok(response) => response.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    };
-    body.as_array()
-        .map(|records| {
-            records
-                .iter()
-                .filter_map(|r| r["type"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Waits until payment has handled every message on ORDER (the redeliveries a kill or a timeout
@@ -160,23 +146,13 @@ async fn a_charge_answered_after_payments_timeout_is_cancelled_when_the_order_fa
     // Given: a PG that charges sam's orders but answers only after payment gave up
     let pg = FakePg::start().await;
     pg.set_behaviour("sam", Behaviour::AnswerAfter(PG_TIMEOUT * 4));
-    let system = ProcSystem::start(options(&pg)).await;
-    let api = system.api();
-    api.restock("apple", 100).await;
+    let (system, api) = with_apples(options(&pg)).await;
 
     // When: sam orders, and so does alice (whose charge is answered at once)
-    let slow = place(
-        &api,
-        &order_body("sam", &[("apple", 1, 700)], None, 0, 700),
-        "a-sam",
-    )
-    .await;
-    let prompt = place(
-        &api,
-        &order_body("alice", &[("apple", 2, 300)], None, 0, 600),
-        "a-alice",
-    )
-    .await;
+    let sams = order_body("sam", &[("apple", 1, 700)], None, 0, 700);
+    let slow = place(&api, &sams, "a-sam").await;
+    let alices = order_body("alice", &[("apple", 2, 300)], None, 0, 600);
+    let prompt = place(&api, &alices, "a-alice").await;
 
     // Then: sam's order fails on its deadline and the PG's charge is cancelled
     let slow_order = settled(&api, &slow).await;
@@ -191,7 +167,7 @@ async fn a_charge_answered_after_payments_timeout_is_cancelled_when_the_order_fa
         matches!(&payment, Ok((200, p)) if p["status"] == "CANCELLED"),
         "{payment:?}"
     );
-    let types = log_types(&api, "payment", &slow).await;
+    let types = api.log_types("payment", &slow).await;
     let events: Vec<&str> = types
         .iter()
         .map(String::as_str)
@@ -215,20 +191,14 @@ async fn payment_killed_during_its_pg_call_cancels_the_charge_after_the_deadline
     // Given: a PG that charges hana's orders and then never answers
     let pg = FakePg::start().await;
     pg.set_behaviour("hana", Behaviour::Hang);
-    let mut system = ProcSystem::start(ProcOptions {
+    let (mut system, api) = with_apples(ProcOptions {
         // Payment must still be waiting for the PG when it is killed.
         pg_timeout: Some(Duration::from_secs(60)),
         ..options(&pg)
     })
     .await;
-    let api = system.api();
-    api.restock("apple", 100).await;
-    let id = place(
-        &api,
-        &order_body("hana", &[("apple", 1, 900)], None, 0, 900),
-        "b-hana",
-    )
-    .await;
+    let hanas = order_body("hana", &[("apple", 1, 900)], None, 0, 900);
+    let id = place(&api, &hanas, "b-hana").await;
     eventually(SETTLE, "payment's PG call to reach the PG", || async {
         (pg.charges_made(&id) == 1).then_some(())
     })
@@ -248,7 +218,7 @@ async fn payment_killed_during_its_pg_call_cancels_the_charge_after_the_deadline
         SETTLE,
         "payment to see the redelivered order.placed",
         || async {
-            let types = log_types(&api, "payment", &id).await;
+            let types = api.log_types("payment", &id).await;
             types
                 .iter()
                 .any(|t| t == "PlacementIgnored")
@@ -305,11 +275,12 @@ async fn under_jitter_point_rejections_and_payment_kills_every_order_settles_wit
     })
     .await;
     let api = system.api();
-    api.restock("apple", 10_000).await;
-    api.restock("pear", 10_000).await;
+    api.seed(AdminWrite::restock("apple", 10_000)).await;
+    api.seed(AdminWrite::restock("pear", 10_000)).await;
     // user-0 has no points: its orders are rejected by point.
     for user in 1..USERS {
-        api.credit(&format!("user-{user}"), 100_000).await;
+        api.seed(AdminWrite::credit(&format!("user-{user}"), 100_000))
+            .await;
     }
     let plans: Vec<Plan> = (0..ORDERS)
         .map(|i| {
@@ -403,40 +374,24 @@ async fn a_re_drive_after_an_operators_successful_retry_re_publishes_the_recorde
     let pg = FakePg::start().await;
     pg.set_cancels_fail(true);
     let system = System::start(Options {
-        pg_url: Some(pg.url()),
         pg_timeouts: payment::gateway::PgTimeouts {
             connect: Duration::from_secs(2),
             request: PG_TIMEOUT,
         },
+        pg_url: Some(pg.url()),
         ..Options::default()
     })
     .await;
     system.restock("apple", 1).await;
-    let id = system
-        .place_id(order_body("alice", &[("apple", 5, 100)], None, 0, 500))
-        .await;
-    let order = system.settled(&id).await;
-    assert_eq!(order["status"], "NEEDS_ATTENTION", "{order}");
+    let too_many = order_body("alice", &[("apple", 5, 100)], None, 0, 500);
+    let id = system.settle(too_many, "NEEDS_ATTENTION").await;
     assert_eq!(pg.live_charge(&id), Some(500));
 
     // When: the PG is fixed and the operator retries the compensation
     pg.set_cancels_fail(false);
-    let retried = system
-        .http
-        .post(format!(
-            "{}/orders/{id}/retry-compensation",
-            system.url("order")
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("reachable");
-    assert_eq!(retried.status().as_u16(), 202);
-    let failed = eventually(SETTLE, "the order to fail cleanly", || async {
-        let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-        (order["status"] == "FAILED").then_some(order)
-    })
-    .await;
+    let (status, body) = system.retry_compensation(&id).await;
+    assert_eq!(status, 202, "{body}");
+    let failed = system.order_becomes(&id, "FAILED").await;
     assert_eq!(pg.live_charge(&id), None);
 
     // And: order.failed is re-driven once more (as if payment.cancelled had been lost)
@@ -481,7 +436,7 @@ async fn a_re_drive_after_an_operators_successful_retry_re_publishes_the_recorde
         types.iter().any(|t| t == "note.settled_republished"),
         "{types:?}"
     );
-    let (_, order) = system.get("order", &format!("/orders/{id}")).await;
+    let order = system.order(&id).await;
     assert_eq!(order["status"], "FAILED", "{order}");
     assert_ledger(&pg, &BTreeMap::from([(id, order)]));
 }

@@ -6,10 +6,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bus::testing::eventually;
-use e2e::{order_body, Options, System};
+use e2e::{alice_order, order_body, Options, System};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use payment::gateway::SimulatedRules;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The spans every test of this binary records (one global subscriber per process).
@@ -30,18 +29,7 @@ fn spans() -> &'static InMemorySpanExporter {
 }
 
 async fn seeded() -> System {
-    let system = System::start(Options {
-        pg: SimulatedRules {
-            decline_above: 100_000,
-            ..SimulatedRules::default()
-        },
-        ..Options::default()
-    })
-    .await;
-    system.restock("apple", 10).await;
-    system.issue_coupon("C1", Some("alice")).await;
-    system.credit("alice", 500).await;
-    system
+    System::start_seeded(Options::declining_above(100_000)).await
 }
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
@@ -63,13 +51,7 @@ async fn one_order_is_one_trace_continuing_the_callers_traceparent_across_all_fi
         .http
         .post(format!("{}/orders", system.url("order")))
         .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
-        .json(&order_body(
-            "alice",
-            &[("apple", 1, 500)],
-            Some("C1"),
-            100,
-            400,
-        ))
+        .json(&alice_order(1, 100, 400))
         .send()
         .await
         .expect("order service reachable")
@@ -224,15 +206,12 @@ async fn metrics_after_a_completed_and_a_failed_saga_report_statuses_durations_c
             "{name}{labels:?} = {value:?}, want >= {min}\n{text}"
         );
     };
-    at_least("saga_orders", &[("status", "COMPLETED")], 1.0);
-    at_least("saga_orders", &[("status", "FAILED")], 1.0);
-    at_least("saga_orders", &[("status", "PENDING")], 0.0);
-    at_least(
-        "saga_duration_seconds_count",
-        &[("outcome", "completed")],
-        1.0,
-    );
-    at_least("saga_duration_seconds_count", &[("outcome", "failed")], 1.0);
+    for (status, min) in [("COMPLETED", 1.0), ("FAILED", 1.0), ("PENDING", 0.0)] {
+        at_least("saga_orders", &[("status", status)], min);
+    }
+    for outcome in ["completed", "failed"] {
+        at_least("saga_duration_seconds_count", &[("outcome", outcome)], 1.0);
+    }
     at_least(
         "saga_duration_seconds_bucket",
         &[("outcome", "completed"), ("le", "+Inf")],
@@ -260,17 +239,13 @@ async fn metrics_after_a_completed_and_a_failed_saga_report_statuses_durations_c
     );
     at_least("saga_outbox_backlog_messages", &[("domain", "order")], 0.0);
     at_least("saga_log_head", &[("domain", "order")], 1.0);
-    at_least(
+    for consumer_metric in [
         "nats_consumer_pending_messages",
-        &[("consumer", "order-payment")],
-        0.0,
-    );
-    at_least(
         "nats_consumer_redelivered_messages",
-        &[("consumer", "order-payment")],
-        0.0,
-    );
-    at_least("saga_dlq_messages", &[("consumer", "order-payment")], 0.0);
+        "saga_dlq_messages",
+    ] {
+        at_least(consumer_metric, &[("consumer", "order-payment")], 0.0);
+    }
     assert_eq!(
         sample(&text, "saga_dlq_messages", &[("consumer", "order-payment")]),
         Some(0.0)

@@ -1,35 +1,31 @@
 //! Failures that need an operator reach one, and the operator's retry settles them.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::testing::eventually;
-use e2e::{order_body, Options, System, ADMIN_TOKEN};
+use e2e::{alert_webhook, order_body, Options, System};
 use payment::gateway::SimulatedRules;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_after_an_operator_retry(
 ) {
     // Given: a gateway whose cancellations fail, and an operator's webhook
-    let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-    let webhook = webhook_receiver(received.clone()).await;
+    let (webhook, received) = alert_webhook().await;
     let mut system = System::start(Options {
+        alert_webhook_url: Some(webhook),
         pg: SimulatedRules {
             cancel_fails: true,
             ..SimulatedRules::default()
         },
-        alert_webhook_url: Some(webhook),
         ..Options::default()
     })
     .await;
     system.restock("apple", 1).await;
     // When: stock rejects, so payment must cancel its approval, and cannot
-    let id = system
-        .place_id(order_body("alice", &[("apple", 5, 100)], None, 0, 500))
-        .await;
-    let order = system.settled(&id).await;
+    let too_many = order_body("alice", &[("apple", 5, 100)], None, 0, 500);
+    let id = system.settle(too_many, "NEEDS_ATTENTION").await;
     // Then
-    assert_eq!(order["status"], "NEEDS_ATTENTION", "{order}");
+    let order = system.order(&id).await;
     assert!(
         order["attentionReason"]
             .as_str()
@@ -37,10 +33,8 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
             .contains("payment cancel_failed"),
         "{order}"
     );
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("CANCEL_FAILED")
-    );
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("CANCEL_FAILED"));
     let js = system.jetstream().await;
     let ops = js.get_stream("OPS").await.expect("OPS stream");
     let alert = ops
@@ -77,56 +71,17 @@ async fn a_compensation_that_keeps_failing_needs_attention_alerts_and_settles_af
         .await
         .expect("reachable");
     assert_eq!(unauthorized.status().as_u16(), 401);
-    let retried = system
-        .http
-        .post(format!(
-            "{}/orders/{id}/retry-compensation",
-            system.url("order")
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("reachable");
-    assert_eq!(retried.status().as_u16(), 202);
+    let (status, body) = system.retry_compensation(&id).await;
+    assert_eq!(status, 202, "{body}");
     // Then
-    let order = eventually(
-        Duration::from_secs(30),
-        "the order to fail cleanly",
-        || async {
-            let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-            (order["status"] == "FAILED").then_some(order)
-        },
-    )
-    .await;
+    let order = system.order_becomes(&id, "FAILED").await;
     assert_eq!(order["outcomes"]["payment"], "COMPENSATED", "{order}");
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("CANCELLED")
-    );
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("CANCELLED"));
     let types = system.log_types("payment", &id).await;
     assert_eq!(
         types,
         ["ApprovalRequested", "Approved", "CancelFailed", "Cancelled"],
         "{types:?}"
     );
-}
-
-/// A local HTTP endpoint that keeps every JSON body POSTed to it; returns its URL.
-async fn webhook_receiver(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-            let received = received.clone();
-            async move {
-                received.lock().expect("lock").push(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let addr = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/alerts")
 }

@@ -7,22 +7,10 @@ use bus::testing::eventually;
 use contract::message::first_publish;
 use contract::{OrderFailed, OrderLine, OrderPlaced, SagaMessage};
 use e2e::{order_body, Options, System};
-use payment::gateway::SimulatedRules;
 use serde_json::json;
 
 async fn seeded() -> System {
-    let system = System::start(Options {
-        pg: SimulatedRules {
-            decline_above: 100_000,
-            ..SimulatedRules::default()
-        },
-        ..Options::default()
-    })
-    .await;
-    system.restock("apple", 10).await;
-    system.issue_coupon("C1", Some("alice")).await;
-    system.credit("alice", 500).await;
-    system
+    System::start_seeded(Options::declining_above(100_000)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,37 +18,11 @@ async fn an_order_with_every_participant_completes_and_reaches_the_data_platform
     // Given
     let system = seeded().await;
     // When
-    let id = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 2, 500)],
-            Some("C1"),
-            100,
-            900,
-        ))
-        .await;
-    let order = system.settled(&id).await;
+    let id = system.complete_alice_order().await;
     // Then
-    assert_eq!(order["status"], "COMPLETED", "{order}");
-    assert_eq!(system.available("apple").await, 8);
-    assert_eq!(system.balance("alice").await, 400);
-    assert_eq!(system.coupon("C1").await["status"], "USED");
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("APPROVED")
-    );
-    eventually(
-        Duration::from_secs(30),
-        "the data platform to receive the order",
-        || async { (system.dataplatform_lines(&id) == 1).then_some(()) },
-    )
-    .await;
-    let delivered = eventually(Duration::from_secs(30), "delivery recorded", || async {
-        let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-        (order["dataPlatformDelivered"] == true).then_some(())
-    })
-    .await;
-    let () = delivered;
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("APPROVED"));
+    system.delivered(&id).await;
     assert_eq!(system.dataplatform_lines(&id), 1, "delivered exactly once");
 }
 
@@ -69,16 +31,8 @@ async fn each_rejection_fails_the_order_and_every_other_participant_compensates(
     // Given
     let system = seeded().await;
     system.issue_coupon("USED1", Some("alice")).await;
-    let used = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 1, 100)],
-            Some("USED1"),
-            0,
-            100,
-        ))
-        .await;
-    assert_eq!(system.settled(&used).await["status"], "COMPLETED");
+    let used_order = order_body("alice", &[("apple", 1, 100)], Some("USED1"), 0, 100);
+    let used = system.settle(used_order, "COMPLETED").await;
     let stock_before = system.available("apple").await;
     let points_before = system.balance("alice").await;
 
@@ -154,11 +108,13 @@ async fn an_order_without_coupon_or_points_leaves_those_services_out() {
     let system = seeded().await;
     // When
     let id = system
-        .place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500))
+        .settle(
+            order_body("bob", &[("apple", 1, 500)], None, 0, 500),
+            "COMPLETED",
+        )
         .await;
-    let order = system.settled(&id).await;
     // Then
-    assert_eq!(order["status"], "COMPLETED", "{order}");
+    let order = system.order(&id).await;
     assert_eq!(order["required"], json!(["payment", "stock"]));
     assert!(system.log_types("coupon", &id).await.is_empty());
     assert!(system.log_types("point", &id).await.is_empty());
@@ -181,16 +137,12 @@ async fn a_participant_down_during_placement_fails_the_order_at_the_deadline_and
     let id = system
         .place_id(order_body("alice", &[("apple", 3, 100)], None, 40, 300))
         .await;
-    eventually(
-        Duration::from_secs(30),
-        "the deadline to fail the order",
-        || async {
-            let (_, order) = system.get("order", &format!("/orders/{id}")).await;
-            (order["status"] == "COMPENSATING").then_some(())
-        },
-    )
+    let deadline = "the deadline to fail the order";
+    let order = eventually(Duration::from_secs(30), deadline, || async {
+        let order = system.order(&id).await;
+        (order["status"] == "COMPENSATING").then_some(order)
+    })
     .await;
-    let (_, order) = system.get("order", &format!("/orders/{id}")).await;
     assert!(
         order["failureReason"]
             .as_str()
@@ -204,10 +156,8 @@ async fn a_participant_down_during_placement_fails_the_order_at_the_deadline_and
     assert_eq!(order["status"], "FAILED", "{order}");
     assert_eq!(system.available("apple").await, 10);
     assert_eq!(system.balance("alice").await, 100);
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("CANCELLED")
-    );
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("CANCELLED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,46 +198,26 @@ async fn order_failed_before_order_placed_leaves_a_tombstone_and_the_late_placem
     let message = first_publish(&SagaMessage::Placed(placed), &trace, &tp, 2).expect("encodes");
     publish_now(&js, &message).await.expect("published");
     // Then
-    eventually(
-        Duration::from_secs(30),
-        "the late placement to be ignored",
-        || async {
-            (system.log_types("stock", &id).await == ["Tombstoned", "PlacementIgnored"])
+    for service in ["stock", "payment"] {
+        let what = format!("{service} to ignore the late placement");
+        eventually(Duration::from_secs(30), &what, || async {
+            (system.log_types(service, &id).await == ["Tombstoned", "PlacementIgnored"])
                 .then_some(())
-        },
-    )
-    .await;
-    eventually(
-        Duration::from_secs(30),
-        "payment to ignore it too",
-        || async {
-            (system.log_types("payment", &id).await == ["Tombstoned", "PlacementIgnored"])
-                .then_some(())
-        },
-    )
-    .await;
+        })
+        .await;
+    }
+    let payment = system.payment_status(&id).await;
+    assert_eq!(payment.as_deref(), Some("TOMBSTONED"));
     assert_eq!(system.available("apple").await, 10);
-    assert_eq!(
-        system.payment_status(&id).await.as_deref(),
-        Some("TOMBSTONED")
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_deliveries_and_republished_events_change_nothing() {
     // Given
     let system = seeded().await;
-    let id = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 2, 100)],
-            Some("C1"),
-            50,
-            200,
-        ))
-        .await;
-    assert_eq!(system.settled(&id).await["status"], "COMPLETED");
-    let (_, before) = system.get("order", &format!("/orders/{id}")).await;
+    let bought = order_body("alice", &[("apple", 2, 100)], Some("C1"), 50, 200);
+    let id = system.settle(bought, "COMPLETED").await;
+    let before = system.order(&id).await;
     // When: the same order.placed is published again under fresh message ids, twice
     let placed: OrderPlaced = OrderPlaced {
         order_id: id.parse().expect("uuid"),
@@ -317,33 +247,28 @@ async fn duplicate_deliveries_and_republished_events_change_nothing() {
         publish_now(&js, &message).await.expect("published");
     }
     // Then: every participant notes the duplicates and re-publishes its recorded outcome
-    for participant in ["payment", "stock", "coupon", "point"] {
-        eventually(Duration::from_secs(30), "duplicates noted", || async {
+    // ... and the order ignores the 4 participants' re-published outcomes, twice each
+    let ignoring = [
+        ("payment", 2),
+        ("stock", 2),
+        ("coupon", 2),
+        ("point", 2),
+        ("order", 8),
+    ];
+    for (service, at_least) in ignoring {
+        let what = format!("{service} to note {at_least} duplicates");
+        eventually(Duration::from_secs(30), &what, || async {
             let notes = system
-                .log_types(participant, &id)
+                .log_types(service, &id)
                 .await
                 .iter()
                 .filter(|t| *t == "note.duplicate_ignored")
                 .count();
-            (notes >= 2).then_some(())
+            (notes >= at_least).then_some(())
         })
         .await;
     }
-    eventually(
-        Duration::from_secs(30),
-        "the order to ignore the re-published outcomes",
-        || async {
-            let notes = system
-                .log_types("order", &id)
-                .await
-                .iter()
-                .filter(|t| *t == "note.duplicate_ignored")
-                .count();
-            (notes >= 8).then_some(())
-        },
-    )
-    .await;
-    let (_, after) = system.get("order", &format!("/orders/{id}")).await;
+    let after = system.order(&id).await;
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(after["outcomes"], before["outcomes"]);
     assert_eq!(system.available("apple").await, 8);
@@ -386,16 +311,8 @@ async fn an_idempotency_key_returns_the_same_order_and_wait_returns_the_terminal
 async fn the_timeline_by_order_id_and_by_trace_id_lists_every_step_in_order() {
     // Given
     let system = seeded().await;
-    let id = system
-        .place_id(order_body(
-            "alice",
-            &[("apple", 50, 100)],
-            Some("C1"),
-            10,
-            5_000,
-        ))
-        .await;
-    assert_eq!(system.settled(&id).await["status"], "FAILED");
+    let too_many = order_body("alice", &[("apple", 50, 100)], Some("C1"), 10, 5_000);
+    let id = system.settle(too_many, "FAILED").await;
     // When
     let (status, timeline) = system.get("order", &format!("/orders/{id}/timeline")).await;
     let trace = timeline["traceId"].as_str().expect("trace id").to_owned();

@@ -10,38 +10,13 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use bus::testing::eventually;
 use contract::DATAPLATFORM_CONSUMER;
-use e2e::{order_body, Options, System, ADMIN_TOKEN, SETTLE, TEST_DATAPLATFORM_RETRY};
+use e2e::{
+    alert_webhook, order_body, serve, Options, Received, System, SETTLE, TEST_DATAPLATFORM_RETRY,
+};
 use order::handler::{DataPlatformSettings, SupervisorPolicy};
 use serde_json::Value;
 
-/// Alerts a test's webhook received.
-type Alerts = Arc<Mutex<Vec<Value>>>;
-
-/// A local webhook that keeps every alert POSTed to it; returns its URL.
-async fn alert_webhook(received: Alerts) -> String {
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let received = received.clone();
-            async move {
-                received.lock().expect("lock").push(body);
-                "ok"
-            }
-        }),
-    );
-    serve(app, "/alerts").await
-}
-
-async fn serve(app: axum::Router, path: &str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let addr = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}{path}")
-}
-
-fn alerts_of(received: &Alerts, kind: &str, order_id: &str) -> Vec<Value> {
+fn alerts_of(received: &Received, kind: &str, order_id: &str) -> Vec<Value> {
     received
         .lock()
         .expect("lock")
@@ -51,38 +26,20 @@ fn alerts_of(received: &Alerts, kind: &str, order_id: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn order_of(system: &System, order_id: &str) -> Value {
-    system.get("order", &format!("/orders/{order_id}")).await.1
-}
-
+/// The order's entries in the DLQ of the data platform's consumer.
 async fn dlq_entries_of(system: &System, order_id: &str) -> Vec<Value> {
-    let response = system
-        .http
-        .get(format!("{}/admin/dlq", system.url("order")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("order service reachable");
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    body["entries"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .filter(|e| e["orderId"] == order_id && e["consumer"] == DATAPLATFORM_CONSUMER)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut entries = system.dlq_entries().await;
+    entries.retain(|e| e["orderId"] == order_id && e["consumer"] == DATAPLATFORM_CONSUMER);
+    entries
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention_once_and_fails_after_an_operator_retry(
 ) {
     // Given a short deadline, a few quick re-drives, and an operator's webhook
-    let alerts: Alerts = Arc::default();
-    let webhook = alert_webhook(alerts.clone()).await;
+    let (webhook, alerts) = alert_webhook().await;
     let mut system = System::start(Options {
+        alert_webhook_url: Some(webhook),
         saga_deadline: Duration::from_secs(2),
         supervisor: SupervisorPolicy {
             redrive_max: 2,
@@ -90,7 +47,6 @@ async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention
             redrive_backoff_ms_max: 1_000,
             ..SupervisorPolicy::default()
         },
-        alert_webhook_url: Some(webhook),
         ..Options::default()
     })
     .await;
@@ -101,9 +57,8 @@ async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention
     system.stop_service("point").await;
 
     // When an order that needs points is placed
-    let id = system
-        .place_id(order_body("alice", &[("apple", 1, 500)], None, 100, 500))
-        .await;
+    let needs_points = order_body("alice", &[("apple", 1, 500)], None, 100, 500);
+    let id = system.place_id(needs_points).await;
 
     // Then it fails at the deadline, is re-driven, and ends NEEDS_ATTENTION with a reason
     let order = system.settled(&id).await;
@@ -148,25 +103,15 @@ async fn a_participant_down_past_the_redrives_with_lost_messages_needs_attention
     )
     .await;
     // ... the stuck order is still waiting for the operator: nothing reached point
-    let order = order_of(&system, &id).await;
+    let order = system.order(&id).await;
     assert_eq!(order["status"], "NEEDS_ATTENTION", "{order}");
 
     // When the operator retries the compensation
-    let (status, body) = system
-        .post(
-            "order",
-            &format!("/orders/{id}/retry-compensation"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = system.retry_compensation(&id).await;
     assert_eq!(status, 202, "{body}");
 
     // Then point answers and the order fails cleanly
-    let order = eventually(SETTLE, "the order to fail", || async {
-        let order = order_of(&system, &id).await;
-        (order["status"] == "FAILED").then_some(order)
-    })
-    .await;
+    let order = system.order_becomes(&id, "FAILED").await;
     assert_eq!(order["outcomes"]["point"], "COMPENSATED", "{order}");
     assert_eq!(order["waitingFor"], serde_json::json!([]), "{order}");
     assert_eq!(order["attentionReason"], Value::Null, "{order}");
@@ -237,32 +182,29 @@ async fn a_data_platform_outage_parks_the_order_once_and_a_dlq_redrive_delivers_
         accepted: Mutex::default(),
     });
     let url = data_platform(platform.clone()).await;
-    let alerts: Alerts = Arc::default();
-    let webhook = alert_webhook(alerts.clone()).await;
+    let (webhook, alerts) = alert_webhook().await;
     let system = System::start(Options {
-        dataplatform_url: Some(url),
-        dataplatform: DataPlatformSettings {
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_millis(500),
-            retry: TEST_DATAPLATFORM_RETRY,
-        },
+        alert_webhook_url: Some(webhook),
         supervisor: SupervisorPolicy {
             redrive_backoff_ms_min: 200,
             redrive_backoff_ms_max: 400,
             completed_resend_after_ms: 300,
             ..SupervisorPolicy::default()
         },
-        alert_webhook_url: Some(webhook),
+        dataplatform_url: Some(url),
+        dataplatform: DataPlatformSettings {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(500),
+            retry: TEST_DATAPLATFORM_RETRY,
+        },
         ..Options::default()
     })
     .await;
     system.restock("apple", 10).await;
 
     // When an order completes during the outage
-    let id = system
-        .place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500))
-        .await;
-    assert_eq!(system.settled(&id).await["status"], "COMPLETED");
+    let bobs = order_body("bob", &[("apple", 1, 500)], None, 0, 500);
+    let id = system.settle(bobs.clone(), "COMPLETED").await;
 
     // Then after its retries the delivery is parked: one DLQ entry, one alert
     let entry = eventually(SETTLE, "the order's DLQ entry", || async {
@@ -280,9 +222,7 @@ async fn a_data_platform_outage_parks_the_order_once_and_a_dlq_redrive_delivers_
 
     // When a second order goes through the same outage (time for many re-send rounds of the
     // first one, which must not happen while it is parked)
-    let witness = system
-        .place_id(order_body("bob", &[("apple", 1, 500)], None, 0, 500))
-        .await;
+    let witness = system.place_id(bobs).await;
     eventually(SETTLE, "the second order's DLQ entry", || async {
         dlq_entries_of(&system, &witness).await.into_iter().next()
     })
@@ -318,7 +258,7 @@ async fn a_data_platform_outage_parks_the_order_once_and_a_dlq_redrive_delivers_
 
     // Then the data platform gets the order exactly once, keyed by its id
     eventually(SETTLE, "the order delivered", || async {
-        let order = order_of(&system, &id).await;
+        let order = system.order(&id).await;
         (order["dataPlatformDelivered"] == true).then_some(())
     })
     .await;

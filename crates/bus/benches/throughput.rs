@@ -8,8 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bus::testing::NatsServer;
-use common::{connect, handler_commit, outbox_only, placed_entry, stream_count};
+use common::{broker, fill_outbox, handler_commit, stream_count, temp_store};
 use contract::ORDER_STREAM;
 use eventlog::{CommitOutcome, EventStore, FlushPolicy, StoreConfig};
 use tokio_util::sync::CancellationToken;
@@ -103,21 +102,9 @@ async fn commits(name: &'static str, flush: FlushPolicy, total: usize) -> Figure
 
 /// Publishes `total` durable outbox entries through the relay, timed until the outbox is empty.
 async fn relay(total: usize) -> Figure {
-    let server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = common::open_store(dir.path());
-    let entries: Vec<_> = (0..total).map(|_| placed_entry(Uuid::new_v4())).collect();
-    for chunk in entries.chunks(RELAY_FILL_PER_COMMIT) {
-        store
-            .commit(outbox_only(chunk.to_vec()))
-            .await
-            .expect("the outbox commit is durable");
-    }
-    assert_eq!(store.outbox_len(), total);
+    let (_server, js) = broker().await;
+    let (_dir, store) = temp_store();
+    fill_outbox(&store, total, RELAY_FILL_PER_COMMIT).await;
 
     let token = CancellationToken::new();
     let started = Instant::now();

@@ -186,18 +186,6 @@ pub fn free_port() -> u16 {
         .expect("a free local port")
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout` (the store's
+/// helper, so the bus's tests and the store's wait alike).
+pub use eventlog::testing_hooks::eventually;

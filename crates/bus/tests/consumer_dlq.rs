@@ -14,8 +14,8 @@ use bus::consumer::{
 use bus::jetstream::ConsumerSpec;
 use bus::outbox::publish_now;
 use bus::retry::RetryPolicy;
-use bus::testing::{eventually, NatsServer};
-use common::{connect, header, placed, read_messages, stream_count, try_stream_count, WAIT};
+use bus::testing::eventually;
+use common::{broker, header, placed, read_messages, stream_count, try_stream_count, WAIT};
 use contract::codec::{Envelope, ENVELOPE_VERSION};
 use contract::message::first_publish;
 use contract::{codec, DLQ_STREAM, ORDER_PLACED, ORDER_STREAM};
@@ -129,11 +129,7 @@ async fn consumer_settles(js: &jetstream::Context) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_end_in_the_dlq_with_their_reason_and_the_consumer_keeps_going() {
     // Given the design's streams and a running consumer on ORDER
-    let server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
+    let (_server, js) = broker().await;
     let handler = Recording::new(None);
     let consumer = start(&js, handler.clone());
 
@@ -208,11 +204,7 @@ async fn poison_messages_end_in_the_dlq_with_their_reason_and_the_consumer_keeps
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_that_keeps_failing_goes_to_the_dlq_after_its_delivery_budget() {
     // Given a consumer whose handler fails transiently every time
-    let server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
+    let (_server, js) = broker().await;
     let handler = Recording::new(Some(HandleError::Transient("gateway down".into())));
     let consumer = start(&js, handler.clone());
 

@@ -7,12 +7,12 @@ use std::collections::HashSet;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bus::outbox::{run_relay, RelayStats};
-use bus::testing::{eventually, NatsServer};
+use bus::testing::eventually;
 use common::{
-    connect, msg_ids, outbox_only, placed_entry, read_messages, stream_count, try_stream_count,
-    WAIT,
+    broker, msg_ids, placed_entry, read_messages, stream_count, temp_store, try_stream_count, WAIT,
 };
 use contract::{HEADER_MSG_ID, ORDER_STREAM};
+use eventlog::testing_hooks::outbox_only;
 use eventlog::{EventStore, OutboxMessage};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,17 +27,7 @@ const ENTRIES_PER_COMMIT: usize = 100;
 
 /// Commits `n` `order.placed` entries, each for its own order, and returns their message ids.
 async fn fill_outbox(store: &EventStore, n: usize) -> HashSet<String> {
-    let entries: Vec<OutboxMessage> = (0..n).map(|_| placed_entry(Uuid::new_v4())).collect();
-    let ids: HashSet<String> = entries.iter().map(|e| e.msg_id.clone()).collect();
-    assert_eq!(ids.len(), n, "every entry has its own message id");
-    for chunk in entries.chunks(ENTRIES_PER_COMMIT) {
-        store
-            .commit(outbox_only(chunk.to_vec()))
-            .await
-            .expect("the outbox commit is durable");
-    }
-    assert_eq!(store.outbox_len(), n);
-    ids
+    common::fill_outbox(store, n, ENTRIES_PER_COMMIT).await
 }
 
 fn spawn_relay(
@@ -69,13 +59,8 @@ async fn outbox_drains(store: &EventStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_outbox_entry_is_published_exactly_once_across_relay_restarts() {
     // Given a broker with the design's streams and 2000 durable outbox entries
-    let server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = common::open_store(dir.path());
+    let (_server, js) = broker().await;
+    let (_dir, store) = temp_store();
     let ids = fill_outbox(&store, ENTRIES).await;
 
     // When the relay is shut down as soon as it has published something
@@ -124,13 +109,8 @@ async fn every_outbox_entry_is_published_exactly_once_across_relay_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_while_the_relay_publishes_loses_and_doubles_nothing() {
     // Given a broker with the design's streams, 5000 outbox entries and a running relay
-    let mut server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = common::open_store(dir.path());
+    let (mut server, js) = broker().await;
+    let (_dir, store) = temp_store();
     let mut ids = fill_outbox(&store, ENTRIES_ACROSS_RESTART).await;
     let token = CancellationToken::new();
     let relay = spawn_relay(&store, &js, &token);
@@ -169,13 +149,8 @@ async fn fill_outbox_more(store: &EventStore, n: usize) -> HashSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_message_id_is_dropped_by_the_server() {
     // Given two commits that queued the same outbox entry (same Nats-Msg-Id)
-    let server = NatsServer::start().await;
-    let (_client, js) = connect(&server).await;
-    bus::jetstream::ensure_streams(&js)
-        .await
-        .expect("streams declared");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = common::open_store(dir.path());
+    let (_server, js) = broker().await;
+    let (_dir, store) = temp_store();
     let entry = placed_entry(Uuid::new_v4());
     for _ in 0..2 {
         store

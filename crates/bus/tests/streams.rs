@@ -22,24 +22,23 @@ async fn assert_as_designed(js: &jetstream::Context, wanted: &stream::Config) ->
         .unwrap_or_else(|e| panic!("stream {} exists: {e}", wanted.name));
     let info = stream.info().await.expect("stream info").clone();
     let have = &info.config;
-    assert_eq!(have.subjects, wanted.subjects, "{} subjects", wanted.name);
-    assert_eq!(have.storage, wanted.storage, "{} storage", wanted.name);
-    assert_eq!(
-        have.retention, wanted.retention,
-        "{} retention",
-        wanted.name
-    );
-    assert_eq!(have.discard, wanted.discard, "{} discard", wanted.name);
-    assert_eq!(have.max_age, wanted.max_age, "{} max_age", wanted.name);
-    assert_eq!(
-        have.max_bytes, wanted.max_bytes,
-        "{} max_bytes",
-        wanted.name
-    );
-    assert_eq!(
-        have.duplicate_window, wanted.duplicate_window,
-        "{} duplicate_window",
-        wanted.name
+    // A macro rather than a loop over fields of different types; each failure names its field.
+    macro_rules! as_wanted {
+        ($($field:ident),*) => {
+            $(assert_eq!(
+                have.$field, wanted.$field,
+                "{} {}", wanted.name, stringify!($field)
+            );)*
+        };
+    }
+    as_wanted!(
+        subjects,
+        storage,
+        retention,
+        discard,
+        max_age,
+        max_bytes,
+        duplicate_window
     );
     info
 }

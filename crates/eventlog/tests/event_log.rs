@@ -8,11 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{
-    event, eventually, handler_commit, meta_for, open_store, placed_entry, placed_msg_id,
-};
+use common::{handler_commit, placed_entry, placed_msg_id};
 use eventlog::record::GENESIS_HASH;
-use eventlog::{Commit, CommitOutcome, Error, EventStore, Record, ReplayBound, StreamAppend};
+use eventlog::testing_hooks::{event, eventually, meta_for, open_store};
+use eventlog::{
+    Commit, CommitOutcome, Error, EventStore, NewEvent, Record, ReplayBound, StreamAppend,
+};
 use uuid::Uuid;
 
 fn now_ms() -> u64 {
@@ -22,11 +23,20 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn append(stream: &str, expected_version: u64, events: Vec<eventlog::NewEvent>) -> StreamAppend {
+fn append(stream: &str, expected_version: u64, events: Vec<NewEvent>) -> StreamAppend {
     StreamAppend {
         stream: stream.to_owned(),
         expected_version,
         events,
+    }
+}
+
+/// A commit of one append about `meta`'s order.
+fn appending(meta: &str, stream: &str, expected_version: u64, events: Vec<NewEvent>) -> Commit {
+    Commit {
+        meta: meta_for(meta),
+        appends: vec![append(stream, expected_version, events)],
+        ..Commit::default()
     }
 }
 
@@ -61,36 +71,25 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
     // When two orders' streams are appended to, interleaved, in four commits
     let first = commit(
         &store,
-        Commit {
-            meta: meta_for("A"),
-            appends: vec![append(
-                "order-A",
-                0,
-                vec![
-                    event("OrderPlaced", b"a1"),
-                    event("PaymentRequested", b"a2"),
-                ],
-            )],
-            ..Commit::default()
-        },
+        appending(
+            "A",
+            "order-A",
+            0,
+            vec![
+                event("OrderPlaced", b"a1"),
+                event("PaymentRequested", b"a2"),
+            ],
+        ),
     )
     .await;
     let second = commit(
         &store,
-        Commit {
-            meta: meta_for("AB"),
-            appends: vec![append("order-AB", 0, vec![event("OrderPlaced", b"ab1")])],
-            ..Commit::default()
-        },
+        appending("AB", "order-AB", 0, vec![event("OrderPlaced", b"ab1")]),
     )
     .await;
     let third = commit(
         &store,
-        Commit {
-            meta: meta_for("A"),
-            appends: vec![append("order-A", 2, vec![event("PaymentApproved", b"a3")])],
-            ..Commit::default()
-        },
+        appending("A", "order-A", 2, vec![event("PaymentApproved", b"a3")]),
     )
     .await;
     let early_ms = store.get(4).expect("record 4").recorded_at_ms;
@@ -101,11 +100,7 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
     .await;
     let fourth = commit(
         &store,
-        Commit {
-            meta: meta_for("A"),
-            appends: vec![append("order-A", 3, vec![event("OrderCompleted", b"a4")])],
-            ..Commit::default()
-        },
+        appending("A", "order-A", 3, vec![event("OrderCompleted", b"a4")]),
     )
     .await;
     let after_ms = now_ms();
@@ -246,11 +241,7 @@ async fn an_append_with_a_stale_expected_version_is_a_conflict_and_writes_nothin
     // And the next append at the right version continues the log without a gap
     let next = commit(
         &store,
-        Commit {
-            meta: meta_for("o1"),
-            appends: vec![append("order-1", 2, vec![event("OrderFailed", b"3")])],
-            ..Commit::default()
-        },
+        appending("o1", "order-1", 2, vec![event("OrderFailed", b"3")]),
     )
     .await;
     assert_eq!(next, (3, 3));
@@ -262,11 +253,8 @@ async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
     // Given an empty stream
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = open_store(dir.path());
-    let at_zero = |payload: &[u8]| Commit {
-        meta: meta_for("race"),
-        appends: vec![append("order-race", 0, vec![event("OrderPlaced", payload)])],
-        ..Commit::default()
-    };
+    let at_zero =
+        |payload: &[u8]| appending("race", "order-race", 0, vec![event("OrderPlaced", payload)]);
 
     // When two appends both expecting version 0 are queued together
     let left = store.enqueue(at_zero(b"left")).await.expect("queued");
@@ -516,15 +504,12 @@ async fn verify_names_the_record_whose_byte_was_flipped() {
     for i in 0..10u64 {
         commit(
             &store,
-            Commit {
-                meta: meta_for("chain"),
-                appends: vec![append(
-                    "order-chain",
-                    i,
-                    vec![event("Tick", &i.to_be_bytes())],
-                )],
-                ..Commit::default()
-            },
+            appending(
+                "chain",
+                "order-chain",
+                i,
+                vec![event("Tick", &i.to_be_bytes())],
+            ),
         )
         .await;
     }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{handler_commit, open_store};
+use common::handler_commit;
+use eventlog::testing_hooks::{eventually, open_store};
 use eventlog::testing_hooks::{held_groups, set_hold_flush};
 use uuid::Uuid;
 
@@ -23,7 +24,7 @@ async fn an_applied_but_unflushed_commit_is_invisible_until_its_flush() {
         let store = store.clone();
         tokio::spawn(async move { store.commit(handler_commit(order_id)).await })
     };
-    common::eventually(
+    eventually(
         std::time::Duration::from_secs(30),
         "the writer holds the group",
         || async { (held_groups() > held_before).then_some(()) },

@@ -5,57 +5,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use common::{eventually, WAIT};
+use common::counter::{CountEvent, Counter, Counts};
+use common::WAIT;
 use eventlog::domain::Domain;
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live::{self, Execution, Live};
 use eventlog::snapshot::{self, Refused, SnapshotPolicy, Verdict};
+use eventlog::testing_hooks::{event, eventually};
 use eventlog::{Commit, CommitOutcome, EventMeta};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-
-/// A tiny domain: per-key counters and a running total.
-struct Counter;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Counts {
-    by_key: HashMap<String, u64>,
-    total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum CountEvent {
-    Added { key: String, n: u64 },
-}
-
-impl Domain for Counter {
-    type State = Counts;
-    type Event = CountEvent;
-    type Command = (String, u64);
-    type Rejection = ();
-
-    fn decide(_: &Counts, (key, n): (String, u64)) -> Result<Vec<CountEvent>, ()> {
-        Ok(vec![CountEvent::Added { key, n }])
-    }
-
-    fn evolve(state: &mut Counts, event: &CountEvent) {
-        let CountEvent::Added { key, n } = event;
-        *state.by_key.entry(key.clone()).or_default() += n;
-        state.total += n;
-    }
-
-    fn event_type(_: &CountEvent) -> &'static str {
-        "Added"
-    }
-
-    fn stream_of(event: &CountEvent) -> String {
-        let CountEvent::Added { key, .. } = event;
-        format!("counter-{key}")
-    }
-}
 
 /// The same domain after a change of its state's shape.
 struct CounterV2;
@@ -111,26 +71,28 @@ fn scratch(store: &EventStore, bound: ReplayBound) -> Counts {
         .state
 }
 
-/// A log of 50 events with snapshots at 20 and 40 (and one at 10, pruned by keep = 2).
-async fn log_with_snapshots(dir: &Path) {
-    let live = Live::<Counter>::open(open(dir)).expect("opens");
-    add_range(&live, 0..10).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(10));
-    add_range(&live, 10..20).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(20));
-    add_range(&live, 20..40).await;
-    assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(40));
-    add_range(&live, 40..50).await;
+/// A log of 50 events with snapshots at 20 and 40 (and one at 10, pruned by keep = 2), in a
+/// fresh directory, reopened as a restarted service would.
+async fn log_with_snapshots() -> (tempfile::TempDir, EventStore) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    {
+        let live = Live::<Counter>::open(open(dir.path())).expect("opens");
+        for (events, snapshot_at) in [(0..10, 10), (10..20, 20), (20..40, 40)] {
+            add_range(&live, events).await;
+            assert_eq!(live.snapshot(2).await.expect("snapshot"), Some(snapshot_at));
+        }
+        add_range(&live, 40..50).await;
+    }
+    let store = open(dir.path());
+    (dir, store)
 }
 
 #[tokio::test]
 async fn a_restart_after_snapshots_yields_exactly_the_state_of_a_fold_from_scratch() {
     // Given a log of 50 events with snapshots taken along the way, newest two kept
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
+    let (_dir, store) = log_with_snapshots().await;
 
     // When the service restarts
-    let store = open(dir.path());
     let rebuilt = live::rebuild_report::<Counter>(&store, ReplayBound::default()).expect("folds");
     let live = Live::<Counter>::open(store.clone()).expect("reopens");
 
@@ -151,9 +113,7 @@ async fn a_restart_after_snapshots_yields_exactly_the_state_of_a_fold_from_scrat
 #[tokio::test]
 async fn a_corrupt_snapshot_is_ignored_and_the_older_one_then_the_whole_log_is_folded() {
     // Given snapshots at 20 and 40
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
     let state = scratch(&store, ReplayBound::default());
 
     // When the newest one has a flipped byte
@@ -187,9 +147,7 @@ async fn a_corrupt_snapshot_is_ignored_and_the_older_one_then_the_whole_log_is_f
 #[tokio::test]
 async fn a_snapshot_of_another_state_version_is_ignored_not_trusted() {
     // Given snapshots written by a build whose state is version 1
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
 
     // When a build with state version 2 opens the log
     let rebuilt = live::rebuild_report::<CounterV2>(&store, ReplayBound::default()).expect("folds");
@@ -207,12 +165,8 @@ async fn a_snapshot_of_another_state_version_is_ignored_not_trusted() {
 #[tokio::test]
 async fn a_snapshot_of_another_log_is_refused() {
     // Given a snapshot taken in one log
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let bytes = open(dir.path())
-        .snapshot_bytes(40)
-        .expect("reads")
-        .expect("exists");
+    let (_dir, store) = log_with_snapshots().await;
+    let bytes = store.snapshot_bytes(40).expect("reads").expect("exists");
 
     // When it is copied into another log of the same length but other events
     let other = tempfile::tempdir().expect("a temp dir");
@@ -233,15 +187,9 @@ async fn a_snapshot_of_another_log_is_refused() {
 #[tokio::test]
 async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
     // Given a log with genuine snapshots at 20 and 40
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
-    let (checks, folded) = snapshot::verify::<Counter>(&store).expect("verifies");
+    let (_dir, store) = log_with_snapshots().await;
+    let (_, folded) = all_snapshots_match(&store);
     assert_eq!(folded, 50);
-    assert!(
-        checks.iter().all(|c| c.verdict == Verdict::Matches),
-        "{checks:?}"
-    );
 
     // When a well-formed snapshot with a wrong state is stored at 30
     let mut wrong = scratch(
@@ -273,9 +221,7 @@ async fn verify_reports_a_snapshot_that_disagrees_with_the_fold() {
 #[tokio::test]
 async fn replay_with_a_bound_below_between_or_above_snapshots_equals_the_fold_up_to_it() {
     // Given snapshots at 20 and 40 of a 50-event log
-    let dir = tempfile::tempdir().expect("a temp dir");
-    log_with_snapshots(dir.path()).await;
-    let store = open(dir.path());
+    let (_dir, store) = log_with_snapshots().await;
 
     // When replaying up to seqs around and at the snapshots
     for upto in [1, 5, 19, 20, 21, 39, 40, 41, 50, 70] {
@@ -325,13 +271,9 @@ async fn snapshots_taken_while_decisions_run_hold_exactly_the_log_up_to_their_se
     while tasks.join_next().await.is_some() {}
 
     // Then each equals the fold of the log up to its seq
-    let (checks, folded) = snapshot::verify::<Counter>(live.store()).expect("verifies");
+    let (checked, folded) = all_snapshots_match(live.store());
     assert_eq!(folded, 800);
-    assert!(!checks.is_empty());
-    assert!(
-        checks.iter().all(|c| c.verdict == Verdict::Matches),
-        "{checks:?}"
-    );
+    assert!(checked > 0);
 }
 
 #[tokio::test]
@@ -365,11 +307,7 @@ async fn the_snapshot_task_snapshots_after_the_configured_number_of_events() {
     assert!(newest <= 25);
     shutdown.cancel();
     task.await.expect("joins").expect("ends cleanly");
-    let (checks, _) = snapshot::verify::<Counter>(live.store()).expect("verifies");
-    assert!(
-        checks.iter().all(|c| c.verdict == Verdict::Matches),
-        "{checks:?}"
-    );
+    all_snapshots_match(live.store());
 }
 
 #[tokio::test]
@@ -381,7 +319,6 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
         dedup_filter_keys: 16,
         ..StoreConfig::new(dir.path())
     };
-    let key = |i: u64| format!("o{i}/stock/reserve");
     let mut seqs = Vec::new();
     {
         let store = EventStore::open(config.clone()).expect("opens");
@@ -391,9 +328,9 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
                     appends: vec![eventlog::StreamAppend {
                         stream: format!("s-{i}"),
                         expected_version: 0,
-                        events: vec![common::event("E", &i.to_be_bytes())],
+                        events: vec![event("E", &i.to_be_bytes())],
                     }],
-                    dedup_key: Some(key(i)),
+                    dedup_key: Some(dedup_key(i)),
                     ..Commit::default()
                 })
                 .await
@@ -405,23 +342,9 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
         }
         assert!(store.dedup_cached() <= 8);
 
-        // Then every key answers with its record although most were evicted from the cache
-        for i in 0..500u64 {
-            let record = store.dedup(&key(i)).expect("reads").expect("seen");
-            assert_eq!(record.global_seq, seqs[i as usize]);
-        }
-        for i in 500..600u64 {
-            assert!(store.dedup(&key(i)).expect("reads").is_none());
-        }
-        // And a retried input is a duplicate
-        let again = store
-            .commit(Commit {
-                dedup_key: Some(key(7)),
-                ..Commit::default()
-            })
-            .await
-            .expect("commits");
-        assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seqs[7]));
+        // Then every key answers with its record although most were evicted from the cache, and
+        // a retried input is a duplicate
+        dedup_answers(&store, &seqs, 7).await;
     }
 
     // When the store is reopened (filter rebuilt from disk, cache empty)
@@ -429,19 +352,43 @@ async fn dedup_lookups_answer_as_before_after_eviction_and_across_a_reopen() {
 
     // Then the answers are the same
     assert_eq!(store.dedup_cached(), 0);
-    for i in 0..500u64 {
-        let record = store.dedup(&key(i)).expect("reads").expect("seen");
+    dedup_answers(&store, &seqs, 499).await;
+}
+
+/// Verifies every snapshot against the fold of the log up to its seq and asserts that each
+/// matches; returns how many snapshots were checked and how many events were folded.
+fn all_snapshots_match(store: &EventStore) -> (usize, u64) {
+    let (checks, folded) = snapshot::verify::<Counter>(store).expect("verifies");
+    assert!(
+        checks.iter().all(|c| c.verdict == Verdict::Matches),
+        "{checks:?}"
+    );
+    (checks.len(), folded)
+}
+
+/// The dedup key of the i-th input of the dedup test.
+fn dedup_key(i: u64) -> String {
+    format!("o{i}/stock/reserve")
+}
+
+/// Asserts that the dedup test's inputs `0..seqs.len()` answer with their records, the next 100
+/// were never seen, and input `retried` committed again is a duplicate of its record.
+async fn dedup_answers(store: &EventStore, seqs: &[u64], retried: u64) {
+    let handled = seqs.len() as u64;
+    for i in 0..handled {
+        let record = store.dedup(&dedup_key(i)).expect("reads").expect("seen");
         assert_eq!(record.global_seq, seqs[i as usize]);
     }
-    for i in 500..600u64 {
-        assert!(store.dedup(&key(i)).expect("reads").is_none());
+    for i in handled..handled + 100 {
+        assert!(store.dedup(&dedup_key(i)).expect("reads").is_none());
     }
     let again = store
         .commit(Commit {
-            dedup_key: Some(key(499)),
+            dedup_key: Some(dedup_key(retried)),
             ..Commit::default()
         })
         .await
         .expect("commits");
-    assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seqs[499]));
+    let seq = seqs[retried as usize];
+    assert!(matches!(again, CommitOutcome::Duplicate(r) if r.global_seq == seq));
 }

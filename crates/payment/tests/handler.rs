@@ -46,14 +46,36 @@ fn delivery(message: SagaMessage, msg_id: &str) -> Delivery {
 }
 
 fn simulated(cancel_fails: bool) -> PaymentParticipant {
+    let rules = SimulatedRules {
+        cancel_fails,
+        ..SimulatedRules::default()
+    };
     PaymentParticipant {
-        gateway: Gateway::Simulated(SimulatedGateway {
-            rules: SimulatedRules {
-                cancel_fails,
-                ..SimulatedRules::default()
-            },
-        }),
+        gateway: Gateway::Simulated(SimulatedGateway { rules }),
     }
+}
+
+/// Hands `message` to `handler` under `msg_id`, which must handle it.
+async fn handled(handler: &impl Handler, message: SagaMessage, msg_id: &str) {
+    let result = handler.handle(delivery(message, msg_id)).await;
+    assert!(result.is_ok(), "{msg_id}: {result:?}");
+}
+
+/// Where the order's payment stands, read durably.
+async fn status(live: &Live<Payment>, order_id: Uuid) -> Option<PaymentStatus> {
+    live.read(|s| s.status(order_id))
+        .await
+        .expect("a durable read")
+}
+
+/// The one `payment.cancelled` of an order, published under its own id or a re-publish's.
+fn cancelled(order_id: Uuid, republished_for: Option<&str>) -> [(String, String); 1] {
+    let id = contract::message_id(order_id, "payment.cancelled");
+    let id = match republished_for {
+        Some(cause) => format!("{id}~{cause}"),
+        None => id,
+    };
+    [("payment.cancelled".to_owned(), id)]
 }
 
 /// A PG nobody listens on: every call fails to connect.
@@ -102,46 +124,31 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
         matches!(result, Err(HandleError::Transient(_))),
         "{result:?}"
     );
-    let status = live
-        .read(|s| s.status(order_id))
-        .await
-        .expect("a durable read");
-    assert_eq!(status, Some(PaymentStatus::Requested));
+    assert_eq!(
+        status(&live, order_id).await,
+        Some(PaymentStatus::Requested)
+    );
     assert!(drain(&store).is_empty(), "nothing published for a request");
 
     // When: the order fails
     let handler = ParticipantHandler::new(live.clone(), simulated(false));
-    handler
-        .handle(delivery(failed(order_id), "failed-1"))
-        .await
-        .expect("handled");
+    handled(&handler, failed(order_id), "failed-1").await;
 
     // Then: the PG was asked to cancel and payment.cancelled is published
-    let status = live
-        .read(|s| s.status(order_id))
-        .await
-        .expect("a durable read");
-    assert_eq!(status, Some(PaymentStatus::Cancelled));
     assert_eq!(
-        subjects_and_ids(&drain(&store)),
-        [(
-            "payment.cancelled".to_owned(),
-            contract::message_id(order_id, "payment.cancelled")
-        )]
+        status(&live, order_id).await,
+        Some(PaymentStatus::Cancelled)
     );
+    assert_eq!(subjects_and_ids(&drain(&store)), cancelled(order_id, None));
 
     // When: the redelivered order.placed arrives late
-    handler
-        .handle(delivery(placed(order_id), "placed-1"))
-        .await
-        .expect("handled");
+    handled(&handler, placed(order_id), "placed-1").await;
 
     // Then: it is ignored, nothing is published, the state is unchanged
-    let status = live
-        .read(|s| s.status(order_id))
-        .await
-        .expect("a durable read");
-    assert_eq!(status, Some(PaymentStatus::Cancelled));
+    assert_eq!(
+        status(&live, order_id).await,
+        Some(PaymentStatus::Cancelled)
+    );
     assert!(
         drain(&store).is_empty(),
         "a late placement publishes nothing"
@@ -158,53 +165,29 @@ async fn a_re_drive_after_a_retried_cancellation_re_publishes_the_recorded_cance
     let (store, live) = open(&dir);
     let order_id = Uuid::new_v4();
     let failing = ParticipantHandler::new(live.clone(), simulated(true));
-    failing
-        .handle(delivery(placed(order_id), "placed-1"))
-        .await
-        .expect("handled");
-    failing
-        .handle(delivery(failed(order_id), "failed-1"))
-        .await
-        .expect("handled");
+    handled(&failing, placed(order_id), "placed-1").await;
+    handled(&failing, failed(order_id), "failed-1").await;
     let first: Vec<String> = drain(&store).into_iter().map(|m| m.subject).collect();
     assert!(
         first.contains(&"payment.cancel_failed".to_owned()),
         "{first:?}"
     );
     let working = ParticipantHandler::new(live.clone(), simulated(false));
-    working
-        .handle(delivery(failed(order_id), "operator-retry-1"))
-        .await
-        .expect("handled");
+    handled(&working, failed(order_id), "operator-retry-1").await;
     let retried = drain(&store);
     assert_eq!(
         subjects_and_ids(&retried),
-        [(
-            "payment.cancelled".to_owned(),
-            format!(
-                "{}~operator-retry-1",
-                contract::message_id(order_id, "payment.cancelled")
-            )
-        )]
+        cancelled(order_id, Some("operator-retry-1"))
     );
 
     // When: order.failed is re-driven (the broker lost that payment.cancelled)
-    working
-        .handle(delivery(failed(order_id), "redrive-2"))
-        .await
-        .expect("handled");
+    handled(&working, failed(order_id), "redrive-2").await;
 
     // Then: the recorded cancellation is published again under an id of the re-drive
     let republished = drain(&store);
     assert_eq!(
         subjects_and_ids(&republished),
-        [(
-            "payment.cancelled".to_owned(),
-            format!(
-                "{}~redrive-2",
-                contract::message_id(order_id, "payment.cancelled")
-            )
-        )]
+        cancelled(order_id, Some("redrive-2"))
     );
     let (_, message) = codec::decode(&republished[0].payload).expect("decodes");
     assert_eq!(
@@ -215,15 +198,11 @@ async fn a_re_drive_after_a_retried_cancellation_re_publishes_the_recorded_cance
         )
     );
     // And a redelivery of that re-drive is answered the same way, not decided again.
-    working
-        .handle(delivery(failed(order_id), "redrive-2"))
-        .await
-        .expect("handled");
+    handled(&working, failed(order_id), "redrive-2").await;
     let again: Vec<String> = drain(&store).into_iter().map(|m| m.subject).collect();
     assert_eq!(again, ["payment.cancelled"]);
-    let status = live
-        .read(|s| s.status(order_id))
-        .await
-        .expect("a durable read");
-    assert_eq!(status, Some(PaymentStatus::Cancelled));
+    assert_eq!(
+        status(&live, order_id).await,
+        Some(PaymentStatus::Cancelled)
+    );
 }

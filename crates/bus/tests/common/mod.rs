@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -14,17 +13,13 @@ use async_nats::jetstream::{
 use bus::jetstream::NatsSettings;
 use bus::testing::NatsServer;
 use contract::{OrderLine, OrderPlaced, SagaMessage, HEADER_MSG_ID};
-use eventlog::{Commit, EventMeta, EventStore, NewEvent, OutboxMessage, StoreConfig, StreamAppend};
+use eventlog::testing_hooks::{open_store, outbox_only};
+use eventlog::{Commit, EventStore, OutboxMessage};
 use futures::StreamExt;
 use uuid::Uuid;
 
 /// How long a test waits for a condition it polls before failing.
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
-
-/// Opens a group-commit store in `dir`.
-pub(crate) fn open_store(dir: &Path) -> EventStore {
-    EventStore::open(StoreConfig::new(dir)).expect("the store opens")
-}
 
 /// An `order.placed` message for a fresh order.
 pub(crate) fn placed(order_id: Uuid) -> SagaMessage {
@@ -56,46 +51,49 @@ pub(crate) fn placed_entry(order_id: Uuid) -> OutboxMessage {
     .expect("order.placed encodes")
 }
 
-/// Metadata of a commit about one order.
-pub(crate) fn meta_for(order_id: &str) -> EventMeta {
-    EventMeta {
-        correlation_id: order_id.to_owned(),
-        trace_id: format!("trace-{order_id}"),
-        traceparent: format!("00-trace-{order_id}-01"),
-        causation_id: format!("cause-{order_id}"),
-    }
-}
-
-/// One event handed to an append.
-pub(crate) fn event(event_type: &str, payload: &[u8]) -> NewEvent {
-    NewEvent {
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        payload: payload.to_vec(),
-    }
-}
-
 /// What a handler commits for one input: a new stream's first event, the input's dedup key and
 /// the `order.placed` entry to publish.
 pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
-    Commit {
-        meta: meta_for(&order_id.to_string()),
-        appends: vec![StreamAppend {
-            stream: format!("order-{order_id}"),
-            expected_version: 0,
-            events: vec![event("OrderPlaced", order_id.as_bytes())],
-        }],
-        dedup_key: Some(contract::dedup_key(order_id, "order", "place")),
-        outbox: vec![placed_entry(order_id)],
-    }
+    let (id, payload) = (order_id.to_string(), order_id.as_bytes());
+    let key = contract::dedup_key(order_id, "order", "place");
+    eventlog::testing_hooks::handler_commit(&id, payload, key, placed_entry(order_id))
 }
 
-/// A commit that only queues outbox entries.
-pub(crate) fn outbox_only(entries: Vec<OutboxMessage>) -> Commit {
-    Commit {
-        outbox: entries,
-        ..Commit::default()
+/// Commits `n` `order.placed` entries, each for its own order, `per_commit` to a commit; returns
+/// their message ids.
+pub(crate) async fn fill_outbox(
+    store: &EventStore,
+    n: usize,
+    per_commit: usize,
+) -> HashSet<String> {
+    let entries: Vec<OutboxMessage> = (0..n).map(|_| placed_entry(Uuid::new_v4())).collect();
+    let ids: HashSet<String> = entries.iter().map(|e| e.msg_id.clone()).collect();
+    assert_eq!(ids.len(), n, "every entry has its own message id");
+    for chunk in entries.chunks(per_commit) {
+        store
+            .commit(outbox_only(chunk.to_vec()))
+            .await
+            .expect("the outbox commit is durable");
     }
+    assert_eq!(store.outbox_len(), n);
+    ids
+}
+
+/// A test server with the design's streams declared, and the services' JetStream context.
+pub(crate) async fn broker() -> (NatsServer, jetstream::Context) {
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    bus::jetstream::ensure_streams(&js)
+        .await
+        .expect("streams declared");
+    (server, js)
+}
+
+/// A store in a fresh temporary directory (removed when the directory is dropped).
+pub(crate) fn temp_store() -> (tempfile::TempDir, EventStore) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open_store(dir.path());
+    (dir, store)
 }
 
 /// A client and the services' JetStream context for a test server.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use e2e::procs::{Api, ProcSystem};
 use e2e::SERVICES;
 
 use crate::procstat;
-use crate::{place, stats, Mix, Phase};
+use crate::{stats, Load, Phase};
 
 /// Default checkpoints, cut at the number of orders asked for.
 const CHECKPOINTS: [u64; 5] = [10_000, 100_000, 250_000, 500_000, 1_000_000];
@@ -77,31 +77,22 @@ async fn probe(api: Api, users: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
 }
 
 /// `connections` loops placing orders until `until` orders have been numbered.
-async fn closed_loop_until(
-    http: &reqwest::Client,
-    url: &str,
-    mix: &Arc<Mix>,
-    counter: &Arc<AtomicU64>,
-    connections: usize,
-    until: u64,
-) -> Phase {
+async fn closed_loop_until(load: &Load, connections: usize, until: u64) -> Phase {
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (http, url, mix, counter) =
-            (http.clone(), url.to_owned(), mix.clone(), counter.clone());
+        let load = load.clone();
         loops.spawn(async move {
             let mut phase = Phase::default();
             loop {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let n = load.counter.fetch_add(1, Ordering::Relaxed);
                 if n >= until {
                     // Numbers past the checkpoint are handed back for the next segment.
-                    counter.fetch_sub(1, Ordering::Relaxed);
+                    load.counter.fetch_sub(1, Ordering::Relaxed);
                     break;
                 }
-                let (_, body) = mix.order(n);
                 let sent = Instant::now();
-                let reply = place(&http, &url, &body).await;
+                let reply = load.place(n).await;
                 phase.record(sent.elapsed(), reply);
             }
             phase
@@ -369,27 +360,16 @@ fn svg(checkpoints: &[Checkpoint]) -> String {
 /// The history benchmark; returns whether every order ended terminal and `audit` passed.
 pub(crate) async fn run(
     system: &mut ProcSystem,
+    load: &Load,
     args: &crate::Args,
     orders: u64,
-    report: &Path,
 ) -> anyhow::Result<bool> {
+    let report = args.report.as_path();
     let api = system.api();
     let bin_dir: PathBuf = std::env::current_exe()?
         .parent()
         .map(Path::to_path_buf)
         .ok_or_else(|| anyhow::anyhow!("no directory for the service binaries"))?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = format!("{}/orders?wait=10s", api.url("order"));
-    let mix = Arc::new(Mix {
-        skus: args.skus.max(1),
-        users: args.users.max(1),
-        coupons: args.coupons.max(1),
-        next_coupon: AtomicU64::new(0),
-    });
-    let counter = Arc::new(AtomicU64::new(0));
     let mut marks: Vec<u64> = CHECKPOINTS
         .iter()
         .copied()
@@ -402,7 +382,7 @@ pub(crate) async fn run(
     for mark in marks {
         let stop = Arc::new(AtomicBool::new(false));
         let prober = tokio::spawn(probe(api.clone(), args.users, stop.clone()));
-        let phase = closed_loop_until(&http, &url, &mix, &counter, args.connections, mark).await;
+        let phase = closed_loop_until(load, args.connections, mark).await;
         stop.store(true, Ordering::Relaxed);
         let mut latencies = prober.await.unwrap_or_default();
         ok &= phase.errors == 0;

@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 
 use procstat::CpuSnapshot;
 
+/// How long the run waits for the last orders to become terminal.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Points of a normal order; a rejected one asks for more than any balance.
 const POINTS_PER_ORDER: u64 = 10;
 /// Every user's starting balance.
@@ -40,8 +42,6 @@ const FIXED_RATE_MAX_IN_FLIGHT: usize = 4_096;
 const SEED_ATTEMPTS_MAX: u32 = 100;
 /// Pause before a rate-limited seed request is sent again.
 const SEED_RETRY_PAUSE_MS: u64 = 50;
-/// How long the run waits for the last orders to become terminal.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Load test of the order saga against the release binaries (127.0.0.1 only).
 #[derive(Debug, Parser)]
@@ -216,37 +216,42 @@ fn latency_line(latencies_us: &mut [u64]) -> String {
     )
 }
 
-async fn place(
-    http: &reqwest::Client,
-    url: &str,
-    body: &Value,
-) -> Result<(u16, Value), reqwest::Error> {
-    let response = http.post(url).json(body).send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
+/// Where the load phases send orders, and the mix they draw them from.
+#[derive(Clone)]
+struct Load {
+    http: reqwest::Client,
+    url: String,
+    mix: Arc<Mix>,
+    /// Orders drawn so far, across phases.
+    counter: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Places the mix's next order: the reply's status and body.
+    async fn place_next(&self) -> Result<(u16, Value), reqwest::Error> {
+        self.place(self.counter.fetch_add(1, Ordering::Relaxed))
+            .await
+    }
+
+    /// Places the mix's order number `n`: the reply's status and body.
+    async fn place(&self, n: u64) -> Result<(u16, Value), reqwest::Error> {
+        let (_, body) = self.mix.order(n);
+        e2e::send_json(self.http.post(&self.url).json(&body)).await
+    }
 }
 
 /// `connections` loops, each placing its next order once the previous one answered.
-async fn closed_loop(
-    http: &reqwest::Client,
-    url: &str,
-    mix: &Arc<Mix>,
-    counter: &Arc<AtomicU64>,
-    connections: usize,
-    duration: Duration,
-) -> Phase {
+async fn closed_loop(load: &Load, connections: usize, duration: Duration) -> Phase {
     let started = Instant::now();
     let until = started + duration;
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (http, url, mix, counter) =
-            (http.clone(), url.to_owned(), mix.clone(), counter.clone());
+        let load = load.clone();
         loops.spawn(async move {
             let mut phase = Phase::default();
             while Instant::now() < until {
-                let (_, body) = mix.order(counter.fetch_add(1, Ordering::Relaxed));
                 let sent = Instant::now();
-                let reply = place(&http, &url, &body).await;
+                let reply = load.place_next().await;
                 phase.record(sent.elapsed(), reply);
             }
             phase
@@ -262,14 +267,7 @@ async fn closed_loop(
 
 /// Orders sent on a fixed schedule; latency counts from when each was due, so a stalled
 /// server is charged for the orders it delayed (no coordinated omission).
-async fn fixed_rate(
-    http: &reqwest::Client,
-    url: &str,
-    mix: &Arc<Mix>,
-    counter: &Arc<AtomicU64>,
-    rate: f64,
-    duration: Duration,
-) -> Phase {
+async fn fixed_rate(load: &Load, rate: f64, duration: Duration) -> Phase {
     let started = tokio::time::Instant::now();
     let total_orders = (rate * duration.as_secs_f64()).round() as u64;
     let slots = Arc::new(tokio::sync::Semaphore::new(FIXED_RATE_MAX_IN_FLIGHT));
@@ -279,13 +277,11 @@ async fn fixed_rate(
         let due = started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-        let (http, url, mix, counter) =
-            (http.clone(), url.to_owned(), mix.clone(), counter.clone());
+        let load = load.clone();
         sends.spawn(async move {
             let _permit = permit;
             let mut phase = Phase::default();
-            let (_, body) = mix.order(counter.fetch_add(1, Ordering::Relaxed));
-            let reply = place(&http, &url, &body).await;
+            let reply = load.place_next().await;
             phase.record(due.elapsed(), reply);
             phase
         });
@@ -428,29 +424,32 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.coupons,
         seeded.as_secs_f64()
     );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(FIXED_RATE_MAX_IN_FLIGHT)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let load = Load {
+        http,
+        url: format!("{}/orders?wait=10s", api.url("order")),
+        mix: Arc::new(Mix {
+            skus: args.skus.max(1),
+            users: args.users.max(1),
+            coupons: args.coupons.max(1),
+            next_coupon: AtomicU64::new(0),
+        }),
+        counter: Arc::new(AtomicU64::new(0)),
+    };
     if let Some(orders) = args.history {
-        let ok = history::run(&mut system, &args, orders, &args.report).await?;
+        let ok = history::run(&mut system, &load, &args, orders).await?;
         let audited = audit(&mut system).await?;
         if args.keep {
             println!("data and logs kept in {}", system.keep_root().display());
         }
         return Ok(ok && audited);
     }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(FIXED_RATE_MAX_IN_FLIGHT)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = format!("{}/orders?wait=10s", api.url("order"));
-    let mix = Arc::new(Mix {
-        skus: args.skus.max(1),
-        users: args.users.max(1),
-        coupons: args.coupons.max(1),
-        next_coupon: AtomicU64::new(0),
-    });
-    let counter = Arc::new(AtomicU64::new(0));
     let mut placed = 0u64;
     if !args.warmup.is_zero() {
-        let w = closed_loop(&http, &url, &mix, &counter, args.connections, args.warmup).await;
+        let w = closed_loop(&load, args.connections, args.warmup).await;
         placed += w.terminal() + w.waited_out;
         println!(
             "warm-up: {} orders in {:.1} s",
@@ -462,8 +461,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut ok = true;
     if !args.closed.is_zero() {
         let before = CpuSnapshot::take(&pids);
-        let mut phase =
-            closed_loop(&http, &url, &mix, &counter, args.connections, args.closed).await;
+        let mut phase = closed_loop(&load, args.connections, args.closed).await;
         let after = CpuSnapshot::take(&pids);
         placed += phase.terminal() + phase.waited_out;
         let rate = phase.terminal() as f64 / phase.elapsed.as_secs_f64();
@@ -487,7 +485,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .or(closed_rate.map(|r| (r / 2.0).max(1.0)))
             .unwrap_or(200.0);
         let before = CpuSnapshot::take(&pids);
-        let mut phase = fixed_rate(&http, &url, &mix, &counter, rate, args.fixed).await;
+        let mut phase = fixed_rate(&load, rate, args.fixed).await;
         let after = CpuSnapshot::take(&pids);
         placed += phase.terminal() + phase.waited_out;
         println!(

@@ -86,6 +86,49 @@ async fn publish(
     Ok(())
 }
 
+/// Pulls every message of `consumer` and hands it to `handle`, whose work runs in a task of its
+/// own so a slow publish does not hold up the pull; runs until `tasks` is aborted.
+fn handle_each<F, Fut>(
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    mut handle: F,
+) where
+    F: FnMut(jetstream::Message) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tasks.spawn(async move {
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .messages()
+            .await?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            tokio::spawn(handle(message));
+        }
+        anyhow::Ok(())
+    });
+}
+
+/// Publishes the reply (the order's number and the subject, keyed by both) if there is one, then
+/// acks the message; a failed publish leaves it unacked, to be redelivered.
+async fn reply_then_ack(
+    js: &jetstream::Context,
+    message: jetstream::Message,
+    reply: Option<(u64, String)>,
+) {
+    if let Some((id, subject)) = reply {
+        let msg_id = format!("{id}.{subject}");
+        if publish(js, subject, msg_id, message.payload.clone())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = message.ack().await;
+}
+
 /// Payload: `<order number> <replies required>`.
 fn parse(payload: &[u8]) -> Option<(u64, u64)> {
     let text = std::str::from_utf8(payload).ok()?;
@@ -118,36 +161,15 @@ pub(crate) async fn run(
     for p in ALWAYS.iter().chain(&["coupon"]) {
         let consumer =
             consumer(&js, "SKEL_ORDER", &format!("skel-{p}"), "skel.order.placed").await?;
-        let js = js.clone();
-        let p = p.to_string();
-        tasks.spawn(async move {
-            let mut messages = consumer
-                .stream()
-                .max_messages_per_batch(PULL_BATCH)
-                .messages()
-                .await?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let js = js.clone();
-                let p = p.clone();
-                tokio::spawn(async move {
-                    if let Some((id, required)) = parse(&message.payload) {
-                        let involved = p != "coupon" || required == 4;
-                        if involved {
-                            let subject = format!("skel.{p}.done");
-                            let msg_id = format!("{id}.{subject}");
-                            if publish(&js, subject, msg_id, message.payload.clone())
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    let _ = message.ack().await;
-                });
+        let (js, p) = (js.clone(), p.to_string());
+        handle_each(&mut tasks, consumer, move |message| {
+            let (js, p) = (js.clone(), p.clone());
+            async move {
+                let reply = parse(&message.payload)
+                    .filter(|(_, required)| p != "coupon" || *required == 4)
+                    .map(|(id, _)| (id, format!("skel.{p}.done")));
+                reply_then_ack(&js, message, reply).await;
             }
-            anyhow::Ok(())
         });
     }
 
@@ -161,45 +183,23 @@ pub(crate) async fn run(
             &format!("skel.{p}.>"),
         )
         .await?;
-        let js = js.clone();
-        let counts = counts.clone();
-        tasks.spawn(async move {
-            let mut messages = consumer
-                .stream()
-                .max_messages_per_batch(PULL_BATCH)
-                .messages()
-                .await?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let js = js.clone();
-                let counts = counts.clone();
-                tokio::spawn(async move {
-                    if let Some((id, required)) = parse(&message.payload) {
-                        let done = {
-                            let mut counts = counts.lock().expect("counts lock");
-                            let n = counts.entry(id).or_insert(0);
-                            *n += 1;
-                            let done = *n == required;
-                            if done {
-                                counts.remove(&id);
-                            }
-                            done
-                        };
-                        if done {
-                            let subject = "skel.order.completed".to_owned();
-                            let msg_id = format!("{id}.{subject}");
-                            if publish(&js, subject, msg_id, message.payload.clone())
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
+        let (js, counts) = (js.clone(), counts.clone());
+        handle_each(&mut tasks, consumer, move |message| {
+            let (js, counts) = (js.clone(), counts.clone());
+            async move {
+                let completed = parse(&message.payload).filter(|(id, required)| {
+                    let mut counts = counts.lock().expect("counts lock");
+                    let n = counts.entry(*id).or_insert(0);
+                    *n += 1;
+                    let done = *n == *required;
+                    if done {
+                        counts.remove(id);
                     }
-                    let _ = message.ack().await;
+                    done
                 });
+                let reply = completed.map(|(id, _)| (id, "skel.order.completed".to_owned()));
+                reply_then_ack(&js, message, reply).await;
             }
-            anyhow::Ok(())
         });
     }
 
@@ -213,25 +213,15 @@ pub(crate) async fn run(
             "skel.order.completed",
         )
         .await?;
-        let waiting = waiting.clone();
-        tasks.spawn(async move {
-            let mut messages = consumer
-                .stream()
-                .max_messages_per_batch(PULL_BATCH)
-                .messages()
-                .await?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-                if let Some((id, _)) = parse(&message.payload) {
-                    if let Some(tx) = waiting.lock().expect("waiting lock").remove(&id) {
-                        let _ = tx.send(());
-                    }
+        let (js, waiting) = (js.clone(), waiting.clone());
+        handle_each(&mut tasks, consumer, move |message| {
+            if let Some((id, _)) = parse(&message.payload) {
+                if let Some(tx) = waiting.lock().expect("waiting lock").remove(&id) {
+                    let _ = tx.send(());
                 }
-                tokio::spawn(async move {
-                    let _ = message.ack().await;
-                });
             }
-            anyhow::Ok(())
+            let js = js.clone();
+            async move { reply_then_ack(&js, message, None).await }
         });
     }
 

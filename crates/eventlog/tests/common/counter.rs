@@ -1,0 +1,46 @@
+//! A tiny domain for the store's tests and benchmarks: per-key counters and a running total.
+
+use std::collections::HashMap;
+
+use eventlog::domain::Domain;
+use serde::{Deserialize, Serialize};
+
+/// Per-key counters and a running total.
+pub(crate) struct Counter;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Counts {
+    pub(crate) by_key: HashMap<String, u64>,
+    pub(crate) total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum CountEvent {
+    Added { key: String, n: u64 },
+}
+
+impl Domain for Counter {
+    type State = Counts;
+    type Event = CountEvent;
+    type Command = (String, u64);
+    type Rejection = ();
+
+    fn decide(_: &Counts, (key, n): (String, u64)) -> Result<Vec<CountEvent>, ()> {
+        Ok(vec![CountEvent::Added { key, n }])
+    }
+
+    fn evolve(state: &mut Counts, event: &CountEvent) {
+        let CountEvent::Added { key, n } = event;
+        *state.by_key.entry(key.clone()).or_default() += n;
+        state.total += n;
+    }
+
+    fn event_type(_: &CountEvent) -> &'static str {
+        "Added"
+    }
+
+    fn stream_of(event: &CountEvent) -> String {
+        let CountEvent::Added { key, .. } = event;
+        format!("counter-{key}")
+    }
+}
