@@ -15,13 +15,12 @@ pub use service::CouponParticipant;
 
 #[cfg(feature = "service")]
 mod service {
-    use contract::ledger::ParticipantOrderStatus;
-    use contract::{OrderPlaced, Participant, ParticipantEvent};
+    use contract::{OrderPlaced, Participant};
     use servicekit::http::DomainApi;
     use servicekit::participant::SimpleParticipant;
     use uuid::Uuid;
 
-    use crate::domain::{self, Coupon, CouponCommand, CouponEvent, CouponState};
+    use crate::domain::{Coupon, CouponCommand, CouponState};
 
     /// The coupon service: its domain plugged into the shared participant shell.
     #[derive(Debug, Default)]
@@ -40,14 +39,6 @@ mod service {
 
         fn failed_command(order_id: Uuid) -> CouponCommand {
             CouponCommand::HandleFailed { order_id }
-        }
-
-        fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
-            domain::outcome(event)
-        }
-
-        fn order_status(state: &CouponState, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-            state.order_status(order_id)
         }
 
         fn render_state(state: &CouponState) -> serde_json::Value {

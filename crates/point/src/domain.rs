@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{self, LedgerEvent, Step};
 pub use contract::ledger::{
-    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+    IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
+    LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
-use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -71,10 +73,13 @@ impl PointState {
     pub fn knows_user(&self, user: &str) -> bool {
         self.balances.contains_key(user)
     }
+}
 
-    /// Where an order stands; `None` for an order never seen (or placed without points).
-    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-        self.orders.get(&order_id).map(|entry| entry.status)
+impl LedgerState for PointState {
+    type Entry = OrderEntry;
+
+    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+        &self.orders
     }
 }
 
@@ -115,25 +120,28 @@ pub enum PointEvent {
         /// Points given back.
         points: u64,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A rejected order failed: nothing was deducted, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone.
+    PlacementIgnored(IgnoredPlacement),
+}
+
+contract::ledger_facts!(PointEvent);
+
+impl LedgerEvent for PointEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            PointEvent::Credited { user_id, .. } => Step::Own("user", user_id),
+            PointEvent::Deducted { order_id, .. } => Step::Succeeded(*order_id),
+            PointEvent::DeductRejected { order_id, reason } => Step::Rejected(*order_id, reason),
+            PointEvent::Refunded { order_id, .. } => Step::Undone(*order_id),
+            PointEvent::Tombstoned(fact) => fact.into(),
+            PointEvent::CompensationSkipped(fact) => fact.into(),
+            PointEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the balances.
@@ -197,28 +205,7 @@ impl PointRejection {
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        PointEvent::Credited { .. } | PointEvent::PlacementIgnored { .. } => return None,
-        PointEvent::Deducted { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        PointEvent::DeductRejected { order_id, reason } => {
-            (*order_id, OutcomeKind::Rejected, Some(reason.clone()))
-        }
-        PointEvent::Refunded { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
-        PointEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        PointEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Point,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Point, event)
 }
 
 fn credit(
@@ -249,66 +236,38 @@ fn credit(
 
 fn handle_placed(state: &PointState, placed: &OrderPlaced) -> Vec<PointEvent> {
     let order_id = placed.order_id;
-    match state.order_status(order_id) {
-        Some(ParticipantOrderStatus::Tombstoned) => {
-            return vec![PointEvent::PlacementIgnored {
+    ledger::decide_placed(state.order_status(order_id), order_id, || {
+        // Without points this order does not need the point service at all.
+        if placed.points == 0 {
+            return vec![];
+        }
+        let balance = state.balance(&placed.user_id);
+        if balance >= placed.points {
+            vec![PointEvent::Deducted {
                 order_id,
-                reason: LATE_PLACEMENT.to_owned(),
+                user_id: placed.user_id.clone(),
+                points: placed.points,
+            }]
+        } else {
+            vec![PointEvent::DeductRejected {
+                order_id,
+                reason: format!(
+                    "insufficient points: balance {balance}, wanted {}",
+                    placed.points
+                ),
             }]
         }
-        // A redelivery: the shell re-publishes the outcome already recorded.
-        Some(_) => return vec![],
-        None => {}
-    }
-    // Without points this order does not need the point service at all.
-    if placed.points == 0 {
-        return vec![];
-    }
-    let balance = state.balance(&placed.user_id);
-    if balance >= placed.points {
-        vec![PointEvent::Deducted {
-            order_id,
-            user_id: placed.user_id.clone(),
-            points: placed.points,
-        }]
-    } else {
-        vec![PointEvent::DeductRejected {
-            order_id,
-            reason: format!(
-                "insufficient points: balance {balance}, wanted {}",
-                placed.points
-            ),
-        }]
-    }
+    })
 }
 
 fn handle_failed(state: &PointState, order_id: Uuid) -> Vec<PointEvent> {
-    let Some(entry) = state.orders.get(&order_id) else {
-        return vec![PointEvent::Tombstoned { order_id }];
-    };
-    match entry.status {
-        // A failed refund (not produced today) is retried like a fresh one.
-        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed => {
-            vec![PointEvent::Refunded {
-                order_id,
-                user_id: entry.user_id.clone(),
-                points: entry.points,
-            }]
-        }
-        ParticipantOrderStatus::Rejected => vec![PointEvent::CompensationSkipped {
+    ledger::decide_failed(&state.orders, order_id, |entry| {
+        vec![PointEvent::Refunded {
             order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }],
-        ParticipantOrderStatus::Compensated | ParticipantOrderStatus::Tombstoned => vec![],
-    }
-}
-
-fn record_new_order(state: &mut PointState, order_id: Uuid, entry: OrderEntry) {
-    ledger::record_new_order(&mut state.orders, order_id, entry);
-}
-
-fn order_mut(state: &mut PointState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "point")
+            user_id: entry.user_id.clone(),
+            points: entry.points,
+        }]
+    })
 }
 
 fn add_points(state: &mut PointState, user_id: &str, points: u64) {
@@ -337,8 +296,24 @@ impl Domain for Point {
     }
 
     fn evolve(state: &mut PointState, event: &PointEvent) {
+        let (user_id, points) = match event {
+            PointEvent::Deducted {
+                user_id, points, ..
+            } => (user_id.clone(), *points),
+            _ => (String::new(), 0),
+        };
+        ledger::evolve_order(&mut state.orders, event.step(), "point", |status| {
+            OrderEntry {
+                status,
+                user_id,
+                points,
+            }
+        });
         match event {
-            PointEvent::Credited { user_id, points } => add_points(state, user_id, *points),
+            PointEvent::Credited { user_id, points }
+            | PointEvent::Refunded {
+                user_id, points, ..
+            } => add_points(state, user_id, *points),
             PointEvent::Deducted {
                 order_id,
                 user_id,
@@ -351,48 +326,11 @@ impl Domain for Point {
                     ),
                 };
                 *balance -= points;
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Succeeded,
-                    user_id: user_id.clone(),
-                    points: *points,
-                };
-                record_new_order(state, *order_id, entry);
             }
-            PointEvent::DeductRejected { order_id, .. } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Rejected,
-                    user_id: String::new(),
-                    points: 0,
-                };
-                record_new_order(state, *order_id, entry);
-            }
-            PointEvent::Refunded {
-                order_id,
-                user_id,
-                points,
-            } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "order {order_id} refunded while {:?}",
-                    entry.status
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
-                add_points(state, user_id, *points);
-            }
-            PointEvent::Tombstoned { order_id } => {
-                ledger::evolve_tombstoned(&mut state.orders, *order_id)
-            }
-            PointEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
-            }
-            PointEvent::PlacementIgnored { order_id, .. } => {
-                ledger::evolve_placement_ignored(&state.orders, *order_id)
-            }
+            PointEvent::DeductRejected { .. }
+            | PointEvent::Tombstoned(_)
+            | PointEvent::CompensationSkipped(_)
+            | PointEvent::PlacementIgnored(_) => {}
         }
     }
 
@@ -401,15 +339,7 @@ impl Domain for Point {
     }
 
     fn stream_of(event: &PointEvent) -> String {
-        match event {
-            PointEvent::Credited { user_id, .. } => format!("user-{user_id}"),
-            PointEvent::Deducted { order_id, .. }
-            | PointEvent::DeductRejected { order_id, .. }
-            | PointEvent::Refunded { order_id, .. }
-            | PointEvent::Tombstoned { order_id }
-            | PointEvent::CompensationSkipped { order_id, .. }
-            | PointEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
     }
 }
 
@@ -471,10 +401,7 @@ mod tests {
     }
 
     fn skipped(order_id: Uuid) -> PointEvent {
-        PointEvent::CompensationSkipped {
-            order_id,
-            reason: NOTHING_TO_UNDO.into(),
-        }
+        ledger::compensation_skipped(order_id)
     }
 
     #[test]
@@ -614,7 +541,7 @@ mod tests {
         // When
         let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
         // Then
-        let state = when.then([PointEvent::Tombstoned { order_id: order(1) }]);
+        let state = when.then([ledger::tombstoned(order(1))]);
         assert_eq!(
             state.order_status(order(1)),
             Some(ParticipantOrderStatus::Tombstoned)
@@ -624,17 +551,11 @@ mod tests {
     #[test]
     fn a_late_placement_after_a_tombstone_is_ignored() {
         // Given
-        let scenario = given::<Point>([
-            credited("user-1", 10),
-            PointEvent::Tombstoned { order_id: order(1) },
-        ]);
+        let scenario = given::<Point>([credited("user-1", 10), ledger::tombstoned(order(1))]);
         // When
         let when = scenario.when(place(order(1), "user-1", 5));
         // Then
-        let ignored = PointEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: "order already failed (tombstone)".into(),
-        };
+        let ignored = ledger::placement_ignored(order(1), LATE_PLACEMENT);
         assert_eq!(outcome(&ignored), None);
         let state = when.then([ignored]);
         assert_eq!(state.balance("user-1"), 10);
@@ -650,10 +571,7 @@ mod tests {
         // When
         let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
         // Then
-        let state = when.then([PointEvent::CompensationSkipped {
-            order_id: order(1),
-            reason: "rejected, nothing to undo".into(),
-        }]);
+        let state = when.then([ledger::compensation_skipped(order(1))]);
         assert_eq!(
             state.order_status(order(1)),
             Some(ParticipantOrderStatus::Compensated)
@@ -703,7 +621,7 @@ mod tests {
                 ParticipantOrderStatus::Compensated,
             ),
             (
-                vec![PointEvent::Tombstoned { order_id: order(1) }],
+                vec![ledger::tombstoned(order(1))],
                 ParticipantOrderStatus::Tombstoned,
             ),
         ];
@@ -730,7 +648,7 @@ mod tests {
             ),
             (refunded(order(1), "user-1", 5), "point.refunded", None),
             (
-                PointEvent::Tombstoned { order_id: order(1) },
+                ledger::tombstoned(order(1)),
                 "point.refunded",
                 Some("nothing to undo: order.failed arrived before order.placed"),
             ),
@@ -760,12 +678,9 @@ mod tests {
             deducted(order(1), "user-1", 1),
             deduct_rejected(order(1), "insufficient points: balance 0, wanted 1"),
             refunded(order(1), "user-1", 1),
-            PointEvent::Tombstoned { order_id: order(1) },
+            ledger::tombstoned(order(1)),
             skipped(order(1)),
-            PointEvent::PlacementIgnored {
-                order_id: order(1),
-                reason: LATE_PLACEMENT.into(),
-            },
+            ledger::placement_ignored(order(1), LATE_PLACEMENT),
         ];
         let names = [
             "Credited",

@@ -15,13 +15,12 @@ pub use service::PointParticipant;
 
 #[cfg(feature = "service")]
 mod service {
-    use contract::ledger::ParticipantOrderStatus;
-    use contract::{OrderPlaced, Participant, ParticipantEvent};
+    use contract::{OrderPlaced, Participant};
     use servicekit::http::DomainApi;
     use servicekit::participant::SimpleParticipant;
     use uuid::Uuid;
 
-    use crate::domain::{self, Point, PointCommand, PointEvent, PointState};
+    use crate::domain::{Point, PointCommand, PointState};
 
     /// The point service: its domain plugged into the shared participant shell.
     #[derive(Debug, Default)]
@@ -39,14 +38,6 @@ mod service {
 
         fn failed_command(order_id: Uuid) -> PointCommand {
             PointCommand::HandleFailed { order_id }
-        }
-
-        fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {
-            domain::outcome(event)
-        }
-
-        fn order_status(state: &PointState, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-            state.order_status(order_id)
         }
 
         fn render_state(state: &PointState) -> serde_json::Value {

@@ -13,7 +13,7 @@ use axum::Router;
 
 use crate::http::DomainApi;
 use bus::consumer::{Delivery, HandleError, Handler};
-use contract::ledger::{settled_outcome_of, ParticipantOrderStatus};
+use contract::ledger::{self, LedgerEvent, LedgerState};
 use contract::{
     message, OrderFailed, OrderPlaced, OutcomeKind, Participant, ParticipantEvent, SagaMessage,
 };
@@ -62,8 +62,8 @@ pub trait ParticipantDomain: Send + Sync + 'static {
 /// supplies is its domain's mapping; the handler, the wiring and the binary come with it
 /// ([`ParticipantDomain`] here, [`crate::cli::Service`] for the binary).
 pub trait SimpleParticipant: Default + Send + Sync + 'static {
-    /// The domain core.
-    type D: Domain;
+    /// The domain core, keeping its orders by the shared ledger rules.
+    type D: Domain<State: LedgerState, Event: LedgerEvent>;
     /// Which participant this is (its name is the service's name and sets its default address).
     const PARTICIPANT: Participant;
 
@@ -72,15 +72,6 @@ pub trait SimpleParticipant: Default + Send + Sync + 'static {
 
     /// The command for an `order.failed` of an order that involved this participant.
     fn failed_command(order_id: Uuid) -> <Self::D as Domain>::Command;
-
-    /// The wire event a domain event publishes, if any.
-    fn outcome(event: &<Self::D as Domain>::Event) -> Option<ParticipantEvent>;
-
-    /// Where an order stands here; `None` for an order never seen.
-    fn order_status(
-        state: &<Self::D as Domain>::State,
-        order_id: Uuid,
-    ) -> Option<ParticipantOrderStatus>;
 
     /// The state as `replay` prints it.
     fn render_state(state: &<Self::D as Domain>::State) -> serde_json::Value;
@@ -111,14 +102,14 @@ impl<P: SimpleParticipant> ParticipantDomain for P {
     }
 
     fn outcome(event: &<P::D as Domain>::Event) -> Option<ParticipantEvent> {
-        P::outcome(event)
+        ledger::outcome(P::PARTICIPANT, event)
     }
 
     fn settled_outcome(
         state: &<P::D as Domain>::State,
         order_id: Uuid,
     ) -> Option<ParticipantEvent> {
-        settled_outcome_of(P::PARTICIPANT, order_id, P::order_status(state, order_id))
+        ledger::settled_outcome_of(P::PARTICIPANT, order_id, state.order_status(order_id))
     }
 }
 

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{self, LedgerEvent, Step};
 pub use contract::ledger::{
-    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+    IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
+    LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
-use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,10 +65,13 @@ impl StockState {
     pub fn available(&self, sku: &str) -> Option<u64> {
         self.available.get(sku).copied()
     }
+}
 
-    /// Where an order stands; `None` for an order never seen.
-    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-        self.orders.get(&order_id).map(|entry| entry.status)
+impl LedgerState for StockState {
+    type Entry = OrderEntry;
+
+    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+        &self.orders
     }
 }
 
@@ -103,25 +108,28 @@ pub enum StockEvent {
         /// Units given back per SKU.
         lines: Vec<(String, u64)>,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A rejected order failed: nothing was reserved, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone.
+    PlacementIgnored(IgnoredPlacement),
+}
+
+contract::ledger_facts!(StockEvent);
+
+impl LedgerEvent for StockEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            StockEvent::Restocked { sku, .. } => Step::Own("sku", sku),
+            StockEvent::Reserved { order_id, .. } => Step::Succeeded(*order_id),
+            StockEvent::Insufficient { order_id, reason } => Step::Rejected(*order_id, reason),
+            StockEvent::Restored { order_id, .. } => Step::Undone(*order_id),
+            StockEvent::Tombstoned(fact) => fact.into(),
+            StockEvent::CompensationSkipped(fact) => fact.into(),
+            StockEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the stock.
@@ -185,28 +193,7 @@ impl StockRejection {
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        StockEvent::Restocked { .. } | StockEvent::PlacementIgnored { .. } => return None,
-        StockEvent::Reserved { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        StockEvent::Insufficient { order_id, reason } => {
-            (*order_id, OutcomeKind::Rejected, Some(reason.clone()))
-        }
-        StockEvent::Restored { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
-        StockEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        StockEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Stock,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Stock, event)
 }
 
 fn restock(state: &StockState, sku: String, qty: u64) -> Result<Vec<StockEvent>, StockRejection> {
@@ -233,73 +220,54 @@ fn restock(state: &StockState, sku: String, qty: u64) -> Result<Vec<StockEvent>,
 
 fn handle_placed(state: &StockState, placed: &OrderPlaced) -> Vec<StockEvent> {
     let order_id = placed.order_id;
-    match state.order_status(order_id) {
-        Some(ParticipantOrderStatus::Tombstoned) => {
-            return vec![StockEvent::PlacementIgnored {
+    ledger::decide_placed(state.order_status(order_id), order_id, || {
+        // The same SKU on two lines must be checked against the shelf as one demand.
+        let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
+        for line in &placed.items {
+            let qty = wanted.entry(line.sku.as_str()).or_insert(0);
+            *qty = qty.saturating_add(u64::from(line.qty));
+        }
+        let shortfalls: Vec<String> = wanted
+            .iter()
+            .filter_map(|(sku, &qty)| match state.available(sku) {
+                None => Some(format!("{sku}: unknown sku")),
+                Some(available) if available < qty => {
+                    Some(format!("{sku}: wanted {qty}, available {available}"))
+                }
+                Some(_) => None,
+            })
+            .collect();
+        if shortfalls.is_empty() {
+            let lines = wanted
+                .into_iter()
+                .map(|(sku, qty)| (sku.to_owned(), qty))
+                .collect();
+            vec![StockEvent::Reserved { order_id, lines }]
+        } else {
+            vec![StockEvent::Insufficient {
                 order_id,
-                reason: LATE_PLACEMENT.to_owned(),
+                reason: shortfalls.join("; "),
             }]
         }
-        // A redelivery: the shell re-publishes the outcome already recorded.
-        Some(_) => return vec![],
-        None => {}
-    }
-    // The same SKU on two lines must be checked against the shelf as one demand.
-    let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-    for line in &placed.items {
-        let qty = wanted.entry(line.sku.as_str()).or_insert(0);
-        *qty = qty.saturating_add(u64::from(line.qty));
-    }
-    let shortfalls: Vec<String> = wanted
-        .iter()
-        .filter_map(|(sku, &qty)| match state.available(sku) {
-            None => Some(format!("{sku}: unknown sku")),
-            Some(available) if available < qty => {
-                Some(format!("{sku}: wanted {qty}, available {available}"))
-            }
-            Some(_) => None,
-        })
-        .collect();
-    if shortfalls.is_empty() {
-        let lines = wanted
-            .into_iter()
-            .map(|(sku, qty)| (sku.to_owned(), qty))
-            .collect();
-        vec![StockEvent::Reserved { order_id, lines }]
-    } else {
-        vec![StockEvent::Insufficient {
-            order_id,
-            reason: shortfalls.join("; "),
-        }]
-    }
+    })
 }
 
 fn handle_failed(state: &StockState, order_id: Uuid) -> Vec<StockEvent> {
-    let Some(entry) = state.orders.get(&order_id) else {
-        return vec![StockEvent::Tombstoned { order_id }];
-    };
-    match entry.status {
-        // A failed restore (not produced today) is retried like a fresh one.
-        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed => {
-            vec![StockEvent::Restored {
-                order_id,
-                lines: entry.lines.clone(),
-            }]
-        }
-        ParticipantOrderStatus::Rejected => vec![StockEvent::CompensationSkipped {
+    ledger::decide_failed(&state.orders, order_id, |entry| {
+        vec![StockEvent::Restored {
             order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }],
-        ParticipantOrderStatus::Compensated | ParticipantOrderStatus::Tombstoned => vec![],
-    }
+            lines: entry.lines.clone(),
+        }]
+    })
 }
 
-fn record_new_order(state: &mut StockState, order_id: Uuid, entry: OrderEntry) {
-    ledger::record_new_order(&mut state.orders, order_id, entry);
-}
-
-fn order_mut(state: &mut StockState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "stock")
+/// Adds units to a SKU; `decide` caps availability, so an overflow is a bug.
+fn put_back(available: &mut BTreeMap<String, u64>, sku: &str, qty: u64) {
+    let units = available.entry(sku.to_owned()).or_insert(0);
+    *units = match units.checked_add(qty) {
+        Some(sum) => sum,
+        None => panic!("adding {qty} of {sku} overflows: decide caps availability"),
+    };
 }
 
 impl Domain for Stock {
@@ -320,14 +288,15 @@ impl Domain for Stock {
     }
 
     fn evolve(state: &mut StockState, event: &StockEvent) {
+        let lines = match event {
+            StockEvent::Reserved { lines, .. } => lines.clone(),
+            _ => Vec::new(),
+        };
+        ledger::evolve_order(&mut state.orders, event.step(), "stock", |status| {
+            OrderEntry { status, lines }
+        });
         match event {
-            StockEvent::Restocked { sku, qty } => {
-                let available = state.available.entry(sku.clone()).or_insert(0);
-                *available = match available.checked_add(*qty) {
-                    Some(sum) => sum,
-                    None => panic!("restocking {qty} of {sku} overflows: decide caps availability"),
-                };
-            }
+            StockEvent::Restocked { sku, qty } => put_back(&mut state.available, sku, *qty),
             StockEvent::Reserved { order_id, lines } => {
                 for (sku, qty) in lines {
                     let available = match state.available.get_mut(sku) {
@@ -338,48 +307,16 @@ impl Domain for Stock {
                     };
                     *available -= qty;
                 }
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Succeeded,
-                    lines: lines.clone(),
-                };
-                record_new_order(state, *order_id, entry);
             }
-            StockEvent::Insufficient { order_id, .. } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Rejected,
-                    lines: Vec::new(),
-                };
-                record_new_order(state, *order_id, entry);
-            }
-            StockEvent::Restored { order_id, lines } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "order {order_id} restored while {:?}",
-                    entry.status
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
+            StockEvent::Restored { lines, .. } => {
                 for (sku, qty) in lines {
-                    let available = state.available.entry(sku.clone()).or_insert(0);
-                    *available = match available.checked_add(*qty) {
-                        Some(sum) => sum,
-                        None => panic!("restoring {qty} of {sku} overflows u64"),
-                    };
+                    put_back(&mut state.available, sku, *qty);
                 }
             }
-            StockEvent::Tombstoned { order_id } => {
-                ledger::evolve_tombstoned(&mut state.orders, *order_id)
-            }
-            StockEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "stock")
-            }
-            StockEvent::PlacementIgnored { order_id, .. } => {
-                ledger::evolve_placement_ignored(&state.orders, *order_id)
-            }
+            StockEvent::Insufficient { .. }
+            | StockEvent::Tombstoned(_)
+            | StockEvent::CompensationSkipped(_)
+            | StockEvent::PlacementIgnored(_) => {}
         }
     }
 
@@ -388,15 +325,7 @@ impl Domain for Stock {
     }
 
     fn stream_of(event: &StockEvent) -> String {
-        match event {
-            StockEvent::Restocked { sku, .. } => format!("sku-{sku}"),
-            StockEvent::Reserved { order_id, .. }
-            | StockEvent::Insufficient { order_id, .. }
-            | StockEvent::Restored { order_id, .. }
-            | StockEvent::Tombstoned { order_id }
-            | StockEvent::CompensationSkipped { order_id, .. }
-            | StockEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
     }
 }
 
@@ -620,7 +549,7 @@ mod tests {
         // When
         let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
         // Then
-        let state = when.then([StockEvent::Tombstoned { order_id: order(1) }]);
+        let state = when.then([ledger::tombstoned(order(1))]);
         assert_eq!(
             state.order_status(order(1)),
             Some(ParticipantOrderStatus::Tombstoned)
@@ -630,19 +559,13 @@ mod tests {
     #[test]
     fn a_late_placement_after_a_tombstone_is_ignored() {
         // Given
-        let scenario = given::<Stock>([
-            restocked("sku-1", 5),
-            StockEvent::Tombstoned { order_id: order(1) },
-        ]);
+        let scenario = given::<Stock>([restocked("sku-1", 5), ledger::tombstoned(order(1))]);
         // When
         let when = scenario.when(StockCommand::HandlePlaced {
             placed: placed(order(1), &[("sku-1", 1)]),
         });
         // Then
-        let ignored = StockEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: "order already failed (tombstone)".into(),
-        };
+        let ignored = ledger::placement_ignored(order(1), LATE_PLACEMENT);
         assert_eq!(outcome(&ignored), None);
         let state = when.then([ignored]);
         assert_eq!(state.available("sku-1"), Some(5));
@@ -659,10 +582,7 @@ mod tests {
         // When
         let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
         // Then
-        let state = when.then([StockEvent::CompensationSkipped {
-            order_id: order(1),
-            reason: "rejected, nothing to undo".into(),
-        }]);
+        let state = when.then([ledger::compensation_skipped(order(1))]);
         assert_eq!(
             state.order_status(order(1)),
             Some(ParticipantOrderStatus::Compensated)
@@ -706,12 +626,9 @@ mod tests {
         ];
         let skipped = vec![
             insufficient(order(1), "sku-1: unknown sku"),
-            StockEvent::CompensationSkipped {
-                order_id: order(1),
-                reason: NOTHING_TO_UNDO.into(),
-            },
+            ledger::compensation_skipped(order(1)),
         ];
-        let tombstoned = vec![StockEvent::Tombstoned { order_id: order(1) }];
+        let tombstoned = vec![ledger::tombstoned(order(1))];
         for (history, settled) in [
             (restored, ParticipantOrderStatus::Compensated),
             (skipped, ParticipantOrderStatus::Compensated),
@@ -746,15 +663,12 @@ mod tests {
                 None,
             ),
             (
-                StockEvent::Tombstoned { order_id: order(1) },
+                ledger::tombstoned(order(1)),
                 "stock.restored",
                 Some("nothing to undo: order.failed arrived before order.placed"),
             ),
             (
-                StockEvent::CompensationSkipped {
-                    order_id: order(1),
-                    reason: NOTHING_TO_UNDO.into(),
-                },
+                ledger::compensation_skipped(order(1)),
                 "stock.restored",
                 Some("rejected, nothing to undo"),
             ),
@@ -796,15 +710,9 @@ mod tests {
                 order_id: order(1),
                 lines: vec![("sku-1".into(), 1)],
             },
-            StockEvent::Tombstoned { order_id: order(1) },
-            StockEvent::CompensationSkipped {
-                order_id: order(1),
-                reason: NOTHING_TO_UNDO.into(),
-            },
-            StockEvent::PlacementIgnored {
-                order_id: order(1),
-                reason: LATE_PLACEMENT.into(),
-            },
+            ledger::tombstoned(order(1)),
+            ledger::compensation_skipped(order(1)),
+            ledger::placement_ignored(order(1), LATE_PLACEMENT),
         ];
         let names = [
             "Restocked",

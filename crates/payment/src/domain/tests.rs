@@ -68,10 +68,7 @@ fn request(order_id: Uuid, amount: u64) -> PaymentCommand {
 }
 
 fn skipped(order_id: Uuid) -> PaymentEvent {
-    PaymentEvent::CompensationSkipped {
-        order_id,
-        reason: NOTHING_TO_UNDO.into(),
-    }
+    ledger::compensation_skipped(order_id)
 }
 
 #[test]
@@ -203,7 +200,7 @@ fn a_failure_before_the_placement_leaves_a_tombstone() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    let state = when.then([ledger::tombstoned(order(1))]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
     assert!(!needs_gateway_approval(&state, order(1)));
 }
@@ -211,14 +208,14 @@ fn a_failure_before_the_placement_leaves_a_tombstone() {
 #[test]
 fn a_late_placement_after_a_tombstone_is_ignored() {
     // Given
-    let scenario = given::<Payment>([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    let scenario = given::<Payment>([ledger::tombstoned(order(1))]);
     // When
     let when = scenario.when(approve(order(1), 700));
     // Then
-    let ignored = PaymentEvent::PlacementIgnored {
+    let ignored = PaymentEvent::PlacementIgnored(IgnoredPlacement {
         order_id: order(1),
         reason: "order already failed (tombstone)".into(),
-    };
+    });
     assert_eq!(outcome(&ignored), None);
     let state = when.then([ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
@@ -231,10 +228,7 @@ fn compensating_a_declined_order_is_skipped() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([PaymentEvent::CompensationSkipped {
-        order_id: order(1),
-        reason: "rejected, nothing to undo".into(),
-    }]);
+    let state = when.then([ledger::compensation_skipped(order(1))]);
     let payment = state.payment(order(1)).expect("recorded");
     assert_eq!(payment.status, PaymentStatus::Declined);
     assert!(payment.compensation_skipped);
@@ -274,7 +268,7 @@ fn a_repeated_failure_is_a_no_op() {
             PaymentStatus::Declined,
         ),
         (
-            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![ledger::tombstoned(order(1))],
             PaymentStatus::Tombstoned,
         ),
     ];
@@ -314,7 +308,7 @@ fn a_repeated_charge_request_records_nothing_new() {
     let histories = [
         vec![requested(order(1), 700)],
         vec![requested(order(1), 700), approved(order(1), 700)],
-        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![ledger::tombstoned(order(1))],
         vec![
             requested(order(1), 700),
             PaymentEvent::Cancelled { order_id: order(1) },
@@ -413,10 +407,7 @@ fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gate
     // When: even an approval the gateway gave before the cancel reached it
     let when = scenario.when(approve(order(1), 700));
     // Then
-    let ignored = PaymentEvent::PlacementIgnored {
-        order_id: order(1),
-        reason: CANCELLED_PLACEMENT.into(),
-    };
+    let ignored = ledger::placement_ignored(order(1), CANCELLED_PLACEMENT);
     assert_eq!(outcome(&ignored), None);
     let state = when.then([ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
@@ -425,7 +416,7 @@ fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gate
 #[test]
 fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
     let histories = [
-        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![ledger::tombstoned(order(1))],
         vec![
             requested(order(1), 700),
             PaymentEvent::Cancelled { order_id: order(1) },
@@ -464,7 +455,7 @@ fn a_settled_order_reports_its_recorded_compensation() {
             Some(("payment.cancelled", None)),
         ),
         (
-            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![ledger::tombstoned(order(1))],
             Some(("payment.cancelled", Some(TOMBSTONE_REASON))),
         ),
         (
@@ -514,7 +505,7 @@ fn every_event_maps_to_its_subject() {
             Some("gateway timeout"),
         ),
         (
-            PaymentEvent::Tombstoned { order_id: order(1) },
+            ledger::tombstoned(order(1)),
             "payment.cancelled",
             Some("nothing to undo: order.failed arrived before order.placed"),
         ),
@@ -543,12 +534,9 @@ fn variants_keep_their_postcard_positions_names_and_streams() {
         declined(order(1), 700),
         PaymentEvent::Cancelled { order_id: order(1) },
         cancel_failed(order(1)),
-        PaymentEvent::Tombstoned { order_id: order(1) },
+        ledger::tombstoned(order(1)),
         skipped(order(1)),
-        PaymentEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: LATE_PLACEMENT.into(),
-        },
+        ledger::placement_ignored(order(1), LATE_PLACEMENT),
         requested(order(1), 700),
     ];
     let names = [
