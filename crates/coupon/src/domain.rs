@@ -451,7 +451,7 @@ impl Domain for Coupon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, order};
+    use contract::fixtures::{self, check_variants, order, LedgerCase};
     use eventlog::scenario::given;
 
     const NOW: u64 = 10_000;
@@ -684,139 +684,23 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Coupon>([]);
-        // When
-        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::tombstoned(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Coupon>([issued("c-1", None, None), ledger::tombstoned(order(1))]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
-        // Then
-        let ignored = ledger::placement_ignored(order(1), LATE_PLACEMENT);
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario =
-            given::<Coupon>([use_rejected(order(1), "c-9", "coupon c-9: unknown coupon")]);
-        // When
-        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::compensation_skipped(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        let histories = [
-            vec![issued("c-1", None, None), used(order(1), "c-1")],
-            vec![use_rejected(order(1), "c-1", "coupon c-1: unknown coupon")],
-            vec![
-                issued("c-1", None, None),
-                used(order(1), "c-1"),
-                released(order(1), "c-1"),
-            ],
-        ];
-        for history in histories {
-            // Given
-            let scenario = given::<Coupon>(history);
-            // When
-            let when = scenario.when(place(order(1), "user-1", Some("c-1")));
-            // Then
-            when.then_nothing();
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Coupon> {
+            participant: Participant::Coupon,
+            setup: vec![issued("c-1", None, None)],
+            place: place(order(1), "user-1", Some("c-1")),
+            fail: CouponCommand::HandleFailed { order_id: order(1) },
+            succeeded: used(order(1), "c-1"),
+            rejected: use_rejected(order(1), "c-1", "coupon c-1: expired"),
+            undone: released(order(1), "c-1"),
+            subjects: ["coupon.used", "coupon.rejected", "coupon.restored"],
         }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let histories = [
-            (
-                vec![
-                    issued("c-1", None, None),
-                    used(order(1), "c-1"),
-                    released(order(1), "c-1"),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![
-                    use_rejected(order(1), "c-1", "coupon c-1: unknown coupon"),
-                    skipped(order(1)),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![ledger::tombstoned(order(1))],
-                ParticipantOrderStatus::Tombstoned,
-            ),
-        ];
-        for (history, settled) in histories {
-            // Given
-            let scenario = given::<Coupon>(history);
-            // When
-            let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
-        }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (used(order(1), "c-1"), "coupon.used", None),
-            (
-                use_rejected(order(1), "c-1", "coupon c-1: expired"),
-                "coupon.rejected",
-                Some("coupon c-1: expired"),
-            ),
-            (released(order(1), "c-1"), "coupon.restored", None),
-            (
-                ledger::tombstoned(order(1)),
-                "coupon.restored",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                skipped(order(1)),
-                "coupon.restored",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Coupon);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&issued("c-1", None, None)), None);
     }
 
     #[test]
     fn variants_keep_their_postcard_positions_names_and_streams() {
-        // Given
         let events = [
             issued("c-1", None, None),
             used(order(1), "c-1"),
@@ -835,21 +719,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: CouponEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Coupon::event_type(event), names[position]);
-            let stream = if position == 0 {
-                "coupon-c-1".to_owned()
-            } else {
-                format!("order-{}", order(1))
-            };
-            assert_eq!(Coupon::stream_of(event), stream);
-        }
+        check_variants::<Coupon>(&events, &names, Some("coupon-c-1"));
     }
 
     #[test]

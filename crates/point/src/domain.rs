@@ -346,7 +346,7 @@ impl Domain for Point {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, order};
+    use contract::fixtures::{self, check_variants, order, LedgerCase};
     use eventlog::scenario::given;
 
     fn placed(order_id: Uuid, user_id: &str, points: u64) -> OrderPlaced {
@@ -535,144 +535,23 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Point>([]);
-        // When
-        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::tombstoned(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", 10), ledger::tombstoned(order(1))]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 5));
-        // Then
-        let ignored = ledger::placement_ignored(order(1), LATE_PLACEMENT);
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.balance("user-1"), 10);
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario = given::<Point>([deduct_rejected(
-            order(1),
-            "insufficient points: balance 0, wanted 1",
-        )]);
-        // When
-        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::compensation_skipped(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        let histories = [
-            vec![credited("user-1", 10), deducted(order(1), "user-1", 5)],
-            vec![deduct_rejected(
-                order(1),
-                "insufficient points: balance 0, wanted 5",
-            )],
-            vec![
-                credited("user-1", 10),
-                deducted(order(1), "user-1", 5),
-                refunded(order(1), "user-1", 5),
-            ],
-        ];
-        for history in histories {
-            // Given
-            let scenario = given::<Point>(history);
-            // When
-            let when = scenario.when(place(order(1), "user-1", 5));
-            // Then
-            when.then_nothing();
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Point> {
+            participant: Participant::Point,
+            setup: vec![credited("user-1", 10)],
+            place: place(order(1), "user-1", 5),
+            fail: PointCommand::HandleFailed { order_id: order(1) },
+            succeeded: deducted(order(1), "user-1", 5),
+            rejected: deduct_rejected(order(1), "insufficient points: balance 0, wanted 5"),
+            undone: refunded(order(1), "user-1", 5),
+            subjects: ["point.deducted", "point.rejected", "point.refunded"],
         }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let histories = [
-            (
-                vec![
-                    credited("user-1", 10),
-                    deducted(order(1), "user-1", 5),
-                    refunded(order(1), "user-1", 5),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![
-                    deduct_rejected(order(1), "insufficient points: balance 0, wanted 5"),
-                    skipped(order(1)),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![ledger::tombstoned(order(1))],
-                ParticipantOrderStatus::Tombstoned,
-            ),
-        ];
-        for (history, settled) in histories {
-            // Given
-            let scenario = given::<Point>(history);
-            // When
-            let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
-        }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (deducted(order(1), "user-1", 5), "point.deducted", None),
-            (
-                deduct_rejected(order(1), "insufficient points: balance 3, wanted 10"),
-                "point.rejected",
-                Some("insufficient points: balance 3, wanted 10"),
-            ),
-            (refunded(order(1), "user-1", 5), "point.refunded", None),
-            (
-                ledger::tombstoned(order(1)),
-                "point.refunded",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                skipped(order(1)),
-                "point.refunded",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Point);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&credited("user-1", 1)), None);
     }
 
     #[test]
     fn variants_keep_their_postcard_positions_names_and_streams() {
-        // Given
         let events = [
             credited("user-1", 1),
             deducted(order(1), "user-1", 1),
@@ -691,21 +570,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: PointEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Point::event_type(event), names[position]);
-            let stream = if position == 0 {
-                "user-user-1".to_owned()
-            } else {
-                format!("order-{}", order(1))
-            };
-            assert_eq!(Point::stream_of(event), stream);
-        }
+        check_variants::<Point>(&events, &names, Some("user-user-1"));
     }
 
     #[test]

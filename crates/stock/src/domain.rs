@@ -332,7 +332,7 @@ impl Domain for Stock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, line, order};
+    use contract::fixtures::{self, check_variants, line, order, LedgerCase};
     use eventlog::scenario::given;
 
     fn placed(order_id: Uuid, items: &[(&str, u32)]) -> OrderPlaced {
@@ -355,6 +355,13 @@ mod tests {
 
     fn reserved(order_id: Uuid, lines: &[(&str, u64)]) -> StockEvent {
         StockEvent::Reserved {
+            order_id,
+            lines: lines.iter().map(|(s, q)| ((*s).into(), *q)).collect(),
+        }
+    }
+
+    fn restored(order_id: Uuid, lines: &[(&str, u64)]) -> StockEvent {
+        StockEvent::Restored {
             order_id,
             lines: lines.iter().map(|(s, q)| ((*s).into(), *q)).collect(),
         }
@@ -543,173 +550,30 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::tombstoned(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5), ledger::tombstoned(order(1))]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 1)]),
-        });
-        // Then
-        let ignored = ledger::placement_ignored(order(1), LATE_PLACEMENT);
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.available("sku-1"), Some(5));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario = given::<Stock>([insufficient(order(1), "sku-1: unknown sku")]);
-        // When
-        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([ledger::compensation_skipped(order(1))]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        for history in [
-            vec![restocked("sku-1", 5), reserved(order(1), &[("sku-1", 1)])],
-            vec![insufficient(order(1), "sku-1: unknown sku")],
-            vec![
-                restocked("sku-1", 5),
-                reserved(order(1), &[("sku-1", 1)]),
-                StockEvent::Restored {
-                    order_id: order(1),
-                    lines: vec![("sku-1".into(), 1)],
-                },
-            ],
-        ] {
-            // Given
-            let scenario = given::<Stock>(history);
-            // When
-            let when = scenario.when(StockCommand::HandlePlaced {
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Stock> {
+            participant: Participant::Stock,
+            setup: vec![restocked("sku-1", 5)],
+            place: StockCommand::HandlePlaced {
                 placed: placed(order(1), &[("sku-1", 1)]),
-            });
-            // Then
-            when.then_nothing();
-        }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let restored = vec![
-            restocked("sku-1", 5),
-            reserved(order(1), &[("sku-1", 1)]),
-            StockEvent::Restored {
-                order_id: order(1),
-                lines: vec![("sku-1".into(), 1)],
             },
-        ];
-        let skipped = vec![
-            insufficient(order(1), "sku-1: unknown sku"),
-            ledger::compensation_skipped(order(1)),
-        ];
-        let tombstoned = vec![ledger::tombstoned(order(1))];
-        for (history, settled) in [
-            (restored, ParticipantOrderStatus::Compensated),
-            (skipped, ParticipantOrderStatus::Compensated),
-            (tombstoned, ParticipantOrderStatus::Tombstoned),
-        ] {
-            // Given
-            let scenario = given::<Stock>(history);
-            // When
-            let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
+            fail: StockCommand::HandleFailed { order_id: order(1) },
+            succeeded: reserved(order(1), &[("sku-1", 1)]),
+            rejected: insufficient(order(1), "sku-1: unknown sku"),
+            undone: restored(order(1), &[("sku-1", 1)]),
+            subjects: ["stock.reserved", "stock.insufficient", "stock.restored"],
         }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (reserved(order(1), &[("sku-1", 1)]), "stock.reserved", None),
-            (
-                insufficient(order(1), "sku-1: unknown sku"),
-                "stock.insufficient",
-                Some("sku-1: unknown sku"),
-            ),
-            (
-                StockEvent::Restored {
-                    order_id: order(1),
-                    lines: vec![],
-                },
-                "stock.restored",
-                None,
-            ),
-            (
-                ledger::tombstoned(order(1)),
-                "stock.restored",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                ledger::compensation_skipped(order(1)),
-                "stock.restored",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Stock);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&restocked("sku-1", 1)), None);
     }
 
     #[test]
-    fn events_are_named_by_variant_and_filed_under_their_aggregate() {
-        // Given
-        let restock = restocked("sku-1", 1);
-        let reservation = reserved(order(7), &[("sku-1", 1)]);
-        // When
-        let names = (Stock::event_type(&restock), Stock::event_type(&reservation));
-        let streams = (Stock::stream_of(&restock), Stock::stream_of(&reservation));
-        // Then
-        assert_eq!(names, ("Restocked", "Reserved"));
-        assert_eq!(streams.0, "sku-sku-1");
-        assert_eq!(streams.1, format!("order-{}", order(7)));
-    }
-
-    #[test]
-    fn variants_keep_their_postcard_positions() {
-        // Given
+    fn variants_keep_their_postcard_positions_names_and_streams() {
         let events = [
             restocked("sku-1", 1),
             reserved(order(1), &[("sku-1", 1)]),
             insufficient(order(1), "sku-1: unknown sku"),
-            StockEvent::Restored {
-                order_id: order(1),
-                lines: vec![("sku-1".into(), 1)],
-            },
+            restored(order(1), &[("sku-1", 1)]),
             ledger::tombstoned(order(1)),
             ledger::compensation_skipped(order(1)),
             ledger::placement_ignored(order(1), LATE_PLACEMENT),
@@ -723,15 +587,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: StockEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Stock::event_type(event), names[position]);
-        }
+        check_variants::<Stock>(&events, &names, Some("sku-sku-1"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The payment domain's given/when/then tests.
 
 use super::*;
-use contract::fixtures::{self, line, order};
+use contract::fixtures::{self, check_outcomes, check_variants, line, order};
 use eventlog::scenario::given;
 
 fn placed(order_id: Uuid, amount: u64) -> OrderPlaced {
@@ -515,15 +515,7 @@ fn every_event_maps_to_its_subject() {
             Some("rejected, nothing to undo"),
         ),
     ];
-    for (event, subject, reason) in cases {
-        // When
-        let published = outcome(&event).expect("publishes");
-        // Then
-        assert_eq!(published.subject(), subject, "{event:?}");
-        assert_eq!(published.order_id, order(1));
-        assert_eq!(published.participant, Participant::Payment);
-        assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-    }
+    check_outcomes(Participant::Payment, &cases);
 }
 
 #[test]
@@ -549,16 +541,7 @@ fn variants_keep_their_postcard_positions_names_and_streams() {
         "PlacementIgnored",
         "ApprovalRequested",
     ];
-    for (position, event) in events.iter().enumerate() {
-        // When
-        let bytes = postcard::to_stdvec(event).expect("encodes");
-        let back: PaymentEvent = postcard::from_bytes(&bytes).expect("decodes");
-        // Then
-        assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-        assert_eq!(&back, event);
-        assert_eq!(Payment::event_type(event), names[position]);
-        assert_eq!(Payment::stream_of(event), format!("order-{}", order(1)));
-    }
+    check_variants::<Payment>(&events, &names, None);
 }
 
 #[test]
