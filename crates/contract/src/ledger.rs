@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::wire::{OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
+
+use crate::wire::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 
 /// Reason published when `order.failed` arrives before `order.placed`.
 pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
@@ -305,6 +307,23 @@ pub trait LedgerState {
     fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
         self.orders().get(&order_id).map(OrderEntry::status)
     }
+}
+
+/// A participant's pure core (stock, coupon, point) as the shared shell drives it: which
+/// participant it is, and the commands the saga's messages become.
+pub trait ParticipantCore: Domain<State: LedgerState, Event: LedgerEvent> {
+    /// Which participant this is (its name is the service's name).
+    const PARTICIPANT: Participant;
+
+    /// The command for an `order.placed` that involves it, decided at `now_ms` (ms since the
+    /// Unix epoch; the shell reads the clock).
+    fn placed_command(placed: &OrderPlaced, now_ms: u64) -> Self::Command;
+
+    /// The command for an `order.failed` of an order that involved it.
+    fn failed_command(order_id: Uuid) -> Self::Command;
+
+    /// The state as `replay` prints it.
+    fn render_state(state: &Self::State) -> serde_json::Value;
 }
 
 /// Records the first decision about an order; a second one is a bug in `decide`.

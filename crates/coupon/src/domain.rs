@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use contract::ledger::{self, LedgerEvent, Step};
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
     IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
     LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
@@ -445,6 +445,23 @@ impl Domain for Coupon {
 
     fn stream_of(event: &CouponEvent) -> String {
         ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Coupon {
+    const PARTICIPANT: Participant = Participant::Coupon;
+
+    fn placed_command(placed: &OrderPlaced, now_ms: u64) -> CouponCommand {
+        let placed = placed.clone();
+        CouponCommand::HandlePlaced { placed, now_ms }
+    }
+
+    fn failed_command(order_id: Uuid) -> CouponCommand {
+        CouponCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &CouponState) -> serde_json::Value {
+        serde_json::json!({ "coupons": state.coupons })
     }
 }
 

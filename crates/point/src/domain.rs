@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use contract::ledger::{self, LedgerEvent, Step};
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
     IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
     LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
@@ -340,6 +340,23 @@ impl Domain for Point {
 
     fn stream_of(event: &PointEvent) -> String {
         ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Point {
+    const PARTICIPANT: Participant = Participant::Point;
+
+    fn placed_command(placed: &OrderPlaced, _now_ms: u64) -> PointCommand {
+        let placed = placed.clone();
+        PointCommand::HandlePlaced { placed }
+    }
+
+    fn failed_command(order_id: Uuid) -> PointCommand {
+        PointCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &PointState) -> serde_json::Value {
+        serde_json::json!({ "balances": state.balances })
     }
 }
 

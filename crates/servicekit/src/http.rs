@@ -622,6 +622,53 @@ impl<D: Domain> DomainApi<D> {
     }
 }
 
+/// The caller of an admin write, as an extractor: checked against the admin token (403 while
+/// none is set, 401 for a missing or wrong one), with its validated `Idempotency-Key`.
+pub struct Admin<D: Domain> {
+    /// The domain's route state.
+    pub api: DomainApi<D>,
+    /// The `Idempotency-Key` header, if given.
+    pub key: Option<String>,
+}
+
+impl<D: Domain> axum::extract::FromRequestParts<DomainApi<D>> for Admin<D> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &DomainApi<D>,
+    ) -> std::result::Result<Self, ApiError> {
+        check_admin(&parts.headers, api.admin_token.as_deref())?;
+        Ok(Admin {
+            api: api.clone(),
+            key: idempotency_key(&parts.headers)?,
+        })
+    }
+}
+
+impl<D: Domain> Admin<D> {
+    /// Runs `command` once per Idempotency-Key (see [`DomainApi::admin_execute`]) and answers
+    /// `status` with `view` of the state after it (see [`admin_reply`]).
+    pub async fn write<V: serde::Serialize + Send + 'static>(
+        self,
+        write: AdminWrite<'_>,
+        command: D::Command,
+        field_of: impl FnOnce(&D::Rejection) -> &'static str,
+        status: StatusCode,
+        view: impl FnOnce(&D::State) -> V + Send + 'static,
+    ) -> std::result::Result<Response, ApiError>
+    where
+        D::Rejection: std::fmt::Display,
+    {
+        let replayed = self
+            .api
+            .admin_execute(self.key.as_deref(), write, command, field_of)
+            .await?;
+        let body = self.api.live.read(view).await?;
+        Ok(admin_reply(status, body, replayed))
+    }
+}
+
 /// Response header set on a write that was answered from an earlier one with the same key.
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "Idempotent-Replayed";
 

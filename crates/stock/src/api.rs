@@ -1,27 +1,25 @@
 //! Stock's HTTP API: availability, and admin restocking.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    admin_reply, check_admin, idempotency_key, validate_id, AdminWrite, ApiError, DomainApi,
-    RequestBody, ValidJson, ValidPath,
+    validate_id, Admin, AdminWrite, ApiError, DomainApi, RequestBody, ValidJson, ValidPath,
 };
+use servicekit::openapi::AdminWriteErrors;
+use servicekit::participant::SimpleParticipant;
+use utoipa_axum::routes;
 
-use crate::domain::{Stock, StockCommand, StockRejection};
+use crate::domain::{Stock, StockCommand, StockRejection, StockState};
 
 type ApiState = DomainApi<Stock>;
 
-/// Stock's routes, over its live state and admin token.
-pub fn routes() -> Router<ApiState> {
-    // Each route is served and documented from the same `#[utoipa::path]`.
-    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(available))
-        .routes(utoipa_axum::routes!(restock))
-        .split_for_parts();
-    router.route("/openapi.json", servicekit::openapi::route("stock", doc))
+impl SimpleParticipant for Stock {
+    fn routes() -> Router<ApiState> {
+        servicekit::openapi::serve("stock", [routes!(available), routes!(restock)])
+    }
 }
 
 /// `GET /stock/{sku}`: units available.
@@ -68,18 +66,13 @@ struct StockView {
     security(("admin" = [])),
     responses(
         (status = 200, description = "Units available after the restock", body = StockView),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
+        AdminWriteErrors))]
 async fn restock(
-    State(api): State<ApiState>,
-    headers: HeaderMap,
     ValidPath(sku): ValidPath<String>,
+    admin: Admin<Stock>,
     body: Result<ValidJson<Restock>, ApiError>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
     validate_id("sku", &sku)?;
-    let key = idempotency_key(&headers)?;
     let ValidJson(body) = body?;
     let write = AdminWrite {
         causation: format!("admin:restock {sku}"),
@@ -90,13 +83,17 @@ async fn restock(
         sku: sku.clone(),
         qty: body.qty,
     };
-    let replayed = api
-        .admin_execute(key.as_deref(), write, command, StockRejection::field)
-        .await?;
-    let available = api.live.read(|s| s.available(&sku)).await?.unwrap_or(0);
-    Ok(admin_reply(
-        StatusCode::OK,
-        StockView { sku, available },
-        replayed,
-    ))
+    let answer = move |s: &StockState| StockView {
+        available: s.available(&sku).unwrap_or(0),
+        sku,
+    };
+    admin
+        .write(
+            write,
+            command,
+            StockRejection::field,
+            StatusCode::OK,
+            answer,
+        )
+        .await
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use contract::ledger::{self, LedgerEvent, Step};
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
     IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
     LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
@@ -326,6 +326,23 @@ impl Domain for Stock {
 
     fn stream_of(event: &StockEvent) -> String {
         ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Stock {
+    const PARTICIPANT: Participant = Participant::Stock;
+
+    fn placed_command(placed: &OrderPlaced, _now_ms: u64) -> StockCommand {
+        let placed = placed.clone();
+        StockCommand::HandlePlaced { placed }
+    }
+
+    fn failed_command(order_id: Uuid) -> StockCommand {
+        StockCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &StockState) -> serde_json::Value {
+        serde_json::json!({ "available": state.available })
     }
 }
 
