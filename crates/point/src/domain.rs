@@ -439,20 +439,27 @@ mod tests {
     fn crediting_validates_the_user_and_the_points() {
         let too_long = "u".repeat(MAX_USER_ID_LEN + 1);
         let cases = [
-            (credit("", 1), PointRejection::EmptyUserId),
+            (vec![], credit("", 1), PointRejection::EmptyUserId),
             (
+                vec![],
                 credit(&too_long, 1),
                 PointRejection::UserIdTooLong { len: 65 },
             ),
-            (credit("user-1", 0), PointRejection::ZeroPoints),
+            (vec![], credit("user-1", 0), PointRejection::ZeroPoints),
+            (
+                vec![credited("user-1", MAX_BALANCE)],
+                credit("user-1", u64::MAX),
+                PointRejection::AboveLimit {
+                    user_id: "user-1".into(),
+                    balance: MAX_BALANCE,
+                    points: u64::MAX,
+                },
+            ),
         ];
-        for (command, rejection) in cases {
-            // Given
-            let scenario = given::<Point>([]);
-            // When
-            let when = scenario.when(command);
-            // Then
-            when.then_rejected(rejection);
+        for (history, command, rejection) in cases {
+            given::<Point>(history)
+                .when(command)
+                .then_rejected(rejection);
         }
         let longest = "u".repeat(MAX_USER_ID_LEN);
         given::<Point>([])
@@ -461,33 +468,43 @@ mod tests {
     }
 
     #[test]
-    fn a_credit_cannot_take_a_balance_above_the_limit() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", MAX_BALANCE)]);
-        // When
-        let when = scenario.when(credit("user-1", u64::MAX));
-        // Then
-        when.then_rejected(PointRejection::AboveLimit {
-            user_id: "user-1".into(),
-            balance: MAX_BALANCE,
-            points: u64::MAX,
-        });
-    }
-
-    #[test]
-    fn an_order_takes_its_points_from_the_buyer() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", 10), credited("user-2", 50)]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 10));
-        // Then
-        let state = when.then([deducted(order(1), "user-1", 10)]);
-        assert_eq!(state.balance("user-1"), 0);
-        assert_eq!(state.balance("user-2"), 50);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Succeeded)
-        );
+    fn an_order_takes_its_points_from_the_buyer_or_nothing() {
+        // (the buyer, points wanted, what is decided, the buyer's balance after, status)
+        let cases = [
+            (
+                "user-1",
+                10,
+                deducted(order(1), "user-1", 10),
+                0,
+                ParticipantOrderStatus::Succeeded,
+            ),
+            (
+                "user-1",
+                13,
+                deduct_rejected(order(1), "insufficient points: balance 10, wanted 13"),
+                10,
+                ParticipantOrderStatus::Rejected,
+            ),
+            // A user never credited has no points to spend.
+            (
+                "user-9",
+                1,
+                deduct_rejected(order(1), "insufficient points: balance 0, wanted 1"),
+                0,
+                ParticipantOrderStatus::Rejected,
+            ),
+        ];
+        for (buyer, points, decided, balance, status) in cases {
+            // Given
+            let scenario = given::<Point>([credited("user-1", 10), credited("user-2", 50)]);
+            // When
+            let when = scenario.when(place(order(1), buyer, points));
+            // Then
+            let state = when.then([decided]);
+            assert_eq!(state.balance(buyer), balance);
+            assert_eq!(state.balance("user-2"), 50);
+            assert_eq!(state.order_status(order(1)), Some(status));
+        }
     }
 
     #[test]
@@ -499,37 +516,6 @@ mod tests {
         // Then
         let state = when.then_nothing();
         assert_eq!(state.order_status(order(1)), None);
-    }
-
-    #[test]
-    fn a_balance_too_low_rejects_the_order_and_takes_nothing() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", 3)]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 10));
-        // Then
-        let state = when.then([deduct_rejected(
-            order(1),
-            "insufficient points: balance 3, wanted 10",
-        )]);
-        assert_eq!(state.balance("user-1"), 3);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Rejected)
-        );
-    }
-
-    #[test]
-    fn an_unknown_user_has_no_points_to_spend() {
-        // Given
-        let scenario = given::<Point>([]);
-        // When
-        let when = scenario.when(place(order(1), "user-9", 1));
-        // Then
-        when.then([deduct_rejected(
-            order(1),
-            "insufficient points: balance 0, wanted 1",
-        )]);
     }
 
     #[test]

@@ -363,6 +363,13 @@ mod tests {
         }
     }
 
+    fn restock(sku: &str, qty: u64) -> StockCommand {
+        StockCommand::Restock {
+            sku: sku.into(),
+            qty,
+        }
+    }
+
     fn restocked(sku: &str, qty: u64) -> StockEvent {
         StockEvent::Restocked {
             sku: sku.into(),
@@ -396,10 +403,7 @@ mod tests {
         // Given
         let scenario = given::<Stock>([restocked("sku-1", 5)]);
         // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 3,
-        });
+        let when = scenario.when(restock("sku-1", 3));
         // Then
         let state = when.then([restocked("sku-1", 3)]);
         assert_eq!(state.available("sku-1"), Some(8));
@@ -407,141 +411,92 @@ mod tests {
     }
 
     #[test]
-    fn a_restock_of_zero_units_is_rejected() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 0,
-        });
-        // Then
-        when.then_rejected(StockRejection::ZeroQty);
-    }
-
-    #[test]
-    fn a_restock_needs_a_sku() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: String::new(),
-            qty: 1,
-        });
-        // Then
-        when.then_rejected(StockRejection::EmptySku);
-    }
-
-    #[test]
-    fn a_sku_may_be_64_characters_but_not_more() {
-        // Given
-        let longest = "s".repeat(MAX_SKU_LEN);
+    fn restocking_validates_the_sku_and_the_qty() {
         let too_long = "s".repeat(MAX_SKU_LEN + 1);
-        // When
-        let accepted = given::<Stock>([]).when(StockCommand::Restock {
-            sku: longest.clone(),
-            qty: 1,
-        });
-        let refused = given::<Stock>([]).when(StockCommand::Restock {
-            sku: too_long,
-            qty: 1,
-        });
-        // Then
-        accepted.then([restocked(&longest, 1)]);
-        refused.then_rejected(StockRejection::SkuTooLong { len: 65 });
+        let cases = [
+            (vec![], restock("sku-1", 0), StockRejection::ZeroQty),
+            (vec![], restock("", 1), StockRejection::EmptySku),
+            (
+                vec![],
+                restock(&too_long, 1),
+                StockRejection::SkuTooLong { len: 65 },
+            ),
+            (
+                vec![restocked("sku-1", MAX_AVAILABLE - 1)],
+                restock("sku-1", 2),
+                StockRejection::AboveLimit {
+                    sku: "sku-1".into(),
+                    available: MAX_AVAILABLE - 1,
+                    qty: 2,
+                },
+            ),
+        ];
+        for (history, command, rejection) in cases {
+            given::<Stock>(history)
+                .when(command)
+                .then_rejected(rejection);
+        }
+        let longest = "s".repeat(MAX_SKU_LEN);
+        given::<Stock>([])
+            .when(restock(&longest, 1))
+            .then([restocked(&longest, 1)]);
     }
 
     #[test]
-    fn a_restock_cannot_take_a_sku_above_the_limit() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", MAX_AVAILABLE - 1)]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 2,
-        });
-        // Then
-        when.then_rejected(StockRejection::AboveLimit {
-            sku: "sku-1".into(),
-            available: MAX_AVAILABLE - 1,
-            qty: 2,
-        });
-    }
-
-    #[test]
-    fn a_placed_order_reserves_every_line() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5), restocked("sku-2", 1)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-2", 1), ("sku-1", 5)]),
-        });
-        // Then
-        let state = when.then([reserved(order(1), &[("sku-1", 5), ("sku-2", 1)])]);
-        assert_eq!(state.available("sku-1"), Some(0));
-        assert_eq!(state.available("sku-2"), Some(0));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Succeeded)
-        );
-    }
-
-    #[test]
-    fn a_reservation_is_all_or_nothing() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5), restocked("sku-2", 2)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 5), ("sku-2", 3)]),
-        });
-        // Then
-        let state = when.then([insufficient(order(1), "sku-2: wanted 3, available 2")]);
-        assert_eq!(state.available("sku-1"), Some(5));
-        assert_eq!(state.available("sku-2"), Some(2));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Rejected)
-        );
-    }
-
-    #[test]
-    fn duplicate_skus_are_summed_before_checking() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 3), ("sku-1", 3)]),
-        });
-        // Then
-        when.then([insufficient(order(1), "sku-1: wanted 6, available 5")]);
-    }
-
-    #[test]
-    fn duplicate_skus_are_reserved_as_one_line() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 6)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 3), ("sku-1", 3)]),
-        });
-        // Then
-        let state = when.then([reserved(order(1), &[("sku-1", 6)])]);
-        assert_eq!(state.available("sku-1"), Some(0));
-    }
-
-    #[test]
-    fn an_unknown_sku_is_insufficient_and_every_shortfall_is_named() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 2)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-9", 1), ("sku-1", 5)]),
-        });
-        // Then
-        when.then([insufficient(
-            order(1),
-            "sku-1: wanted 5, available 2; sku-9: unknown sku",
-        )]);
+    fn a_placement_reserves_every_line_or_none() {
+        // (shelf, order lines, what is decided, shelf after)
+        let cases: [(&[(&str, u64)], &[(&str, u32)], StockEvent, &[u64]); 5] = [
+            (
+                &[("sku-1", 5), ("sku-2", 1)],
+                &[("sku-2", 1), ("sku-1", 5)],
+                reserved(order(1), &[("sku-1", 5), ("sku-2", 1)]),
+                &[0, 0],
+            ),
+            (
+                &[("sku-1", 5), ("sku-2", 2)],
+                &[("sku-1", 5), ("sku-2", 3)],
+                insufficient(order(1), "sku-2: wanted 3, available 2"),
+                &[5, 2],
+            ),
+            // The same SKU on two lines is one demand, reserved as one line.
+            (
+                &[("sku-1", 5)],
+                &[("sku-1", 3), ("sku-1", 3)],
+                insufficient(order(1), "sku-1: wanted 6, available 5"),
+                &[5],
+            ),
+            (
+                &[("sku-1", 6)],
+                &[("sku-1", 3), ("sku-1", 3)],
+                reserved(order(1), &[("sku-1", 6)]),
+                &[0],
+            ),
+            // Every shortfall is named, an unknown SKU too.
+            (
+                &[("sku-1", 2)],
+                &[("sku-9", 1), ("sku-1", 5)],
+                insufficient(order(1), "sku-1: wanted 5, available 2; sku-9: unknown sku"),
+                &[2],
+            ),
+        ];
+        for (shelf, lines, decided, after) in cases {
+            // Given
+            let scenario = given::<Stock>(shelf.iter().map(|(sku, qty)| restocked(sku, *qty)));
+            // When
+            let when = scenario.when(StockCommand::HandlePlaced {
+                placed: placed(order(1), lines),
+            });
+            // Then
+            let status = match decided {
+                StockEvent::Reserved { .. } => ParticipantOrderStatus::Succeeded,
+                _ => ParticipantOrderStatus::Rejected,
+            };
+            let state = when.then([decided]);
+            for ((sku, _), available) in shelf.iter().zip(after) {
+                assert_eq!(state.available(sku), Some(*available), "{sku}");
+            }
+            assert_eq!(state.order_status(order(1)), Some(status));
+        }
     }
 
     #[test]

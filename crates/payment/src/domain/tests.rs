@@ -117,35 +117,64 @@ fn an_approval_without_an_authorization_is_refused() {
     when.then_rejected(PaymentRejection::EmptyAuthorization { order_id: order(1) });
 }
 
-#[test]
-fn a_failed_order_has_its_approval_cancelled() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
-    // Then
-    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
-    assert!(!needs_gateway_cancel(&state, order(1)));
+/// A charge the gateway may hold: approved, or requested with its answer unknown.
+fn charges() -> [PaymentEvent; 2] {
+    [approved(order(1), 700), requested(order(1), 700)]
 }
 
 #[test]
-fn a_cancellation_that_keeps_failing_is_recorded_for_an_operator() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(
-        order(1),
-        CancelResult::Failed {
-            reason: "gateway timeout".into(),
-        },
-    ));
-    // Then
-    let state = when.then([cancel_failed(order(1))]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::CancelFailed);
-    assert_eq!(payment.reason.as_deref(), Some("gateway timeout"));
-    assert!(needs_gateway_cancel(&state, order(1)));
+fn a_failed_order_has_its_charge_cancelled_at_the_gateway() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        assert!(needs_gateway_cancel(scenario.state(), order(1)));
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+        // Then
+        let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert!(!needs_gateway_cancel(&state, order(1)));
+        let settled = settled_outcome(&state, order(1)).expect("settled");
+        assert_eq!(settled.subject(), "payment.cancelled");
+    }
+}
+
+#[test]
+fn a_cancellation_that_keeps_failing_is_recorded_for_an_operator_and_retryable() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        // When
+        let when = scenario.when(fail(
+            order(1),
+            CancelResult::Failed {
+                reason: "gateway timeout".into(),
+            },
+        ));
+        // Then
+        let state = when.then([cancel_failed(order(1))]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::CancelFailed);
+        assert_eq!(payment.reason.as_deref(), Some("gateway timeout"));
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+    }
+    let published = outcome(&cancel_failed(order(1))).expect("publishes");
+    assert_eq!(published.subject(), "payment.cancel_failed");
+}
+
+#[test]
+fn a_charge_cannot_be_compensated_without_asking_the_gateway() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+        // Then
+        when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+    }
 }
 
 #[test]
@@ -180,16 +209,6 @@ fn a_retried_cancellation_may_fail_again() {
     let payment = state.payment(order(1)).expect("recorded");
     assert_eq!(payment.status, PaymentStatus::CancelFailed);
     assert_eq!(payment.reason.as_deref(), Some("gateway down"));
-}
-
-#[test]
-fn an_approval_cannot_be_compensated_without_asking_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
-    // Then
-    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
 }
 
 #[test]
@@ -348,52 +367,6 @@ fn the_gateways_decline_of_a_requested_charge_is_recorded() {
     let state = when.then([declined(order(1), 2_000_000)]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Declined));
     assert!(!needs_gateway_cancel(&state, order(1)));
-}
-
-#[test]
-fn a_failed_order_with_a_requested_charge_is_cancelled_at_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
-    // Then
-    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert!(!needs_gateway_cancel(&state, order(1)));
-    let settled = settled_outcome(&state, order(1)).expect("settled");
-    assert_eq!(settled.subject(), "payment.cancelled");
-}
-
-#[test]
-fn a_requested_charge_cannot_be_compensated_without_asking_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
-    // Then
-    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
-}
-
-#[test]
-fn a_failed_cancellation_of_a_requested_charge_is_recorded_and_retryable() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(
-        order(1),
-        CancelResult::Failed {
-            reason: "gateway timeout".into(),
-        },
-    ));
-    // Then
-    let state = when.then([cancel_failed(order(1))]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::CancelFailed));
-    assert!(needs_gateway_cancel(&state, order(1)));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert_eq!(settled_outcome(&state, order(1)), None);
-    let published = outcome(&cancel_failed(order(1))).expect("publishes");
-    assert_eq!(published.subject(), "payment.cancel_failed");
 }
 
 #[test]
