@@ -1,29 +1,20 @@
 //! Coupon's HTTP API: coupon state, and admin issuing.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    Admin, AdminWrite, ApiError, DomainApi, Id, RequestBody, ValidJson, ValidPath,
+    Admin, AdminWrite, ApiError, DomainApi, Id, PathItem, RequestBody, ValidJson,
 };
 use servicekit::offline::parse_time_ms;
-use servicekit::openapi::AdminWriteErrors;
+use servicekit::openapi::{AdminWriteErrors, NotFound};
 use servicekit::participant::SimpleParticipant;
 use utoipa_axum::routes;
 
 use crate::domain::{
     Coupon, CouponCommand, CouponEntry, CouponRejection, CouponState, CouponStatus,
 };
-
-type ApiState = DomainApi<Coupon>;
-
-impl SimpleParticipant for Coupon {
-    fn routes() -> Router<ApiState> {
-        servicekit::openapi::serve("coupon", [routes!(coupon), routes!(issue)])
-    }
-}
 
 /// `GET /coupons/{couponId}` and the issue's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -95,18 +86,10 @@ impl<'de> Deserialize<'de> for TimeMs {
 /// `GET /coupons/{couponId}`: a coupon's state.
 #[utoipa::path(get, path = "/coupons/{coupon_id}", tag = "coupon",
     params(("coupon_id" = String, Path, description = "The coupon's id")),
-    responses(
-        (status = 200, description = "The coupon", body = CouponView),
-        (status = 404, description = "Unknown coupon", body = servicekit::openapi::ErrorBody)))]
-async fn coupon(
-    State(api): State<ApiState>,
-    ValidPath(coupon_id): ValidPath<String>,
-) -> Result<Json<CouponView>, ApiError> {
-    api.live
-        .read(|s| s.coupon(&coupon_id).map(coupon_json))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("unknown coupon {coupon_id}")))
+    responses((status = 200, description = "The coupon", body = CouponView), NotFound))]
+async fn coupon(item: PathItem<Coupon>) -> Result<Json<CouponView>, ApiError> {
+    item.view("coupon", |s, id| s.coupon(id).map(coupon_json))
+        .await
 }
 
 /// `POST /coupons` (admin): issues a coupon, once per `Idempotency-Key`.
@@ -114,9 +97,7 @@ async fn coupon(
     params(("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
     request_body = IssueCoupon,
     security(("admin" = [])),
-    responses(
-        (status = 201, description = "The issued coupon", body = CouponView),
-        AdminWriteErrors))]
+    responses((status = 201, description = "The issued coupon", body = CouponView), AdminWriteErrors))]
 async fn issue(
     admin: Admin<Coupon>,
     body: Result<ValidJson<IssueCoupon>, ApiError>,
@@ -136,13 +117,12 @@ async fn issue(
         expires_at_ms: body.expires_at.map(|t| t.0),
     };
     let issued = move |s: &CouponState| s.coupon(&coupon_id).map(coupon_json);
-    admin
-        .write(
-            write,
-            command,
-            CouponRejection::field,
-            StatusCode::CREATED,
-            issued,
-        )
-        .await
+    let written = admin.write(write, command, CouponRejection::field).await?;
+    written.reply(StatusCode::CREATED, issued).await
+}
+
+impl SimpleParticipant for Coupon {
+    fn routes() -> Router<DomainApi<Coupon>> {
+        servicekit::openapi::serve("coupon", [routes!(coupon), routes!(issue)])
+    }
 }

@@ -1,45 +1,31 @@
 //! Point's HTTP API: balances, and admin crediting.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    validate_id, Admin, AdminWrite, ApiError, DomainApi, RequestBody, ValidJson, ValidPath,
+    validate_id, Admin, AdminWrite, ApiError, DomainApi, PathItem, RequestBody, ValidJson,
+    ValidPath,
 };
-use servicekit::openapi::AdminWriteErrors;
+use servicekit::openapi::{AdminWriteErrors, NotFound};
 use servicekit::participant::SimpleParticipant;
 use utoipa_axum::routes;
 
 use crate::domain::{Point, PointCommand, PointRejection, PointState};
 
-type ApiState = DomainApi<Point>;
-
-impl SimpleParticipant for Point {
-    fn routes() -> Router<ApiState> {
-        servicekit::openapi::serve("point", [routes!(balance), routes!(credit)])
-    }
-}
-
 /// `GET /points/{userId}`: a user's balance.
 #[utoipa::path(get, path = "/points/{user_id}", tag = "point",
     params(("user_id" = String, Path, description = "The user's id")),
-    responses(
-        (status = 200, description = "The balance", body = BalanceView),
-        (status = 404, description = "Unknown user", body = servicekit::openapi::ErrorBody)))]
-async fn balance(
-    State(api): State<ApiState>,
-    ValidPath(user_id): ValidPath<String>,
-) -> Result<Json<BalanceView>, ApiError> {
-    let (known, balance) = api
-        .live
-        .read(|s| (s.knows_user(&user_id), s.balance(&user_id)))
-        .await?;
-    if !known {
-        return Err(ApiError::not_found(format!("unknown user {user_id}")));
-    }
-    Ok(Json(BalanceView { user_id, balance }))
+    responses((status = 200, description = "The balance", body = BalanceView), NotFound))]
+async fn balance(item: PathItem<Point>) -> Result<Json<BalanceView>, ApiError> {
+    let balance_of = |s: &PointState, user_id: &str| {
+        s.knows_user(user_id).then(|| BalanceView {
+            user_id: user_id.to_owned(),
+            balance: s.balance(user_id),
+        })
+    };
+    item.view("user", balance_of).await
 }
 
 /// `POST /points/{userId}/credit` body.
@@ -68,9 +54,7 @@ struct BalanceView {
         ("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
     request_body = Credit,
     security(("admin" = [])),
-    responses(
-        (status = 200, description = "The balance after the credit", body = BalanceView),
-        AdminWriteErrors))]
+    responses((status = 200, description = "The balance after the credit", body = BalanceView), AdminWriteErrors))]
 async fn credit(
     ValidPath(user_id): ValidPath<String>,
     admin: Admin<Point>,
@@ -91,8 +75,12 @@ async fn credit(
         balance: s.balance(&user_id),
         user_id,
     };
-    let field_of = PointRejection::field;
-    admin
-        .write(write, command, field_of, StatusCode::OK, balance_of)
-        .await
+    let written = admin.write(write, command, PointRejection::field).await?;
+    written.reply(StatusCode::OK, balance_of).await
+}
+
+impl SimpleParticipant for Point {
+    fn routes() -> Router<DomainApi<Point>> {
+        servicekit::openapi::serve("point", [routes!(balance), routes!(credit)])
+    }
 }

@@ -77,6 +77,12 @@ pub fn serve<S: Clone + Send + Sync + 'static>(
     router.route("/openapi.json", route(service, doc))
 }
 
+/// The error answer of a read by id (`responses(..., NotFound)`).
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 404, description = "Unknown id (a JSON error naming it)")]
+#[allow(dead_code)]
+pub struct NotFound(ErrorBody);
+
 /// The error answers of an admin write (`responses(..., AdminWriteErrors)`).
 #[derive(Debug, utoipa::IntoResponses)]
 #[allow(dead_code)]

@@ -1,41 +1,32 @@
 //! Stock's HTTP API: availability, and admin restocking.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    validate_id, Admin, AdminWrite, ApiError, DomainApi, RequestBody, ValidJson, ValidPath,
+    validate_id, Admin, AdminWrite, ApiError, DomainApi, PathItem, RequestBody, ValidJson,
+    ValidPath,
 };
-use servicekit::openapi::AdminWriteErrors;
+use servicekit::openapi::{AdminWriteErrors, NotFound};
 use servicekit::participant::SimpleParticipant;
 use utoipa_axum::routes;
 
 use crate::domain::{Stock, StockCommand, StockRejection, StockState};
 
-type ApiState = DomainApi<Stock>;
-
-impl SimpleParticipant for Stock {
-    fn routes() -> Router<ApiState> {
-        servicekit::openapi::serve("stock", [routes!(available), routes!(restock)])
-    }
-}
-
 /// `GET /stock/{sku}`: units available.
 #[utoipa::path(get, path = "/stock/{sku}", tag = "stock",
     params(("sku" = String, Path, description = "The SKU")),
-    responses(
-        (status = 200, description = "Units available", body = StockView),
-        (status = 404, description = "Unknown SKU", body = servicekit::openapi::ErrorBody)))]
-async fn available(
-    State(api): State<ApiState>,
-    ValidPath(sku): ValidPath<String>,
-) -> Result<Json<StockView>, ApiError> {
-    match api.live.read(|s| s.available(&sku)).await? {
-        Some(available) => Ok(Json(StockView { sku, available })),
-        None => Err(ApiError::not_found(format!("unknown sku {sku}"))),
-    }
+    responses((status = 200, description = "Units available", body = StockView), NotFound))]
+async fn available(item: PathItem<Stock>) -> Result<Json<StockView>, ApiError> {
+    item.view("sku", |s, sku| {
+        let available = s.available(sku)?;
+        Some(StockView {
+            sku: sku.to_owned(),
+            available,
+        })
+    })
+    .await
 }
 
 /// `POST /stock/{sku}/restock` body.
@@ -64,9 +55,7 @@ struct StockView {
         ("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
     request_body = Restock,
     security(("admin" = [])),
-    responses(
-        (status = 200, description = "Units available after the restock", body = StockView),
-        AdminWriteErrors))]
+    responses((status = 200, description = "Units available after the restock", body = StockView), AdminWriteErrors))]
 async fn restock(
     ValidPath(sku): ValidPath<String>,
     admin: Admin<Stock>,
@@ -74,26 +63,25 @@ async fn restock(
 ) -> Result<Response, ApiError> {
     validate_id("sku", &sku)?;
     let ValidJson(body) = body?;
+    let command = StockCommand::Restock {
+        sku: sku.clone(),
+        qty: body.qty,
+    };
     let write = AdminWrite {
         causation: format!("admin:restock {sku}"),
         route: "restock",
         stream: format!("sku-{sku}"),
     };
-    let command = StockCommand::Restock {
-        sku: sku.clone(),
-        qty: body.qty,
-    };
     let answer = move |s: &StockState| StockView {
         available: s.available(&sku).unwrap_or(0),
         sku,
     };
-    admin
-        .write(
-            write,
-            command,
-            StockRejection::field,
-            StatusCode::OK,
-            answer,
-        )
-        .await
+    let written = admin.write(write, command, StockRejection::field).await?;
+    written.reply(StatusCode::OK, answer).await
+}
+
+impl SimpleParticipant for Stock {
+    fn routes() -> Router<DomainApi<Stock>> {
+        servicekit::openapi::serve("stock", [routes!(available), routes!(restock)])
+    }
 }

@@ -444,8 +444,14 @@ mod tests {
 
     #[test]
     fn a_placement_reserves_every_line_or_none() {
-        // (shelf, order lines, what is decided, shelf after)
-        let cases: [(&[(&str, u64)], &[(&str, u32)], StockEvent, &[u64]); 5] = [
+        // The shelf, the order's lines, what is decided, the shelf after.
+        type Case = (
+            &'static [(&'static str, u64)],
+            &'static [(&'static str, u32)],
+            StockEvent,
+            &'static [u64],
+        );
+        let cases: [Case; 5] = [
             (
                 &[("sku-1", 5), ("sku-2", 1)],
                 &[("sku-2", 1), ("sku-1", 5)],
