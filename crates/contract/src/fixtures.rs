@@ -138,9 +138,14 @@ where
 
 /// Checks that one event of each variant, in declaration order, keeps its postcard position
 /// (the log's encoding is final), its name, and its stream: `own_stream`, if given, for the
-/// first (the participant's own business), order 1's for the rest.
+/// first (the domain's own business), the stream of order `order_id` for the rest.
 #[track_caller]
-pub fn check_variants<D: Domain>(events: &[D::Event], names: &[&str], own_stream: Option<&str>) {
+pub fn check_variants<D: Domain>(
+    events: &[D::Event],
+    names: &[&str],
+    own_stream: Option<&str>,
+    order_id: Uuid,
+) {
     assert_eq!(events.len(), names.len());
     for (position, (event, name)) in events.iter().zip(names).enumerate() {
         let bytes = postcard::to_stdvec(event).expect("encodes");
@@ -150,7 +155,7 @@ pub fn check_variants<D: Domain>(events: &[D::Event], names: &[&str], own_stream
         assert_eq!(D::event_type(event), *name);
         let stream = match (position, own_stream) {
             (0, Some(own)) => own.to_owned(),
-            _ => format!("order-{}", order(1)),
+            _ => format!("order-{order_id}"),
         };
         assert_eq!(D::stream_of(event), stream, "{event:?}");
     }

@@ -736,7 +736,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        check_variants::<Coupon>(&events, &names, Some("coupon-c-1"));
+        check_variants::<Coupon>(&events, &names, Some("coupon-c-1"), order(1));
     }
 
     #[test]

@@ -573,7 +573,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        check_variants::<Point>(&events, &names, Some("user-user-1"));
+        check_variants::<Point>(&events, &names, Some("user-user-1"), order(1));
     }
 
     #[test]

@@ -565,7 +565,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        check_variants::<Stock>(&events, &names, Some("sku-sku-1"));
+        check_variants::<Stock>(&events, &names, Some("sku-sku-1"), order(1));
     }
 
     #[test]

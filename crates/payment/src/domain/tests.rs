@@ -514,7 +514,7 @@ fn variants_keep_their_postcard_positions_names_and_streams() {
         "PlacementIgnored",
         "ApprovalRequested",
     ];
-    check_variants::<Payment>(&events, &names, None);
+    check_variants::<Payment>(&events, &names, None, order(1));
 }
 
 #[test]
