@@ -1,7 +1,8 @@
 //! The HTTP shell: common routes, the API error type, the one JSON body extractor
 //! ([`ValidJson`]) with typed ids and bounds, admin auth, the per-client rate limit.
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,6 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use eventlog::domain::Domain;
 use eventlog::event_store::{EventStore, ReplayBound};
 use eventlog::live;
@@ -628,18 +630,13 @@ pub struct PathItem<D: Domain> {
     id: String,
 }
 
-impl<D: Domain> axum::extract::FromRequestParts<DomainApi<D>> for PathItem<D> {
+impl<D: Domain> FromRequestParts<DomainApi<D>> for PathItem<D> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        api: &DomainApi<D>,
-    ) -> std::result::Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, api: &DomainApi<D>) -> Result<Self, ApiError> {
         let ValidPath(id) = ValidPath::from_request_parts(parts, api).await?;
-        Ok(PathItem {
-            api: api.clone(),
-            id,
-        })
+        let api = api.clone();
+        Ok(PathItem { api, id })
     }
 }
 
@@ -673,13 +670,10 @@ pub struct Admin<D: Domain> {
     pub key: Option<String>,
 }
 
-impl<D: Domain> axum::extract::FromRequestParts<DomainApi<D>> for Admin<D> {
+impl<D: Domain> FromRequestParts<DomainApi<D>> for Admin<D> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        api: &DomainApi<D>,
-    ) -> std::result::Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, api: &DomainApi<D>) -> Result<Self, ApiError> {
         check_admin(&parts.headers, api.admin_token.as_deref())?;
         Ok(Admin {
             api: api.clone(),

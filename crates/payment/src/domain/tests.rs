@@ -67,39 +67,95 @@ fn request(order_id: Uuid, amount: u64) -> PaymentCommand {
     }
 }
 
+/// An approved charge, cancelled at the gateway after the order failed.
+fn cancelled_after_approval() -> Vec<PaymentEvent> {
+    vec![
+        approved(order(1), 700),
+        PaymentEvent::Cancelled { order_id: order(1) },
+    ]
+}
+
 fn skipped(order_id: Uuid) -> PaymentEvent {
     ledger::compensation_skipped(order_id)
 }
 
 #[test]
-fn an_approved_charge_records_the_authorization() {
-    // Given
-    let scenario = given::<Payment>([]);
-    assert!(needs_gateway_approval(scenario.state(), order(1)));
-    // When
-    let when = scenario.when(approve(order(1), 700));
-    // Then
-    let state = when.then([approved(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Approved);
-    assert_eq!(payment.amount, 700);
-    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert!(needs_gateway_cancel(&state, order(1)));
+fn a_fresh_charge_is_recorded_with_what_the_gateway_may_hold() {
+    // The command, what it records, its status and authorization, whether the PG is to be asked.
+    let cases = [
+        (
+            request(order(1), 700),
+            requested(order(1), 700),
+            PaymentStatus::Requested,
+            None,
+            true,
+        ),
+        (
+            approve(order(1), 700),
+            approved(order(1), 700),
+            PaymentStatus::Approved,
+            Some("auth-1"),
+            false,
+        ),
+    ];
+    for (command, recorded, status, authorization, ask_gateway) in cases {
+        // Given
+        let scenario = given::<Payment>([]);
+        assert!(needs_approval_request(scenario.state(), order(1)));
+        assert!(needs_gateway_approval(scenario.state(), order(1)));
+        // When
+        let state = scenario.when(command).then([recorded]);
+        // Then
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!((payment.status, payment.amount), (status, 700));
+        assert_eq!(payment.authorization.as_deref(), authorization);
+        assert!(!needs_approval_request(&state, order(1)));
+        assert_eq!(needs_gateway_approval(&state, order(1)), ask_gateway);
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+    }
+    // The intent to charge is the payment's own: the saga does not hear of it.
+    assert_eq!(outcome(&requested(order(1), 700)), None);
 }
 
 #[test]
-fn a_declined_charge_rejects_the_order() {
-    // Given
-    let scenario = given::<Payment>([]);
-    // When
-    let when = scenario.when(decline(order(1), 2_000_000));
-    // Then
-    let state = when.then([declined(order(1), 2_000_000)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Declined);
-    assert_eq!(payment.reason.as_deref(), Some("amount above limit"));
-    assert!(!needs_gateway_cancel(&state, order(1)));
+fn the_gateways_answer_is_recorded_whether_the_charge_was_requested_first_or_not() {
+    for history in [vec![], vec![requested(order(1), 700)]] {
+        // Given
+        let scenario = given::<Payment>(history.clone());
+        // When the gateway approves
+        let state = scenario
+            .when(approve(order(1), 700))
+            .then([approved(order(1), 700)]);
+        // Then
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Approved);
+        assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
+        assert!(!needs_gateway_approval(&state, order(1)));
+
+        // When it declines instead
+        let declining = given::<Payment>(history).when(decline(order(1), 700));
+        // Then the order is rejected and nothing is held
+        let state = declining.then([declined(order(1), 700)]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Declined);
+        assert_eq!(payment.reason.as_deref(), Some("amount above limit"));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert!(!needs_gateway_cancel(&state, order(1)));
+    }
+}
+
+/// Checks that `command`, after each of `histories`, decides nothing.
+#[track_caller]
+fn decides_nothing_after(
+    histories: impl IntoIterator<Item = Vec<PaymentEvent>>,
+    command: PaymentCommand,
+) {
+    for history in histories {
+        given::<Payment>(history)
+            .when(command.clone())
+            .then_nothing();
+    }
 }
 
 #[test]
@@ -262,26 +318,13 @@ fn a_repeated_placement_is_a_no_op() {
         vec![requested(order(1), 700), approved(order(1), 700)],
         vec![requested(order(1), 700), declined(order(1), 700)],
     ];
-    for history in histories {
-        // Given
-        let scenario = given::<Payment>(history);
-        // When
-        let when = scenario.when(approve(order(1), 700));
-        // Then
-        when.then_nothing();
-    }
+    decides_nothing_after(histories, approve(order(1), 700));
 }
 
 #[test]
 fn a_repeated_failure_is_a_no_op() {
     let histories = [
-        (
-            vec![
-                approved(order(1), 700),
-                PaymentEvent::Cancelled { order_id: order(1) },
-            ],
-            PaymentStatus::Cancelled,
-        ),
+        (cancelled_after_approval(), PaymentStatus::Cancelled),
         (
             vec![declined(order(1), 700), skipped(order(1))],
             PaymentStatus::Declined,
@@ -303,26 +346,6 @@ fn a_repeated_failure_is_a_no_op() {
 }
 
 #[test]
-fn a_charge_is_recorded_as_requested_before_the_gateway_is_asked() {
-    // Given
-    let scenario = given::<Payment>([]);
-    assert!(needs_approval_request(scenario.state(), order(1)));
-    // When
-    let when = scenario.when(request(order(1), 700));
-    // Then
-    let state = when.then([requested(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Requested);
-    assert_eq!(payment.amount, 700);
-    assert_eq!(payment.authorization, None);
-    assert_eq!(outcome(&requested(order(1), 700)), None);
-    assert!(!needs_approval_request(&state, order(1)));
-    assert!(needs_gateway_approval(&state, order(1)));
-    assert!(needs_gateway_cancel(&state, order(1)));
-    assert_eq!(settled_outcome(&state, order(1)), None);
-}
-
-#[test]
 fn a_repeated_charge_request_records_nothing_new() {
     let histories = [
         vec![requested(order(1), 700)],
@@ -333,40 +356,7 @@ fn a_repeated_charge_request_records_nothing_new() {
             PaymentEvent::Cancelled { order_id: order(1) },
         ],
     ];
-    for history in histories {
-        // Given
-        let scenario = given::<Payment>(history);
-        // When
-        let when = scenario.when(request(order(1), 700));
-        // Then
-        when.then_nothing();
-    }
-}
-
-#[test]
-fn the_gateways_approval_of_a_requested_charge_is_recorded() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(approve(order(1), 700));
-    // Then
-    let state = when.then([approved(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Approved);
-    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
-    assert!(!needs_gateway_approval(&state, order(1)));
-}
-
-#[test]
-fn the_gateways_decline_of_a_requested_charge_is_recorded() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 2_000_000)]);
-    // When
-    let when = scenario.when(decline(order(1), 2_000_000));
-    // Then
-    let state = when.then([declined(order(1), 2_000_000)]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Declined));
-    assert!(!needs_gateway_cancel(&state, order(1)));
+    decides_nothing_after(histories, request(order(1), 700));
 }
 
 #[test]
@@ -394,10 +384,7 @@ fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
             requested(order(1), 700),
             PaymentEvent::Cancelled { order_id: order(1) },
         ],
-        vec![
-            approved(order(1), 700),
-            PaymentEvent::Cancelled { order_id: order(1) },
-        ],
+        cancelled_after_approval(),
         vec![requested(order(1), 700), cancel_failed(order(1))],
         vec![declined(order(1), 700), skipped(order(1))],
     ];
@@ -413,10 +400,7 @@ fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
 fn a_settled_order_reports_its_recorded_compensation() {
     let cases = [
         (
-            vec![
-                approved(order(1), 700),
-                PaymentEvent::Cancelled { order_id: order(1) },
-            ],
+            cancelled_after_approval(),
             Some(("payment.cancelled", None)),
         ),
         (
