@@ -4,8 +4,9 @@
 //! still in flight (`PENDING`, `COMPENSATING`, `NEEDS_ATTENTION`) are reported as unsettled
 //! instead: what participants hold for them is counted as held, not judged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{OrderEntry, ParticipantOrderStatus};
 use order::domain::{OrderSaga, OrderStatus, Orders};
 use uuid::Uuid;
 
@@ -82,7 +83,6 @@ pub fn stock(
     out: &mut Vec<Violation>,
 ) {
     use stock::domain::ParticipantOrderStatus as S;
-    let holds = |status: S| matches!(status, S::Succeeded | S::CompensationFailed);
     let mut ledger = Ledger::default();
     for (id, saga) in sorted(orders) {
         let entry = state.orders.get(&id);
@@ -122,18 +122,13 @@ pub fn stock(
             _ => {}
         }
     }
-    for (id, entry) in by_id(&state.orders) {
-        if !orders.orders.contains_key(&id) && holds(entry.status) {
-            push(
-                out,
-                CHECK_STOCK,
-                format!(
-                    "stock holds {:?} for order {id}, which the order log does not know",
-                    entry.lines
-                ),
-            );
-            ledger.hold_all(&entry.lines);
-        }
+    for (id, entry) in held_for_unknown_orders(orders, &state.orders) {
+        let detail = format!(
+            "stock holds {:?} for order {id}, which the order log does not know",
+            entry.lines
+        );
+        push(out, CHECK_STOCK, detail);
+        ledger.hold_all(&entry.lines);
     }
     ledger.compare(&STOCK_LABELS, restocked, &state.available, out);
 }
@@ -146,7 +141,6 @@ pub fn points(
     out: &mut Vec<Violation>,
 ) {
     use point::domain::ParticipantOrderStatus as S;
-    let holds = |status: S| matches!(status, S::Succeeded | S::CompensationFailed);
     let mut ledger = Ledger::default();
     for (id, saga) in sorted(orders) {
         let entry = state.orders.get(&id);
@@ -191,18 +185,13 @@ pub fn points(
             _ => {}
         }
     }
-    for (id, entry) in by_id(&state.orders) {
-        if !orders.orders.contains_key(&id) && holds(entry.status) {
-            push(
-                out,
-                CHECK_POINTS,
-                format!(
-                "point deducted {} points of {} for order {id}, which the order log does not know",
-                entry.points, entry.user_id
-            ),
-            );
-            ledger.hold(&entry.user_id, entry.points);
-        }
+    for (id, entry) in held_for_unknown_orders(orders, &state.orders) {
+        let (points, user) = (entry.points, &entry.user_id);
+        let detail = format!(
+            "point deducted {points} points of {user} for order {id}, which the order log does not know"
+        );
+        push(out, CHECK_POINTS, detail);
+        ledger.hold(user, points);
     }
     ledger.compare(&POINT_LABELS, credited, &state.balances, out);
 }
@@ -453,10 +442,30 @@ fn sorted(orders: &Orders) -> Vec<(Uuid, &OrderSaga)> {
 }
 
 /// A participant's per-order map in id order, so reports are stable.
-fn by_id<T>(map: &std::collections::HashMap<Uuid, T>) -> Vec<(Uuid, &T)> {
+fn by_id<T>(map: &HashMap<Uuid, T>) -> Vec<(Uuid, &T)> {
     let mut all: Vec<(Uuid, &T)> = map.iter().map(|(id, v)| (*id, v)).collect();
     all.sort_by_key(|(id, _)| *id);
     all
+}
+
+/// Whether a participant still holds what an order took: its part is done, or undoing it failed.
+fn holds(status: ParticipantOrderStatus) -> bool {
+    matches!(
+        status,
+        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed
+    )
+}
+
+/// A participant's entries that still hold something for an order the order log does not know,
+/// in id order.
+fn held_for_unknown_orders<'a, E: OrderEntry>(
+    orders: &Orders,
+    entries: &'a HashMap<Uuid, E>,
+) -> Vec<(Uuid, &'a E)> {
+    by_id(entries)
+        .into_iter()
+        .filter(|(id, entry)| !orders.orders.contains_key(id) && holds(entry.status()))
+        .collect()
 }
 
 fn push(out: &mut Vec<Violation>, check: &'static str, detail: String) {

@@ -7,8 +7,7 @@ use uuid::Uuid;
 
 use crate::{AuditError, Result};
 
-/// File the order service's embedded sink appends completed orders to, in its data dir.
-pub const DATAPLATFORM_FILE: &str = "dataplatform.jsonl";
+pub use contract::DATAPLATFORM_FILE;
 
 /// The lines of the data platform file, counted by order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,19 +40,10 @@ pub fn count(text: &str) -> Received {
         if line.trim().is_empty() {
             continue;
         }
-        match order_id(line) {
+        match contract::feed_line_order_id(line) {
             Some(id) => *received.lines.entry(id).or_insert(0) += 1,
             None => received.unreadable.push(index + 1),
         }
     }
     received
-}
-
-fn order_id(line: &str) -> Option<Uuid> {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()?
-        .get("orderId")?
-        .as_str()?
-        .parse()
-        .ok()
 }

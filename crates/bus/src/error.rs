@@ -14,9 +14,6 @@ pub enum Error {
     /// A message could not be encoded or decoded.
     #[error(transparent)]
     Contract(#[from] contract::Error),
-    /// A message could not be encoded.
-    #[error("encode: {0}")]
-    Encode(#[from] postcard::Error),
     /// NATS could not be reached within the retry budget.
     #[error("cannot connect to NATS at {url} after {attempts} attempts: {source}")]
     Connect {

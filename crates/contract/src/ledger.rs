@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::wire::{OutcomeKind, Participant, ParticipantEvent};
+use eventlog::domain::Domain;
+
+use crate::wire::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
 
 /// Reason published when `order.failed` arrives before `order.placed`.
 pub const TOMBSTONE_REASON: &str = "nothing to undo: order.failed arrived before order.placed";
@@ -41,8 +43,291 @@ pub trait OrderEntry {
     fn tombstone() -> Self;
 }
 
+/// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
+///
+/// Carried by every participant's `Tombstoned` variant; as a newtype variant it encodes (postcard
+/// and JSON) exactly as the struct variant it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    /// The order.
+    pub order_id: Uuid,
+}
+
+/// A rejected order failed: nothing was done, so nothing is undone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedCompensation {
+    /// The order.
+    pub order_id: Uuid,
+    /// Why nothing was undone.
+    pub reason: String,
+}
+
+/// `order.placed` arrived after the order's failure was settled and was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoredPlacement {
+    /// The order.
+    pub order_id: Uuid,
+    /// Why it was ignored.
+    pub reason: String,
+}
+
+/// What a participant's event means to the saga: all the shared rules need to know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// The participant's own business, about no order (a restock, a credit, an issued coupon),
+    /// filed under the stream `<prefix>-<key>`.
+    Own(&'static str, &'a str),
+    /// About an order, but nothing the saga hears of (payment's recorded intent to charge).
+    Recorded(Uuid),
+    /// It did its part of the order.
+    Succeeded(Uuid),
+    /// It refused the order, for this reason.
+    Rejected(Uuid, &'a str),
+    /// Its part of the failed order is undone.
+    Undone(Uuid),
+    /// Undoing its part failed for good, for this reason.
+    UndoFailed(Uuid, &'a str),
+    /// See [`Tombstone`].
+    Tombstoned(Uuid),
+    /// See [`SkippedCompensation`].
+    CompensationSkipped(Uuid, &'a str),
+    /// See [`IgnoredPlacement`].
+    PlacementIgnored(Uuid),
+}
+
+impl Step<'_> {
+    /// The order the event is about; `None` for the participant's own business.
+    pub fn order_id(self) -> Option<Uuid> {
+        match self {
+            Step::Own(..) => None,
+            Step::Recorded(id)
+            | Step::Succeeded(id)
+            | Step::Rejected(id, _)
+            | Step::Undone(id)
+            | Step::UndoFailed(id, _)
+            | Step::Tombstoned(id)
+            | Step::CompensationSkipped(id, _)
+            | Step::PlacementIgnored(id) => Some(id),
+        }
+    }
+}
+
+impl<'a> From<&'a Tombstone> for Step<'a> {
+    fn from(fact: &'a Tombstone) -> Self {
+        Step::Tombstoned(fact.order_id)
+    }
+}
+
+impl<'a> From<&'a SkippedCompensation> for Step<'a> {
+    fn from(fact: &'a SkippedCompensation) -> Self {
+        Step::CompensationSkipped(fact.order_id, &fact.reason)
+    }
+}
+
+impl<'a> From<&'a IgnoredPlacement> for Step<'a> {
+    fn from(fact: &'a IgnoredPlacement) -> Self {
+        Step::PlacementIgnored(fact.order_id)
+    }
+}
+
+/// A participant's event: its meaning to the saga, and the shared facts it can record.
+pub trait LedgerEvent:
+    From<Tombstone> + From<SkippedCompensation> + From<IgnoredPlacement>
+{
+    /// What this event means to the saga.
+    fn step(&self) -> Step<'_>;
+}
+
+/// Implements `From` each shared fact for a participant's event enum whose `Tombstoned`,
+/// `CompensationSkipped` and `PlacementIgnored` variants carry them.
+#[macro_export]
+macro_rules! ledger_facts {
+    ($event:ident) => {
+        impl From<$crate::ledger::Tombstone> for $event {
+            fn from(fact: $crate::ledger::Tombstone) -> Self {
+                $event::Tombstoned(fact)
+            }
+        }
+        impl From<$crate::ledger::SkippedCompensation> for $event {
+            fn from(fact: $crate::ledger::SkippedCompensation) -> Self {
+                $event::CompensationSkipped(fact)
+            }
+        }
+        impl From<$crate::ledger::IgnoredPlacement> for $event {
+            fn from(fact: $crate::ledger::IgnoredPlacement) -> Self {
+                $event::PlacementIgnored(fact)
+            }
+        }
+    };
+}
+
+/// The wire event a participant's event publishes, if any.
+pub fn outcome<E: LedgerEvent>(participant: Participant, event: &E) -> Option<ParticipantEvent> {
+    let (order_id, kind, reason) = match event.step() {
+        Step::Own(..) | Step::Recorded(_) | Step::PlacementIgnored(_) => return None,
+        Step::Succeeded(id) => (id, OutcomeKind::Succeeded, None),
+        Step::Rejected(id, reason) => (id, OutcomeKind::Rejected, Some(reason)),
+        Step::Undone(id) => (id, OutcomeKind::Compensated, None),
+        Step::UndoFailed(id, reason) => (id, OutcomeKind::CompensationFailed, Some(reason)),
+        Step::Tombstoned(id) => (id, OutcomeKind::Compensated, Some(TOMBSTONE_REASON)),
+        Step::CompensationSkipped(id, reason) => (id, OutcomeKind::Compensated, Some(reason)),
+    };
+    Some(ParticipantEvent {
+        order_id,
+        participant,
+        kind,
+        reason: reason.map(str::to_owned),
+    })
+}
+
+/// The stream a participant's event is filed under: its order's, or its own aggregate's.
+pub fn stream_of<E: LedgerEvent>(event: &E) -> String {
+    match event.step() {
+        Step::Own(prefix, key) => format!("{prefix}-{key}"),
+        step => match step.order_id() {
+            Some(order_id) => format!("order-{order_id}"),
+            None => unreachable!("only Own steps are about no order"),
+        },
+    }
+}
+
+/// The shared fact: the order failed before it was placed here.
+pub fn tombstoned<E: LedgerEvent>(order_id: Uuid) -> E {
+    Tombstone { order_id }.into()
+}
+
+/// The shared fact: a rejected order failed, so there is nothing to undo.
+pub fn compensation_skipped<E: LedgerEvent>(order_id: Uuid) -> E {
+    SkippedCompensation {
+        order_id,
+        reason: NOTHING_TO_UNDO.to_owned(),
+    }
+    .into()
+}
+
+/// The shared fact: `order.placed` came after the order's failure was settled.
+pub fn placement_ignored<E: LedgerEvent>(order_id: Uuid, reason: &str) -> E {
+    IgnoredPlacement {
+        order_id,
+        reason: reason.to_owned(),
+    }
+    .into()
+}
+
+/// Decides `order.placed` the way every participant does for an order it has seen: ignored after
+/// a tombstone, nothing new for a redelivery (the shell re-publishes the recorded outcome);
+/// `fresh` decides an order never seen.
+pub fn decide_placed<E: LedgerEvent>(
+    status: Option<ParticipantOrderStatus>,
+    order_id: Uuid,
+    fresh: impl FnOnce() -> Vec<E>,
+) -> Vec<E> {
+    match status {
+        Some(ParticipantOrderStatus::Tombstoned) => {
+            vec![placement_ignored(order_id, LATE_PLACEMENT)]
+        }
+        Some(_) => vec![],
+        None => fresh(),
+    }
+}
+
+/// Decides `order.failed`: a tombstone for an order never seen, a skipped compensation for a
+/// rejected one, nothing for a settled one; `undo` undoes the part it did (a failed undo, not
+/// produced today, is retried like a fresh one).
+pub fn decide_failed<E: LedgerEvent, En: OrderEntry>(
+    orders: &HashMap<Uuid, En>,
+    order_id: Uuid,
+    undo: impl FnOnce(&En) -> Vec<E>,
+) -> Vec<E> {
+    let Some(entry) = orders.get(&order_id) else {
+        return vec![tombstoned(order_id)];
+    };
+    match entry.status() {
+        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed => {
+            undo(entry)
+        }
+        ParticipantOrderStatus::Rejected => vec![compensation_skipped(order_id)],
+        ParticipantOrderStatus::Compensated | ParticipantOrderStatus::Tombstoned => vec![],
+    }
+}
+
+/// Moves an order's entry on for an event (`domain` names the participant in the panics that
+/// catch a `decide` bug); `entry` builds the entry of an order it succeeded or refused.
+pub fn evolve_order<E: OrderEntry>(
+    orders: &mut HashMap<Uuid, E>,
+    step: Step<'_>,
+    domain: &str,
+    entry: impl FnOnce(ParticipantOrderStatus) -> E,
+) {
+    match step {
+        Step::Own(..) | Step::Recorded(_) => {}
+        Step::Succeeded(id) => {
+            record_new_order(orders, id, entry(ParticipantOrderStatus::Succeeded))
+        }
+        Step::Rejected(id, _) => {
+            record_new_order(orders, id, entry(ParticipantOrderStatus::Rejected))
+        }
+        Step::Undone(id) => settle(orders, id, domain, ParticipantOrderStatus::Compensated),
+        Step::UndoFailed(id, _) => settle(
+            orders,
+            id,
+            domain,
+            ParticipantOrderStatus::CompensationFailed,
+        ),
+        Step::Tombstoned(id) => record_new_order(orders, id, E::tombstone()),
+        Step::CompensationSkipped(id, _) => {
+            let entry = order_mut(orders, id, domain);
+            assert_eq!(
+                entry.status(),
+                ParticipantOrderStatus::Rejected,
+                "compensation of order {id} skipped although it was not rejected"
+            );
+            entry.set_status(ParticipantOrderStatus::Compensated);
+        }
+        Step::PlacementIgnored(id) => assert_eq!(
+            orders.get(&id).map(E::status),
+            Some(ParticipantOrderStatus::Tombstoned),
+            "placement of order {id} ignored without a tombstone"
+        ),
+    }
+}
+
+/// A participant's folded state (stock, coupon, point), as far as the shared rules see it.
+pub trait LedgerState {
+    /// What it remembers about one order.
+    type Entry: OrderEntry;
+
+    /// Every order seen, by id.
+    fn orders(&self) -> &HashMap<Uuid, Self::Entry>;
+
+    /// Where an order stands; `None` for an order never seen (or one that did not involve it).
+    fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
+        self.orders().get(&order_id).map(OrderEntry::status)
+    }
+}
+
+/// A participant's pure core (stock, coupon, point) as the shared shell drives it: which
+/// participant it is, and the commands the saga's messages become.
+pub trait ParticipantCore: Domain<State: LedgerState, Event: LedgerEvent> {
+    /// Which participant this is (its name is the service's name).
+    const PARTICIPANT: Participant;
+
+    /// The command for an `order.placed` that involves it, decided at `now_ms` (ms since the
+    /// Unix epoch; the shell reads the clock).
+    fn placed_command(placed: &OrderPlaced, now_ms: u64) -> Self::Command;
+
+    /// The command for an `order.failed` of an order that involved it.
+    fn failed_command(order_id: Uuid) -> Self::Command;
+
+    /// The state as `replay` prints it.
+    fn render_state(state: &Self::State) -> serde_json::Value;
+}
+
 /// Records the first decision about an order; a second one is a bug in `decide`.
-pub fn record_new_order<E>(orders: &mut HashMap<Uuid, E>, order_id: Uuid, entry: E) {
+fn record_new_order<E>(orders: &mut HashMap<Uuid, E>, order_id: Uuid, entry: E) {
     let previous = orders.insert(order_id, entry);
     assert!(
         previous.is_none(),
@@ -51,44 +336,30 @@ pub fn record_new_order<E>(orders: &mut HashMap<Uuid, E>, order_id: Uuid, entry:
 }
 
 /// The entry of an order an event is about; a missing one is a bug in `decide`.
-pub fn order_mut<'a, E>(
-    orders: &'a mut HashMap<Uuid, E>,
-    order_id: Uuid,
-    domain: &str,
-) -> &'a mut E {
+fn order_mut<'a, E>(orders: &'a mut HashMap<Uuid, E>, order_id: Uuid, domain: &str) -> &'a mut E {
     match orders.get_mut(&order_id) {
         Some(entry) => entry,
         None => panic!("event about order {order_id}, which {domain} has never seen"),
     }
 }
 
-/// Applies `Tombstoned`: the order failed before it was placed here.
-pub fn evolve_tombstoned<E: OrderEntry>(orders: &mut HashMap<Uuid, E>, order_id: Uuid) {
-    record_new_order(orders, order_id, E::tombstone());
-}
-
-/// Applies `CompensationSkipped`: a rejected order failed, so there is nothing to undo.
-pub fn evolve_compensation_skipped<E: OrderEntry>(
+/// Settles the undo of an order whose part was done (or whose undo failed before).
+fn settle<E: OrderEntry>(
     orders: &mut HashMap<Uuid, E>,
     order_id: Uuid,
     domain: &str,
+    status: ParticipantOrderStatus,
 ) {
     let entry = order_mut(orders, order_id, domain);
-    assert_eq!(
-        entry.status(),
-        ParticipantOrderStatus::Rejected,
-        "compensation of order {order_id} skipped although it was not rejected"
+    assert!(
+        matches!(
+            entry.status(),
+            ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed
+        ),
+        "{domain}: order {order_id} undone while {:?}",
+        entry.status()
     );
-    entry.set_status(ParticipantOrderStatus::Compensated);
-}
-
-/// Checks `PlacementIgnored`: only a tombstoned order ignores its placement.
-pub fn evolve_placement_ignored<E: OrderEntry>(orders: &HashMap<Uuid, E>, order_id: Uuid) {
-    assert_eq!(
-        orders.get(&order_id).map(E::status),
-        Some(ParticipantOrderStatus::Tombstoned),
-        "placement of order {order_id} ignored without a tombstone"
-    );
+    entry.set_status(status);
 }
 
 /// The compensation outcome a participant (stock, coupon, point) recorded for a settled order:
@@ -117,6 +388,17 @@ pub fn settled_outcome_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_reasons_keep_their_wording() {
+        // Clients and operators read these on the wire and in the timeline.
+        assert_eq!(NOTHING_TO_UNDO, "rejected, nothing to undo");
+        assert_eq!(LATE_PLACEMENT, "order already failed (tombstone)");
+        assert_eq!(
+            TOMBSTONE_REASON,
+            "nothing to undo: order.failed arrived before order.placed"
+        );
+    }
 
     #[test]
     fn only_a_settled_order_has_a_recorded_compensation_to_re_publish() {

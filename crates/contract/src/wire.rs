@@ -247,6 +247,21 @@ pub struct OrderCompleted {
     pub amount: u64,
 }
 
+/// The file the order service's embedded data platform sink appends completed orders to, one
+/// JSON object per line, in its data dir.
+pub const DATAPLATFORM_FILE: &str = "dataplatform.jsonl";
+
+/// The order a line of the data platform feed (a JSON object with `orderId`) is about; `None`
+/// for a line that is not such an object.
+pub fn feed_line_order_id(line: &str) -> Option<Uuid> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("orderId")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// Any participant event (`payment.approved`, `stock.insufficient`, `coupon.restored`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

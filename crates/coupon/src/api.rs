@@ -1,29 +1,20 @@
 //! Coupon's HTTP API: coupon state, and admin issuing.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    admin_reply, check_admin, idempotency_key, AdminWrite, ApiError, DomainApi, Id, RequestBody,
-    ValidJson, ValidPath,
+    Admin, AdminWrite, ApiError, DomainApi, Id, PathItem, RequestBody, ValidJson,
 };
 use servicekit::offline::parse_time_ms;
+use servicekit::openapi::{AdminWriteErrors, NotFound};
+use servicekit::participant::SimpleParticipant;
+use utoipa_axum::routes;
 
-use crate::domain::{Coupon, CouponCommand, CouponEntry, CouponRejection, CouponStatus};
-
-type ApiState = DomainApi<Coupon>;
-
-/// Coupon's routes, over its live state and admin token.
-pub fn routes() -> Router<ApiState> {
-    // Each route is served and documented from the same `#[utoipa::path]`.
-    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(coupon))
-        .routes(utoipa_axum::routes!(issue))
-        .split_for_parts();
-    router.route("/openapi.json", servicekit::openapi::route("coupon", doc))
-}
+use crate::domain::{
+    Coupon, CouponCommand, CouponEntry, CouponRejection, CouponState, CouponStatus,
+};
 
 /// `GET /coupons/{couponId}` and the issue's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -95,18 +86,10 @@ impl<'de> Deserialize<'de> for TimeMs {
 /// `GET /coupons/{couponId}`: a coupon's state.
 #[utoipa::path(get, path = "/coupons/{coupon_id}", tag = "coupon",
     params(("coupon_id" = String, Path, description = "The coupon's id")),
-    responses(
-        (status = 200, description = "The coupon", body = CouponView),
-        (status = 404, description = "Unknown coupon", body = servicekit::openapi::ErrorBody)))]
-async fn coupon(
-    State(api): State<ApiState>,
-    ValidPath(coupon_id): ValidPath<String>,
-) -> Result<Json<CouponView>, ApiError> {
-    api.live
-        .read(|s| s.coupon(&coupon_id).map(coupon_json))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("unknown coupon {coupon_id}")))
+    responses((status = 200, description = "The coupon", body = CouponView), NotFound))]
+async fn coupon(item: PathItem<Coupon>) -> Result<Json<CouponView>, ApiError> {
+    item.view("coupon", |s, id| s.coupon(id).map(coupon_json))
+        .await
 }
 
 /// `POST /coupons` (admin): issues a coupon, once per `Idempotency-Key`.
@@ -114,23 +97,13 @@ async fn coupon(
     params(("Idempotency-Key" = Option<String>, Header, description = "Applies a retried write once")),
     request_body = IssueCoupon,
     security(("admin" = [])),
-    responses(
-        (status = 201, description = "The issued coupon", body = CouponView),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
+    responses((status = 201, description = "The issued coupon", body = CouponView), AdminWriteErrors))]
 async fn issue(
-    State(api): State<ApiState>,
-    headers: HeaderMap,
+    admin: Admin<Coupon>,
     body: Result<ValidJson<IssueCoupon>, ApiError>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
-    let key = idempotency_key(&headers)?;
     let ValidJson(body) = body?;
     let coupon_id = body.coupon_id.into_inner();
-    let user_id = body.user_id.map(Id::into_inner);
-    let discount = body.discount;
-    let expires_at_ms = body.expires_at.map(|t| t.0);
     let write = AdminWrite {
         causation: format!("admin:issue {coupon_id}"),
         // A retried issue with the same key is answered with the coupon it issued.
@@ -139,16 +112,17 @@ async fn issue(
     };
     let command = CouponCommand::Issue {
         coupon_id: coupon_id.clone(),
-        user_id,
-        discount,
-        expires_at_ms,
+        user_id: body.user_id.map(Id::into_inner),
+        discount: body.discount,
+        expires_at_ms: body.expires_at.map(|t| t.0),
     };
-    let replayed = api
-        .admin_execute(key.as_deref(), write, command, CouponRejection::field)
-        .await?;
-    let entry = api
-        .live
-        .read(|s| s.coupon(&coupon_id).map(coupon_json))
-        .await?;
-    Ok(admin_reply(StatusCode::CREATED, entry, replayed))
+    let issued = move |s: &CouponState| s.coupon(&coupon_id).map(coupon_json);
+    let written = admin.write(write, command, CouponRejection::field).await?;
+    written.reply(StatusCode::CREATED, issued).await
+}
+
+impl SimpleParticipant for Coupon {
+    fn routes() -> Router<DomainApi<Coupon>> {
+        servicekit::openapi::serve("coupon", [routes!(coupon), routes!(issue)])
+    }
 }

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
-    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+    IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
+    LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
-use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -95,10 +97,13 @@ impl CouponState {
     pub fn coupon(&self, id: &str) -> Option<&CouponEntry> {
         self.coupons.get(id)
     }
+}
 
-    /// Where an order stands; `None` for an order never seen (or placed without a coupon).
-    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-        self.orders.get(&order_id).map(|entry| entry.status)
+impl LedgerState for CouponState {
+    type Entry = OrderEntry;
+
+    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+        &self.orders
     }
 }
 
@@ -141,25 +146,30 @@ pub enum CouponEvent {
         /// The coupon.
         coupon_id: String,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A rejected order failed: no coupon was used, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone.
+    PlacementIgnored(IgnoredPlacement),
+}
+
+contract::ledger_facts!(CouponEvent);
+
+impl LedgerEvent for CouponEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            CouponEvent::Issued { coupon_id, .. } => Step::Own("coupon", coupon_id),
+            CouponEvent::Used { order_id, .. } => Step::Succeeded(*order_id),
+            CouponEvent::UseRejected {
+                order_id, reason, ..
+            } => Step::Rejected(*order_id, reason),
+            CouponEvent::Released { order_id, .. } => Step::Undone(*order_id),
+            CouponEvent::Tombstoned(fact) => fact.into(),
+            CouponEvent::CompensationSkipped(fact) => fact.into(),
+            CouponEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the coupons.
@@ -237,28 +247,7 @@ impl CouponRejection {
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        CouponEvent::Issued { .. } | CouponEvent::PlacementIgnored { .. } => return None,
-        CouponEvent::Used { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        CouponEvent::UseRejected {
-            order_id, reason, ..
-        } => (*order_id, OutcomeKind::Rejected, Some(reason.clone())),
-        CouponEvent::Released { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
-        CouponEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        CouponEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Coupon,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Coupon, event)
 }
 
 fn issue(
@@ -329,62 +318,37 @@ fn unusable_because(
 
 fn handle_placed(state: &CouponState, placed: &OrderPlaced, now_ms: u64) -> Vec<CouponEvent> {
     let order_id = placed.order_id;
-    match state.order_status(order_id) {
-        Some(ParticipantOrderStatus::Tombstoned) => {
-            return vec![CouponEvent::PlacementIgnored {
+    ledger::decide_placed(state.order_status(order_id), order_id, || {
+        // Without a coupon this order does not need the coupon service at all.
+        let Some(coupon_id) = placed.coupon_id.clone() else {
+            return vec![];
+        };
+        match unusable_because(state, placed, &coupon_id, now_ms) {
+            Some(reason) => vec![CouponEvent::UseRejected {
                 order_id,
-                reason: LATE_PLACEMENT.to_owned(),
-            }]
+                coupon_id,
+                reason,
+            }],
+            None => vec![CouponEvent::Used {
+                order_id,
+                coupon_id,
+            }],
         }
-        // A redelivery: the shell re-publishes the outcome already recorded.
-        Some(_) => return vec![],
-        None => {}
-    }
-    // Without a coupon this order does not need the coupon service at all.
-    let Some(coupon_id) = placed.coupon_id.clone() else {
-        return vec![];
-    };
-    match unusable_because(state, placed, &coupon_id, now_ms) {
-        Some(reason) => vec![CouponEvent::UseRejected {
-            order_id,
-            coupon_id,
-            reason,
-        }],
-        None => vec![CouponEvent::Used {
-            order_id,
-            coupon_id,
-        }],
-    }
+    })
 }
 
 fn handle_failed(state: &CouponState, order_id: Uuid) -> Vec<CouponEvent> {
-    let Some(entry) = state.orders.get(&order_id) else {
-        return vec![CouponEvent::Tombstoned { order_id }];
-    };
-    match (entry.status, &entry.coupon_id) {
-        // A failed release (not produced today) is retried like a fresh one.
-        (
-            ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed,
-            Some(coupon_id),
-        ) => vec![CouponEvent::Released {
-            order_id,
-            coupon_id: coupon_id.clone(),
-        }],
-        (ParticipantOrderStatus::Rejected, _) => vec![CouponEvent::CompensationSkipped {
-            order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }],
-        // Settled already; a use without a coupon id cannot be folded, so it never gets here.
-        _ => vec![],
-    }
-}
-
-fn record_new_order(state: &mut CouponState, order_id: Uuid, entry: OrderEntry) {
-    ledger::record_new_order(&mut state.orders, order_id, entry);
-}
-
-fn order_mut(state: &mut CouponState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "coupon")
+    // A use without a coupon id cannot be folded, so every used order has one.
+    ledger::decide_failed(&state.orders, order_id, |entry| {
+        entry
+            .coupon_id
+            .iter()
+            .map(|coupon_id| CouponEvent::Released {
+                order_id,
+                coupon_id: coupon_id.clone(),
+            })
+            .collect()
+    })
 }
 
 fn coupon_mut<'a>(state: &'a mut CouponState, coupon_id: &str) -> &'a mut CouponEntry {
@@ -419,6 +383,15 @@ impl Domain for Coupon {
     }
 
     fn evolve(state: &mut CouponState, event: &CouponEvent) {
+        let coupon_id = match event {
+            CouponEvent::Used { coupon_id, .. } | CouponEvent::UseRejected { coupon_id, .. } => {
+                Some(coupon_id.clone())
+            }
+            _ => None,
+        };
+        ledger::evolve_order(&mut state.orders, event.step(), "coupon", |status| {
+            OrderEntry { status, coupon_id }
+        });
         match event {
             CouponEvent::Issued {
                 coupon_id,
@@ -446,38 +419,11 @@ impl Domain for Coupon {
                     "coupon {coupon_id} used by order {order_id} while in use"
                 );
                 coupon.used_by = Some(*order_id);
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Succeeded,
-                    coupon_id: Some(coupon_id.clone()),
-                };
-                record_new_order(state, *order_id, entry);
-            }
-            CouponEvent::UseRejected {
-                order_id,
-                coupon_id,
-                ..
-            } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Rejected,
-                    coupon_id: Some(coupon_id.clone()),
-                };
-                record_new_order(state, *order_id, entry);
             }
             CouponEvent::Released {
                 order_id,
                 coupon_id,
             } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "coupon of order {order_id} released while {:?}",
-                    entry.status
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
                 let coupon = coupon_mut(state, coupon_id);
                 assert_eq!(
                     coupon.used_by,
@@ -486,15 +432,10 @@ impl Domain for Coupon {
                 );
                 coupon.used_by = None;
             }
-            CouponEvent::Tombstoned { order_id } => {
-                ledger::evolve_tombstoned(&mut state.orders, *order_id)
-            }
-            CouponEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "coupon")
-            }
-            CouponEvent::PlacementIgnored { order_id, .. } => {
-                ledger::evolve_placement_ignored(&state.orders, *order_id)
-            }
+            CouponEvent::UseRejected { .. }
+            | CouponEvent::Tombstoned(_)
+            | CouponEvent::CompensationSkipped(_)
+            | CouponEvent::PlacementIgnored(_) => {}
         }
     }
 
@@ -503,22 +444,31 @@ impl Domain for Coupon {
     }
 
     fn stream_of(event: &CouponEvent) -> String {
-        match event {
-            CouponEvent::Issued { coupon_id, .. } => format!("coupon-{coupon_id}"),
-            CouponEvent::Used { order_id, .. }
-            | CouponEvent::UseRejected { order_id, .. }
-            | CouponEvent::Released { order_id, .. }
-            | CouponEvent::Tombstoned { order_id }
-            | CouponEvent::CompensationSkipped { order_id, .. }
-            | CouponEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Coupon {
+    const PARTICIPANT: Participant = Participant::Coupon;
+
+    fn placed_command(placed: &OrderPlaced, now_ms: u64) -> CouponCommand {
+        let placed = placed.clone();
+        CouponCommand::HandlePlaced { placed, now_ms }
+    }
+
+    fn failed_command(order_id: Uuid) -> CouponCommand {
+        CouponCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &CouponState) -> serde_json::Value {
+        serde_json::json!({ "coupons": state.coupons })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, order};
+    use contract::fixtures::{self, check_variants, order, LedgerCase};
     use eventlog::scenario::given;
 
     const NOW: u64 = 10_000;
@@ -581,10 +531,7 @@ mod tests {
     }
 
     fn skipped(order_id: Uuid) -> CouponEvent {
-        CouponEvent::CompensationSkipped {
-            order_id,
-            reason: NOTHING_TO_UNDO.into(),
-        }
+        ledger::compensation_skipped(order_id)
     }
 
     #[test]
@@ -754,159 +701,31 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Coupon>([]);
-        // When
-        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([CouponEvent::Tombstoned { order_id: order(1) }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Coupon>([
-            issued("c-1", None, None),
-            CouponEvent::Tombstoned { order_id: order(1) },
-        ]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", Some("c-1")));
-        // Then
-        let ignored = CouponEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: "order already failed (tombstone)".into(),
-        };
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario =
-            given::<Coupon>([use_rejected(order(1), "c-9", "coupon c-9: unknown coupon")]);
-        // When
-        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([CouponEvent::CompensationSkipped {
-            order_id: order(1),
-            reason: "rejected, nothing to undo".into(),
-        }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        let histories = [
-            vec![issued("c-1", None, None), used(order(1), "c-1")],
-            vec![use_rejected(order(1), "c-1", "coupon c-1: unknown coupon")],
-            vec![
-                issued("c-1", None, None),
-                used(order(1), "c-1"),
-                released(order(1), "c-1"),
-            ],
-        ];
-        for history in histories {
-            // Given
-            let scenario = given::<Coupon>(history);
-            // When
-            let when = scenario.when(place(order(1), "user-1", Some("c-1")));
-            // Then
-            when.then_nothing();
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Coupon> {
+            participant: Participant::Coupon,
+            setup: vec![issued("c-1", None, None)],
+            place: place(order(1), "user-1", Some("c-1")),
+            fail: CouponCommand::HandleFailed { order_id: order(1) },
+            succeeded: used(order(1), "c-1"),
+            rejected: use_rejected(order(1), "c-1", "coupon c-1: expired"),
+            undone: released(order(1), "c-1"),
+            subjects: ["coupon.used", "coupon.rejected", "coupon.restored"],
         }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let histories = [
-            (
-                vec![
-                    issued("c-1", None, None),
-                    used(order(1), "c-1"),
-                    released(order(1), "c-1"),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![
-                    use_rejected(order(1), "c-1", "coupon c-1: unknown coupon"),
-                    skipped(order(1)),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![CouponEvent::Tombstoned { order_id: order(1) }],
-                ParticipantOrderStatus::Tombstoned,
-            ),
-        ];
-        for (history, settled) in histories {
-            // Given
-            let scenario = given::<Coupon>(history);
-            // When
-            let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
-        }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (used(order(1), "c-1"), "coupon.used", None),
-            (
-                use_rejected(order(1), "c-1", "coupon c-1: expired"),
-                "coupon.rejected",
-                Some("coupon c-1: expired"),
-            ),
-            (released(order(1), "c-1"), "coupon.restored", None),
-            (
-                CouponEvent::Tombstoned { order_id: order(1) },
-                "coupon.restored",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                skipped(order(1)),
-                "coupon.restored",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Coupon);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&issued("c-1", None, None)), None);
     }
 
     #[test]
     fn variants_keep_their_postcard_positions_names_and_streams() {
-        // Given
         let events = [
             issued("c-1", None, None),
             used(order(1), "c-1"),
             use_rejected(order(1), "c-1", "coupon c-1: expired"),
             released(order(1), "c-1"),
-            CouponEvent::Tombstoned { order_id: order(1) },
+            ledger::tombstoned(order(1)),
             skipped(order(1)),
-            CouponEvent::PlacementIgnored {
-                order_id: order(1),
-                reason: LATE_PLACEMENT.into(),
-            },
+            ledger::placement_ignored(order(1), LATE_PLACEMENT),
         ];
         let names = [
             "Issued",
@@ -917,21 +736,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: CouponEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Coupon::event_type(event), names[position]);
-            let stream = if position == 0 {
-                "coupon-c-1".to_owned()
-            } else {
-                format!("order-{}", order(1))
-            };
-            assert_eq!(Coupon::stream_of(event), stream);
-        }
+        check_variants::<Coupon>(&events, &names, Some("coupon-c-1"), order(1));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The coupon service.
 //!
-//! - [`domain`]: the pure core: all-or-nothing reservations, restores, recouponing.
-//! - [`api`]: HTTP: availability and admin recouponing.
+//! - [`domain`]: the pure core: issuing, one use per order, release on failure.
+//! - [`api`]: HTTP: coupon state and admin issuing.
 //! - [`CouponParticipant`]: its part in the saga (use on `order.placed`, release on
 //!   `order.failed`); the shared participant handler, wiring and binary come with it from
 //!   `servicekit`.
@@ -10,52 +10,6 @@
 pub mod api;
 pub mod domain;
 
+/// The coupon service: its core and routes in the shared participant shell.
 #[cfg(feature = "service")]
-pub use service::CouponParticipant;
-
-#[cfg(feature = "service")]
-mod service {
-    use contract::ledger::ParticipantOrderStatus;
-    use contract::{OrderPlaced, Participant, ParticipantEvent};
-    use servicekit::http::DomainApi;
-    use servicekit::participant::SimpleParticipant;
-    use uuid::Uuid;
-
-    use crate::domain::{self, Coupon, CouponCommand, CouponEvent, CouponState};
-
-    /// The coupon service: its domain plugged into the shared participant shell.
-    #[derive(Debug, Default)]
-    pub struct CouponParticipant;
-
-    impl SimpleParticipant for CouponParticipant {
-        type D = Coupon;
-        const PARTICIPANT: Participant = Participant::Coupon;
-
-        fn placed_command(placed: &OrderPlaced) -> CouponCommand {
-            CouponCommand::HandlePlaced {
-                placed: placed.clone(),
-                now_ms: eventlog::clock::now_ms(),
-            }
-        }
-
-        fn failed_command(order_id: Uuid) -> CouponCommand {
-            CouponCommand::HandleFailed { order_id }
-        }
-
-        fn outcome(event: &CouponEvent) -> Option<ParticipantEvent> {
-            domain::outcome(event)
-        }
-
-        fn order_status(state: &CouponState, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-            state.order_status(order_id)
-        }
-
-        fn render_state(state: &CouponState) -> serde_json::Value {
-            serde_json::json!({ "coupons": state.coupons })
-        }
-
-        fn routes() -> axum::Router<DomainApi<Coupon>> {
-            crate::api::routes()
-        }
-    }
-}
+pub type CouponParticipant = servicekit::participant::Simple<domain::Coupon>;

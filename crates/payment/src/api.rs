@@ -6,6 +6,8 @@ use axum::http::HeaderMap;
 use axum::{Json, Router};
 use eventlog::live::Live;
 use servicekit::http::{check_admin, ApiError, ValidPath};
+use servicekit::openapi::AdminReadErrors;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::Payment;
@@ -18,12 +20,7 @@ struct ApiState {
 
 /// Payment's routes.
 pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
-    // The route is served and documented from the same `#[utoipa::path]`.
-    let (router, doc) = utoipa_axum::router::OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(payment))
-        .split_for_parts();
-    router
-        .route("/openapi.json", servicekit::openapi::route("payment", doc))
+    servicekit::openapi::serve("payment", [routes!(payment)])
         .with_state(ApiState { live, admin_token })
 }
 
@@ -33,9 +30,7 @@ pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
     security((), ("admin" = [])),
     responses(
         (status = 200, description = "`{orderId, status, amount}` (plus `authorization`, `reason` for the admin)", body = Object),
-        (status = 400, description = "Not a UUID", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "No payment for the order", body = servicekit::openapi::ErrorBody)))]
+        AdminReadErrors))]
 async fn payment(
     State(api): State<ApiState>,
     headers: HeaderMap,

@@ -17,7 +17,8 @@ pub async fn build(
     timeouts: PgTimeouts,
     rules: SimulatedRules,
 ) -> servicekit::Result<App> {
-    let config = common.service_config("payment", Participant::Payment.default_http_addr());
+    let payment = Participant::Payment;
+    let config = common.service_config(payment.name(), payment.default_http_addr());
     let gateway = match pg_url {
         Some(base_url) => Gateway::Http(
             HttpGateway::new(base_url, timeouts)
@@ -38,7 +39,7 @@ pub struct PaymentService;
 impl Service for PaymentService {
     type D = Payment;
     type Args = PaymentArgs;
-    const NAME: &'static str = "payment";
+    const NAME: &'static str = Participant::Payment.name();
     const ABOUT: &'static str = "Payment service: approves and cancels at the payment gateway";
 
     fn render_state(state: &PaymentState) -> serde_json::Value {

@@ -5,8 +5,12 @@
 
 use std::collections::HashMap;
 
-pub use contract::ledger::{LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON};
-use contract::{OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::ledger::{self, LedgerEvent, Step};
+pub use contract::ledger::{
+    IgnoredPlacement, SkippedCompensation, Tombstone, LATE_PLACEMENT, NOTHING_TO_UNDO,
+    TOMBSTONE_REASON,
+};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 
@@ -157,25 +161,12 @@ pub enum PaymentEvent {
         /// The gateway's last error.
         reason: String,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A declined order failed: nothing was charged, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone, or after its requested charge was cancelled.
+    PlacementIgnored(IgnoredPlacement),
     /// The charge is about to be requested at the gateway: recorded before the call, so a
     /// failing order is cancelled at the PG even if payment never learns the PG's answer.
     ApprovalRequested {
@@ -184,6 +175,25 @@ pub enum PaymentEvent {
         /// The amount requested, in minor units.
         amount: u64,
     },
+}
+
+contract::ledger_facts!(PaymentEvent);
+
+impl LedgerEvent for PaymentEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            PaymentEvent::ApprovalRequested { order_id, .. } => Step::Recorded(*order_id),
+            PaymentEvent::Approved { order_id, .. } => Step::Succeeded(*order_id),
+            PaymentEvent::Declined {
+                order_id, reason, ..
+            } => Step::Rejected(*order_id, reason),
+            PaymentEvent::Cancelled { order_id } => Step::Undone(*order_id),
+            PaymentEvent::CancelFailed { order_id, reason } => Step::UndoFailed(*order_id, reason),
+            PaymentEvent::Tombstoned(fact) => fact.into(),
+            PaymentEvent::CompensationSkipped(fact) => fact.into(),
+            PaymentEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the payments.
@@ -256,12 +266,9 @@ pub fn settled_outcome(state: &PaymentState, order_id: Uuid) -> Option<Participa
     let payment = state.payment(order_id)?;
     let event = match payment.status {
         PaymentStatus::Cancelled => PaymentEvent::Cancelled { order_id },
-        PaymentStatus::Tombstoned => PaymentEvent::Tombstoned { order_id },
+        PaymentStatus::Tombstoned => ledger::tombstoned(order_id),
         PaymentStatus::Declined if payment.compensation_skipped => {
-            PaymentEvent::CompensationSkipped {
-                order_id,
-                reason: NOTHING_TO_UNDO.to_owned(),
-            }
+            ledger::compensation_skipped(order_id)
         }
         PaymentStatus::Approved
         | PaymentStatus::Declined
@@ -273,35 +280,7 @@ pub fn settled_outcome(state: &PaymentState, order_id: Uuid) -> Option<Participa
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &PaymentEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        PaymentEvent::PlacementIgnored { .. } | PaymentEvent::ApprovalRequested { .. } => {
-            return None
-        }
-        PaymentEvent::Approved { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        PaymentEvent::Declined {
-            order_id, reason, ..
-        } => (*order_id, OutcomeKind::Rejected, Some(reason.clone())),
-        PaymentEvent::Cancelled { order_id } => (*order_id, OutcomeKind::Compensated, None),
-        PaymentEvent::CancelFailed { order_id, reason } => (
-            *order_id,
-            OutcomeKind::CompensationFailed,
-            Some(reason.clone()),
-        ),
-        PaymentEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        PaymentEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Payment,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Payment, event)
 }
 
 fn handle_placed(
@@ -312,18 +291,15 @@ fn handle_placed(
     let order_id = placed.order_id;
     match state.status(order_id) {
         Some(PaymentStatus::Tombstoned) => {
-            return Ok(vec![PaymentEvent::PlacementIgnored {
-                order_id,
-                reason: LATE_PLACEMENT.to_owned(),
-            }])
+            return Ok(vec![ledger::placement_ignored(order_id, LATE_PLACEMENT)])
         }
         // The order failed while its charge was requested and was cancelled at the gateway:
         // whatever the gateway answered to the charge, the placement is over.
         Some(PaymentStatus::Cancelled) => {
-            return Ok(vec![PaymentEvent::PlacementIgnored {
+            return Ok(vec![ledger::placement_ignored(
                 order_id,
-                reason: CANCELLED_PLACEMENT.to_owned(),
-            }])
+                CANCELLED_PLACEMENT,
+            )])
         }
         // The attempt is recorded: the gateway's answer is recorded now.
         Some(PaymentStatus::Requested) => {}
@@ -366,7 +342,7 @@ fn handle_failed(
     cancel: CancelResult,
 ) -> Result<Vec<PaymentEvent>, PaymentRejection> {
     let Some(payment) = state.payment(order_id) else {
-        return Ok(vec![PaymentEvent::Tombstoned { order_id }]);
+        return Ok(vec![ledger::tombstoned(order_id)]);
     };
     match payment.status {
         // A failed cancellation stays retryable: an operator's retry decides afresh. A requested
@@ -383,10 +359,7 @@ fn handle_failed(
             }
         }
         PaymentStatus::Declined if payment.compensation_skipped => Ok(vec![]),
-        PaymentStatus::Declined => Ok(vec![PaymentEvent::CompensationSkipped {
-            order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }]),
+        PaymentStatus::Declined => Ok(vec![ledger::compensation_skipped(order_id)]),
         PaymentStatus::Cancelled | PaymentStatus::Tombstoned => Ok(vec![]),
     }
 }
@@ -501,7 +474,7 @@ impl Domain for Payment {
                 entry.status = PaymentStatus::CancelFailed;
                 entry.reason = Some(reason.clone());
             }
-            PaymentEvent::Tombstoned { order_id } => record_new_payment(
+            PaymentEvent::Tombstoned(Tombstone { order_id }) => record_new_payment(
                 state,
                 PaymentEntry {
                     order_id: *order_id,
@@ -512,7 +485,7 @@ impl Domain for Payment {
                     compensation_skipped: false,
                 },
             ),
-            PaymentEvent::CompensationSkipped { order_id, .. } => {
+            PaymentEvent::CompensationSkipped(SkippedCompensation { order_id, .. }) => {
                 let entry = payment_mut(state, *order_id);
                 assert!(
                     entry.status == PaymentStatus::Declined && !entry.compensation_skipped,
@@ -522,7 +495,7 @@ impl Domain for Payment {
                 );
                 entry.compensation_skipped = true;
             }
-            PaymentEvent::PlacementIgnored { order_id, .. } => {
+            PaymentEvent::PlacementIgnored(IgnoredPlacement { order_id, .. }) => {
                 let status = state.status(*order_id);
                 assert!(
                     matches!(
@@ -551,16 +524,7 @@ impl Domain for Payment {
     }
 
     fn stream_of(event: &PaymentEvent) -> String {
-        match event {
-            PaymentEvent::Approved { order_id, .. }
-            | PaymentEvent::Declined { order_id, .. }
-            | PaymentEvent::Cancelled { order_id }
-            | PaymentEvent::CancelFailed { order_id, .. }
-            | PaymentEvent::Tombstoned { order_id }
-            | PaymentEvent::CompensationSkipped { order_id, .. }
-            | PaymentEvent::PlacementIgnored { order_id, .. }
-            | PaymentEvent::ApprovalRequested { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
     }
 }
 

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
-    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+    IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
+    LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
-use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -71,10 +73,13 @@ impl PointState {
     pub fn knows_user(&self, user: &str) -> bool {
         self.balances.contains_key(user)
     }
+}
 
-    /// Where an order stands; `None` for an order never seen (or placed without points).
-    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-        self.orders.get(&order_id).map(|entry| entry.status)
+impl LedgerState for PointState {
+    type Entry = OrderEntry;
+
+    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+        &self.orders
     }
 }
 
@@ -115,25 +120,28 @@ pub enum PointEvent {
         /// Points given back.
         points: u64,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A rejected order failed: nothing was deducted, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone.
+    PlacementIgnored(IgnoredPlacement),
+}
+
+contract::ledger_facts!(PointEvent);
+
+impl LedgerEvent for PointEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            PointEvent::Credited { user_id, .. } => Step::Own("user", user_id),
+            PointEvent::Deducted { order_id, .. } => Step::Succeeded(*order_id),
+            PointEvent::DeductRejected { order_id, reason } => Step::Rejected(*order_id, reason),
+            PointEvent::Refunded { order_id, .. } => Step::Undone(*order_id),
+            PointEvent::Tombstoned(fact) => fact.into(),
+            PointEvent::CompensationSkipped(fact) => fact.into(),
+            PointEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the balances.
@@ -197,28 +205,7 @@ impl PointRejection {
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &PointEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        PointEvent::Credited { .. } | PointEvent::PlacementIgnored { .. } => return None,
-        PointEvent::Deducted { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        PointEvent::DeductRejected { order_id, reason } => {
-            (*order_id, OutcomeKind::Rejected, Some(reason.clone()))
-        }
-        PointEvent::Refunded { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
-        PointEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        PointEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Point,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Point, event)
 }
 
 fn credit(
@@ -249,66 +236,38 @@ fn credit(
 
 fn handle_placed(state: &PointState, placed: &OrderPlaced) -> Vec<PointEvent> {
     let order_id = placed.order_id;
-    match state.order_status(order_id) {
-        Some(ParticipantOrderStatus::Tombstoned) => {
-            return vec![PointEvent::PlacementIgnored {
+    ledger::decide_placed(state.order_status(order_id), order_id, || {
+        // Without points this order does not need the point service at all.
+        if placed.points == 0 {
+            return vec![];
+        }
+        let balance = state.balance(&placed.user_id);
+        if balance >= placed.points {
+            vec![PointEvent::Deducted {
                 order_id,
-                reason: LATE_PLACEMENT.to_owned(),
+                user_id: placed.user_id.clone(),
+                points: placed.points,
+            }]
+        } else {
+            vec![PointEvent::DeductRejected {
+                order_id,
+                reason: format!(
+                    "insufficient points: balance {balance}, wanted {}",
+                    placed.points
+                ),
             }]
         }
-        // A redelivery: the shell re-publishes the outcome already recorded.
-        Some(_) => return vec![],
-        None => {}
-    }
-    // Without points this order does not need the point service at all.
-    if placed.points == 0 {
-        return vec![];
-    }
-    let balance = state.balance(&placed.user_id);
-    if balance >= placed.points {
-        vec![PointEvent::Deducted {
-            order_id,
-            user_id: placed.user_id.clone(),
-            points: placed.points,
-        }]
-    } else {
-        vec![PointEvent::DeductRejected {
-            order_id,
-            reason: format!(
-                "insufficient points: balance {balance}, wanted {}",
-                placed.points
-            ),
-        }]
-    }
+    })
 }
 
 fn handle_failed(state: &PointState, order_id: Uuid) -> Vec<PointEvent> {
-    let Some(entry) = state.orders.get(&order_id) else {
-        return vec![PointEvent::Tombstoned { order_id }];
-    };
-    match entry.status {
-        // A failed refund (not produced today) is retried like a fresh one.
-        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed => {
-            vec![PointEvent::Refunded {
-                order_id,
-                user_id: entry.user_id.clone(),
-                points: entry.points,
-            }]
-        }
-        ParticipantOrderStatus::Rejected => vec![PointEvent::CompensationSkipped {
+    ledger::decide_failed(&state.orders, order_id, |entry| {
+        vec![PointEvent::Refunded {
             order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }],
-        ParticipantOrderStatus::Compensated | ParticipantOrderStatus::Tombstoned => vec![],
-    }
-}
-
-fn record_new_order(state: &mut PointState, order_id: Uuid, entry: OrderEntry) {
-    ledger::record_new_order(&mut state.orders, order_id, entry);
-}
-
-fn order_mut(state: &mut PointState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "point")
+            user_id: entry.user_id.clone(),
+            points: entry.points,
+        }]
+    })
 }
 
 fn add_points(state: &mut PointState, user_id: &str, points: u64) {
@@ -337,8 +296,24 @@ impl Domain for Point {
     }
 
     fn evolve(state: &mut PointState, event: &PointEvent) {
+        let (user_id, points) = match event {
+            PointEvent::Deducted {
+                user_id, points, ..
+            } => (user_id.clone(), *points),
+            _ => (String::new(), 0),
+        };
+        ledger::evolve_order(&mut state.orders, event.step(), "point", |status| {
+            OrderEntry {
+                status,
+                user_id,
+                points,
+            }
+        });
         match event {
-            PointEvent::Credited { user_id, points } => add_points(state, user_id, *points),
+            PointEvent::Credited { user_id, points }
+            | PointEvent::Refunded {
+                user_id, points, ..
+            } => add_points(state, user_id, *points),
             PointEvent::Deducted {
                 order_id,
                 user_id,
@@ -351,48 +326,11 @@ impl Domain for Point {
                     ),
                 };
                 *balance -= points;
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Succeeded,
-                    user_id: user_id.clone(),
-                    points: *points,
-                };
-                record_new_order(state, *order_id, entry);
             }
-            PointEvent::DeductRejected { order_id, .. } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Rejected,
-                    user_id: String::new(),
-                    points: 0,
-                };
-                record_new_order(state, *order_id, entry);
-            }
-            PointEvent::Refunded {
-                order_id,
-                user_id,
-                points,
-            } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "order {order_id} refunded while {:?}",
-                    entry.status
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
-                add_points(state, user_id, *points);
-            }
-            PointEvent::Tombstoned { order_id } => {
-                ledger::evolve_tombstoned(&mut state.orders, *order_id)
-            }
-            PointEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
-            }
-            PointEvent::PlacementIgnored { order_id, .. } => {
-                ledger::evolve_placement_ignored(&state.orders, *order_id)
-            }
+            PointEvent::DeductRejected { .. }
+            | PointEvent::Tombstoned(_)
+            | PointEvent::CompensationSkipped(_)
+            | PointEvent::PlacementIgnored(_) => {}
         }
     }
 
@@ -401,22 +339,31 @@ impl Domain for Point {
     }
 
     fn stream_of(event: &PointEvent) -> String {
-        match event {
-            PointEvent::Credited { user_id, .. } => format!("user-{user_id}"),
-            PointEvent::Deducted { order_id, .. }
-            | PointEvent::DeductRejected { order_id, .. }
-            | PointEvent::Refunded { order_id, .. }
-            | PointEvent::Tombstoned { order_id }
-            | PointEvent::CompensationSkipped { order_id, .. }
-            | PointEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Point {
+    const PARTICIPANT: Participant = Participant::Point;
+
+    fn placed_command(placed: &OrderPlaced, _now_ms: u64) -> PointCommand {
+        let placed = placed.clone();
+        PointCommand::HandlePlaced { placed }
+    }
+
+    fn failed_command(order_id: Uuid) -> PointCommand {
+        PointCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &PointState) -> serde_json::Value {
+        serde_json::json!({ "balances": state.balances })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, order};
+    use contract::fixtures::{self, check_variants, order, LedgerCase};
     use eventlog::scenario::given;
 
     fn placed(order_id: Uuid, user_id: &str, points: u64) -> OrderPlaced {
@@ -471,10 +418,7 @@ mod tests {
     }
 
     fn skipped(order_id: Uuid) -> PointEvent {
-        PointEvent::CompensationSkipped {
-            order_id,
-            reason: NOTHING_TO_UNDO.into(),
-        }
+        ledger::compensation_skipped(order_id)
     }
 
     #[test]
@@ -495,20 +439,27 @@ mod tests {
     fn crediting_validates_the_user_and_the_points() {
         let too_long = "u".repeat(MAX_USER_ID_LEN + 1);
         let cases = [
-            (credit("", 1), PointRejection::EmptyUserId),
+            (vec![], credit("", 1), PointRejection::EmptyUserId),
             (
+                vec![],
                 credit(&too_long, 1),
                 PointRejection::UserIdTooLong { len: 65 },
             ),
-            (credit("user-1", 0), PointRejection::ZeroPoints),
+            (vec![], credit("user-1", 0), PointRejection::ZeroPoints),
+            (
+                vec![credited("user-1", MAX_BALANCE)],
+                credit("user-1", u64::MAX),
+                PointRejection::AboveLimit {
+                    user_id: "user-1".into(),
+                    balance: MAX_BALANCE,
+                    points: u64::MAX,
+                },
+            ),
         ];
-        for (command, rejection) in cases {
-            // Given
-            let scenario = given::<Point>([]);
-            // When
-            let when = scenario.when(command);
-            // Then
-            when.then_rejected(rejection);
+        for (history, command, rejection) in cases {
+            given::<Point>(history)
+                .when(command)
+                .then_rejected(rejection);
         }
         let longest = "u".repeat(MAX_USER_ID_LEN);
         given::<Point>([])
@@ -517,33 +468,43 @@ mod tests {
     }
 
     #[test]
-    fn a_credit_cannot_take_a_balance_above_the_limit() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", MAX_BALANCE)]);
-        // When
-        let when = scenario.when(credit("user-1", u64::MAX));
-        // Then
-        when.then_rejected(PointRejection::AboveLimit {
-            user_id: "user-1".into(),
-            balance: MAX_BALANCE,
-            points: u64::MAX,
-        });
-    }
-
-    #[test]
-    fn an_order_takes_its_points_from_the_buyer() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", 10), credited("user-2", 50)]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 10));
-        // Then
-        let state = when.then([deducted(order(1), "user-1", 10)]);
-        assert_eq!(state.balance("user-1"), 0);
-        assert_eq!(state.balance("user-2"), 50);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Succeeded)
-        );
+    fn an_order_takes_its_points_from_the_buyer_or_nothing() {
+        // (the buyer, points wanted, what is decided, the buyer's balance after, status)
+        let cases = [
+            (
+                "user-1",
+                10,
+                deducted(order(1), "user-1", 10),
+                0,
+                ParticipantOrderStatus::Succeeded,
+            ),
+            (
+                "user-1",
+                13,
+                deduct_rejected(order(1), "insufficient points: balance 10, wanted 13"),
+                10,
+                ParticipantOrderStatus::Rejected,
+            ),
+            // A user never credited has no points to spend.
+            (
+                "user-9",
+                1,
+                deduct_rejected(order(1), "insufficient points: balance 0, wanted 1"),
+                0,
+                ParticipantOrderStatus::Rejected,
+            ),
+        ];
+        for (buyer, points, decided, balance, status) in cases {
+            // Given
+            let scenario = given::<Point>([credited("user-1", 10), credited("user-2", 50)]);
+            // When
+            let when = scenario.when(place(order(1), buyer, points));
+            // Then
+            let state = when.then([decided]);
+            assert_eq!(state.balance(buyer), balance);
+            assert_eq!(state.balance("user-2"), 50);
+            assert_eq!(state.order_status(order(1)), Some(status));
+        }
     }
 
     #[test]
@@ -555,37 +516,6 @@ mod tests {
         // Then
         let state = when.then_nothing();
         assert_eq!(state.order_status(order(1)), None);
-    }
-
-    #[test]
-    fn a_balance_too_low_rejects_the_order_and_takes_nothing() {
-        // Given
-        let scenario = given::<Point>([credited("user-1", 3)]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 10));
-        // Then
-        let state = when.then([deduct_rejected(
-            order(1),
-            "insufficient points: balance 3, wanted 10",
-        )]);
-        assert_eq!(state.balance("user-1"), 3);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Rejected)
-        );
-    }
-
-    #[test]
-    fn an_unknown_user_has_no_points_to_spend() {
-        // Given
-        let scenario = given::<Point>([]);
-        // When
-        let when = scenario.when(place(order(1), "user-9", 1));
-        // Then
-        when.then([deduct_rejected(
-            order(1),
-            "insufficient points: balance 0, wanted 1",
-        )]);
     }
 
     #[test]
@@ -608,164 +538,31 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Point>([]);
-        // When
-        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([PointEvent::Tombstoned { order_id: order(1) }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Point>([
-            credited("user-1", 10),
-            PointEvent::Tombstoned { order_id: order(1) },
-        ]);
-        // When
-        let when = scenario.when(place(order(1), "user-1", 5));
-        // Then
-        let ignored = PointEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: "order already failed (tombstone)".into(),
-        };
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.balance("user-1"), 10);
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario = given::<Point>([deduct_rejected(
-            order(1),
-            "insufficient points: balance 0, wanted 1",
-        )]);
-        // When
-        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([PointEvent::CompensationSkipped {
-            order_id: order(1),
-            reason: "rejected, nothing to undo".into(),
-        }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        let histories = [
-            vec![credited("user-1", 10), deducted(order(1), "user-1", 5)],
-            vec![deduct_rejected(
-                order(1),
-                "insufficient points: balance 0, wanted 5",
-            )],
-            vec![
-                credited("user-1", 10),
-                deducted(order(1), "user-1", 5),
-                refunded(order(1), "user-1", 5),
-            ],
-        ];
-        for history in histories {
-            // Given
-            let scenario = given::<Point>(history);
-            // When
-            let when = scenario.when(place(order(1), "user-1", 5));
-            // Then
-            when.then_nothing();
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Point> {
+            participant: Participant::Point,
+            setup: vec![credited("user-1", 10)],
+            place: place(order(1), "user-1", 5),
+            fail: PointCommand::HandleFailed { order_id: order(1) },
+            succeeded: deducted(order(1), "user-1", 5),
+            rejected: deduct_rejected(order(1), "insufficient points: balance 0, wanted 5"),
+            undone: refunded(order(1), "user-1", 5),
+            subjects: ["point.deducted", "point.rejected", "point.refunded"],
         }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let histories = [
-            (
-                vec![
-                    credited("user-1", 10),
-                    deducted(order(1), "user-1", 5),
-                    refunded(order(1), "user-1", 5),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![
-                    deduct_rejected(order(1), "insufficient points: balance 0, wanted 5"),
-                    skipped(order(1)),
-                ],
-                ParticipantOrderStatus::Compensated,
-            ),
-            (
-                vec![PointEvent::Tombstoned { order_id: order(1) }],
-                ParticipantOrderStatus::Tombstoned,
-            ),
-        ];
-        for (history, settled) in histories {
-            // Given
-            let scenario = given::<Point>(history);
-            // When
-            let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
-        }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (deducted(order(1), "user-1", 5), "point.deducted", None),
-            (
-                deduct_rejected(order(1), "insufficient points: balance 3, wanted 10"),
-                "point.rejected",
-                Some("insufficient points: balance 3, wanted 10"),
-            ),
-            (refunded(order(1), "user-1", 5), "point.refunded", None),
-            (
-                PointEvent::Tombstoned { order_id: order(1) },
-                "point.refunded",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                skipped(order(1)),
-                "point.refunded",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Point);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&credited("user-1", 1)), None);
     }
 
     #[test]
     fn variants_keep_their_postcard_positions_names_and_streams() {
-        // Given
         let events = [
             credited("user-1", 1),
             deducted(order(1), "user-1", 1),
             deduct_rejected(order(1), "insufficient points: balance 0, wanted 1"),
             refunded(order(1), "user-1", 1),
-            PointEvent::Tombstoned { order_id: order(1) },
+            ledger::tombstoned(order(1)),
             skipped(order(1)),
-            PointEvent::PlacementIgnored {
-                order_id: order(1),
-                reason: LATE_PLACEMENT.into(),
-            },
+            ledger::placement_ignored(order(1), LATE_PLACEMENT),
         ];
         let names = [
             "Credited",
@@ -776,21 +573,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: PointEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Point::event_type(event), names[position]);
-            let stream = if position == 0 {
-                "user-user-1".to_owned()
-            } else {
-                format!("order-{}", order(1))
-            };
-            assert_eq!(Point::stream_of(event), stream);
-        }
+        check_variants::<Point>(&events, &names, Some("user-user-1"), order(1));
     }
 
     #[test]

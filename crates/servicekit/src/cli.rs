@@ -9,7 +9,7 @@ use crate::app::{start_participant, App};
 use crate::error::Result;
 use crate::http::DomainApi;
 use crate::offline::{run_offline_with, Offline};
-use crate::participant::SimpleParticipant;
+use crate::participant::{Simple, SimpleParticipant};
 use crate::settings::CommonArgs;
 use crate::telemetry::init_telemetry;
 use eventlog::domain::Domain;
@@ -101,20 +101,20 @@ pub trait Service: Send + 'static {
     ) -> impl std::future::Future<Output = Result<App>> + Send;
 }
 
-impl<P: SimpleParticipant> Service for P {
-    type D = P::D;
+impl<P: SimpleParticipant> Service for Simple<P> {
+    type D = P;
     type Args = NoArgs;
     const NAME: &'static str = P::PARTICIPANT.name();
     const ABOUT: &'static str = "Saga participant service";
 
-    fn render_state(state: &<P::D as Domain>::State) -> serde_json::Value {
+    fn render_state(state: &P::State) -> serde_json::Value {
         P::render_state(state)
     }
 
     async fn start(common: &CommonArgs, _: NoArgs) -> Result<App> {
         let config = common.service_config(Self::NAME, P::PARTICIPANT.default_http_addr());
         let admin_token = common.admin_token.clone();
-        start_participant(config, P::default(), |live| {
+        start_participant(config, Self::default(), |live| {
             P::routes().with_state(DomainApi {
                 live: live.clone(),
                 admin_token,

@@ -12,9 +12,6 @@ pub enum Error {
     /// NATS or JetStream failed.
     #[error(transparent)]
     Bus(#[from] bus::Error),
-    /// A message could not be encoded.
-    #[error("encode: {0}")]
-    Encode(#[from] postcard::Error),
     /// Binding or serving HTTP, or another file-system operation, failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

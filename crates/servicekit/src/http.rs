@@ -1,7 +1,8 @@
 //! The HTTP shell: common routes, the API error type, the one JSON body extractor
 //! ([`ValidJson`]) with typed ids and bounds, admin auth, the per-client rate limit.
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,6 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use eventlog::domain::Domain;
 use eventlog::event_store::{EventStore, ReplayBound};
 use eventlog::live;
@@ -619,6 +621,105 @@ impl<D: Domain> DomainApi<D> {
                 rejection.to_string(),
             )),
         }
+    }
+}
+
+/// A read of one item a domain keeps, by the id in the request's path (see [`ValidPath`]).
+pub struct PathItem<D: Domain> {
+    api: DomainApi<D>,
+    id: String,
+}
+
+impl<D: Domain> FromRequestParts<DomainApi<D>> for PathItem<D> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &DomainApi<D>) -> Result<Self, ApiError> {
+        let ValidPath(id) = ValidPath::from_request_parts(parts, api).await?;
+        let api = api.clone();
+        Ok(PathItem { api, id })
+    }
+}
+
+impl<D: Domain> PathItem<D> {
+    /// The item's `view` in the state; a 404 `unknown <what> <id>` when it has none.
+    pub async fn view<V: Send + 'static>(
+        self,
+        what: &str,
+        view: impl FnOnce(&D::State, &str) -> Option<V> + Send + 'static,
+    ) -> std::result::Result<Json<V>, ApiError> {
+        let PathItem { api, id } = self;
+        let (id, found) = api
+            .live
+            .read(move |s| {
+                let found = view(s, &id);
+                (id, found)
+            })
+            .await?;
+        found
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("unknown {what} {id}")))
+    }
+}
+
+/// The caller of an admin write, as an extractor: checked against the admin token (403 while
+/// none is set, 401 for a missing or wrong one), with its validated `Idempotency-Key`.
+pub struct Admin<D: Domain> {
+    /// The domain's route state.
+    pub api: DomainApi<D>,
+    /// The `Idempotency-Key` header, if given.
+    pub key: Option<String>,
+}
+
+impl<D: Domain> FromRequestParts<DomainApi<D>> for Admin<D> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &DomainApi<D>) -> Result<Self, ApiError> {
+        check_admin(&parts.headers, api.admin_token.as_deref())?;
+        Ok(Admin {
+            api: api.clone(),
+            key: idempotency_key(&parts.headers)?,
+        })
+    }
+}
+
+impl<D: Domain> Admin<D> {
+    /// Runs `command` once per Idempotency-Key (see [`DomainApi::admin_execute`]).
+    pub async fn write(
+        self,
+        write: AdminWrite<'_>,
+        command: D::Command,
+        field_of: impl FnOnce(&D::Rejection) -> &'static str,
+    ) -> std::result::Result<Written<D>, ApiError>
+    where
+        D::Rejection: std::fmt::Display,
+    {
+        let key = self.key.as_deref();
+        let replayed = self
+            .api
+            .admin_execute(key, write, command, field_of)
+            .await?;
+        Ok(Written {
+            api: self.api,
+            replayed,
+        })
+    }
+}
+
+/// An admin write that is applied (now, or by an earlier request with its key).
+pub struct Written<D: Domain> {
+    api: DomainApi<D>,
+    replayed: bool,
+}
+
+impl<D: Domain> Written<D> {
+    /// Answers `status` with `view` of the state after the write (see [`admin_reply`]).
+    pub async fn reply<V: serde::Serialize + Send + 'static>(
+        self,
+        status: StatusCode,
+        view: impl FnOnce(&D::State) -> V + Send + 'static,
+    ) -> std::result::Result<Response, ApiError> {
+        let body = self.api.live.read(view).await?;
+        Ok(admin_reply(status, body, self.replayed))
     }
 }
 

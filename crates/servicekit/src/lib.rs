@@ -5,8 +5,8 @@
 //! - [`http`]: the common routes, the API error type, id validation, admin auth, rate limit, and
 //!   [`http::DomainApi`]: a domain's route state with its idempotent admin write.
 //! - [`participant`]: the message handler shared by the four participant services, and
-//!   [`participant::SimpleParticipant`]: all stock, coupon and point supply to get handler,
-//!   wiring and binary by default.
+//!   [`participant::Simple`]: the service of stock, coupon and point, which supply only their
+//!   core (`contract::ledger::ParticipantCore`) and routes ([`participant::SimpleParticipant`]).
 //! - [`cli`]: the command line every binary shares, the [`cli::Service`] trait and the one entry
 //!   point [`cli::main_for`] (telemetry, arguments, serve or offline command, `ExitCode`),
 //!   and shutdown on signals.

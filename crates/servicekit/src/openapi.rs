@@ -7,6 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 /// Name of the bearer security scheme admin routes reference (`security(("admin" = []))`).
 pub const ADMIN_SCHEME: &str = "admin";
@@ -61,6 +62,55 @@ pub fn route<S: Clone + Send + Sync + 'static>(service: &str, own: Document) -> 
         let doc = doc.clone();
         async move { Json(serde_json::to_value(&*doc).unwrap_or_default()) }
     })
+}
+
+/// `service`'s routes, served and documented from the same `#[utoipa::path]` annotations, with
+/// `/openapi.json` serving the document (see [`document`]).
+pub fn serve<S: Clone + Send + Sync + 'static>(
+    service: &str,
+    routes: impl IntoIterator<Item = UtoipaMethodRouter<S>>,
+) -> axum::Router<S> {
+    let (router, doc) = routes
+        .into_iter()
+        .fold(OpenApiRouter::new(), OpenApiRouter::routes)
+        .split_for_parts();
+    router.route("/openapi.json", route(service, doc))
+}
+
+/// The error answer of a read by id (`responses(..., NotFound)`).
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 404, description = "Unknown id (a JSON error naming it)")]
+#[allow(dead_code)]
+pub struct NotFound(ErrorBody);
+
+/// The error answers of an admin write (`responses(..., AdminWriteErrors)`).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminWriteErrors {
+    /// Bad input, naming the field
+    #[response(status = 400)]
+    BadInput(ErrorBody),
+    /// Missing or wrong bearer token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Admin routes are disabled
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// The error answers of a read that shows more to the admin (`responses(..., AdminReadErrors)`).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminReadErrors {
+    /// Bad input, naming the field
+    #[response(status = 400)]
+    BadInput(ErrorBody),
+    /// Wrong bearer token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Not found (a JSON error naming it)
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 /// `GET /openapi.json`: this service's OpenAPI 3 document.

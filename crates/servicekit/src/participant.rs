@@ -6,6 +6,7 @@
 //! re-sending an input recovers an outcome the broker lost.
 
 use std::future::Future;
+use std::marker::PhantomData;
 
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ use axum::Router;
 
 use crate::http::DomainApi;
 use bus::consumer::{Delivery, HandleError, Handler};
-use contract::ledger::{settled_outcome_of, ParticipantOrderStatus};
+use contract::ledger::{self, LedgerState, ParticipantCore};
 use contract::{
     message, OrderFailed, OrderPlaced, OutcomeKind, Participant, ParticipantEvent, SagaMessage,
 };
@@ -58,67 +59,57 @@ pub trait ParticipantDomain: Send + Sync + 'static {
     ) -> Option<ParticipantEvent>;
 }
 
-/// A participant whose inputs become commands without calling out (stock, coupon, point): all it
-/// supplies is its domain's mapping; the handler, the wiring and the binary come with it
-/// ([`ParticipantDomain`] here, [`crate::cli::Service`] for the binary).
-pub trait SimpleParticipant: Default + Send + Sync + 'static {
-    /// The domain core.
-    type D: Domain;
-    /// Which participant this is (its name is the service's name and sets its default address).
-    const PARTICIPANT: Participant;
-
-    /// The command for an `order.placed` that involves this participant.
-    fn placed_command(placed: &OrderPlaced) -> <Self::D as Domain>::Command;
-
-    /// The command for an `order.failed` of an order that involved this participant.
-    fn failed_command(order_id: Uuid) -> <Self::D as Domain>::Command;
-
-    /// The wire event a domain event publishes, if any.
-    fn outcome(event: &<Self::D as Domain>::Event) -> Option<ParticipantEvent>;
-
-    /// Where an order stands here; `None` for an order never seen.
-    fn order_status(
-        state: &<Self::D as Domain>::State,
-        order_id: Uuid,
-    ) -> Option<ParticipantOrderStatus>;
-
-    /// The state as `replay` prints it.
-    fn render_state(state: &<Self::D as Domain>::State) -> serde_json::Value;
-
+/// A participant whose inputs become commands without calling out (stock, coupon, point): its
+/// core supplies the mapping ([`ParticipantCore`]) and its API the routes; [`Simple`] makes it a
+/// service.
+pub trait SimpleParticipant: ParticipantCore + Sized {
     /// The service's own routes (the common ones are added by the shell).
-    fn routes() -> Router<DomainApi<Self::D>>;
+    fn routes() -> Router<DomainApi<Self>>;
 }
 
-impl<P: SimpleParticipant> ParticipantDomain for P {
-    type D = P::D;
+/// The service of a simple participant `D`: the shared handler ([`ParticipantDomain`]) and the
+/// binary ([`crate::cli::Service`]) over its domain.
+pub struct Simple<D>(PhantomData<fn() -> D>);
+
+impl<D> Default for Simple<D> {
+    fn default() -> Self {
+        Simple(PhantomData)
+    }
+}
+
+impl<D> std::fmt::Debug for Simple<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<Self>())
+    }
+}
+
+impl<P: SimpleParticipant> ParticipantDomain for Simple<P> {
+    type D = P;
     const PARTICIPANT: Participant = P::PARTICIPANT;
 
     async fn on_placed(
         &self,
-        _: &Live<P::D>,
+        _: &Live<P>,
         placed: &OrderPlaced,
         _: &EventMeta,
-    ) -> Result<Option<<P::D as Domain>::Command>, HandleError> {
-        Ok(Some(P::placed_command(placed)))
+    ) -> Result<Option<P::Command>, HandleError> {
+        Ok(Some(P::placed_command(placed, now_ms())))
     }
 
     async fn on_failed(
         &self,
-        _: &Live<P::D>,
+        _: &Live<P>,
         failed: &OrderFailed,
-    ) -> Result<Option<<P::D as Domain>::Command>, HandleError> {
+    ) -> Result<Option<P::Command>, HandleError> {
         Ok(Some(P::failed_command(failed.order_id)))
     }
 
-    fn outcome(event: &<P::D as Domain>::Event) -> Option<ParticipantEvent> {
-        P::outcome(event)
+    fn outcome(event: &P::Event) -> Option<ParticipantEvent> {
+        ledger::outcome(P::PARTICIPANT, event)
     }
 
-    fn settled_outcome(
-        state: &<P::D as Domain>::State,
-        order_id: Uuid,
-    ) -> Option<ParticipantEvent> {
-        settled_outcome_of(P::PARTICIPANT, order_id, P::order_status(state, order_id))
+    fn settled_outcome(state: &P::State, order_id: Uuid) -> Option<ParticipantEvent> {
+        ledger::settled_outcome_of(P::PARTICIPANT, order_id, state.order_status(order_id))
     }
 }
 

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
-    ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
+    IgnoredPlacement, LedgerState, ParticipantOrderStatus, SkippedCompensation, Tombstone,
+    LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
 };
-use contract::{ledger, OrderPlaced, OutcomeKind, Participant, ParticipantEvent};
+use contract::{OrderPlaced, Participant, ParticipantEvent};
 use eventlog::domain::Domain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,10 +65,13 @@ impl StockState {
     pub fn available(&self, sku: &str) -> Option<u64> {
         self.available.get(sku).copied()
     }
+}
 
-    /// Where an order stands; `None` for an order never seen.
-    pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-        self.orders.get(&order_id).map(|entry| entry.status)
+impl LedgerState for StockState {
+    type Entry = OrderEntry;
+
+    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+        &self.orders
     }
 }
 
@@ -103,25 +108,28 @@ pub enum StockEvent {
         /// Units given back per SKU.
         lines: Vec<(String, u64)>,
     },
-    /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
-    Tombstoned {
-        /// The order.
-        order_id: Uuid,
-    },
+    /// The order failed before it was placed here.
+    Tombstoned(Tombstone),
     /// A rejected order failed: nothing was reserved, so nothing is undone.
-    CompensationSkipped {
-        /// The order.
-        order_id: Uuid,
-        /// Why nothing was undone.
-        reason: String,
-    },
-    /// `order.placed` arrived after the order's tombstone and was ignored.
-    PlacementIgnored {
-        /// The order.
-        order_id: Uuid,
-        /// Why it was ignored.
-        reason: String,
-    },
+    CompensationSkipped(SkippedCompensation),
+    /// A placement after the order's tombstone.
+    PlacementIgnored(IgnoredPlacement),
+}
+
+contract::ledger_facts!(StockEvent);
+
+impl LedgerEvent for StockEvent {
+    fn step(&self) -> Step<'_> {
+        match self {
+            StockEvent::Restocked { sku, .. } => Step::Own("sku", sku),
+            StockEvent::Reserved { order_id, .. } => Step::Succeeded(*order_id),
+            StockEvent::Insufficient { order_id, reason } => Step::Rejected(*order_id, reason),
+            StockEvent::Restored { order_id, .. } => Step::Undone(*order_id),
+            StockEvent::Tombstoned(fact) => fact.into(),
+            StockEvent::CompensationSkipped(fact) => fact.into(),
+            StockEvent::PlacementIgnored(fact) => fact.into(),
+        }
+    }
 }
 
 /// An intention to change the stock.
@@ -185,28 +193,7 @@ impl StockRejection {
 
 /// The wire event a domain event publishes, if any.
 pub fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {
-    let (order_id, kind, reason) = match event {
-        StockEvent::Restocked { .. } | StockEvent::PlacementIgnored { .. } => return None,
-        StockEvent::Reserved { order_id, .. } => (*order_id, OutcomeKind::Succeeded, None),
-        StockEvent::Insufficient { order_id, reason } => {
-            (*order_id, OutcomeKind::Rejected, Some(reason.clone()))
-        }
-        StockEvent::Restored { order_id, .. } => (*order_id, OutcomeKind::Compensated, None),
-        StockEvent::Tombstoned { order_id } => (
-            *order_id,
-            OutcomeKind::Compensated,
-            Some(TOMBSTONE_REASON.to_owned()),
-        ),
-        StockEvent::CompensationSkipped { order_id, reason } => {
-            (*order_id, OutcomeKind::Compensated, Some(reason.clone()))
-        }
-    };
-    Some(ParticipantEvent {
-        order_id,
-        participant: Participant::Stock,
-        kind,
-        reason,
-    })
+    ledger::outcome(Participant::Stock, event)
 }
 
 fn restock(state: &StockState, sku: String, qty: u64) -> Result<Vec<StockEvent>, StockRejection> {
@@ -233,73 +220,54 @@ fn restock(state: &StockState, sku: String, qty: u64) -> Result<Vec<StockEvent>,
 
 fn handle_placed(state: &StockState, placed: &OrderPlaced) -> Vec<StockEvent> {
     let order_id = placed.order_id;
-    match state.order_status(order_id) {
-        Some(ParticipantOrderStatus::Tombstoned) => {
-            return vec![StockEvent::PlacementIgnored {
+    ledger::decide_placed(state.order_status(order_id), order_id, || {
+        // The same SKU on two lines must be checked against the shelf as one demand.
+        let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
+        for line in &placed.items {
+            let qty = wanted.entry(line.sku.as_str()).or_insert(0);
+            *qty = qty.saturating_add(u64::from(line.qty));
+        }
+        let shortfalls: Vec<String> = wanted
+            .iter()
+            .filter_map(|(sku, &qty)| match state.available(sku) {
+                None => Some(format!("{sku}: unknown sku")),
+                Some(available) if available < qty => {
+                    Some(format!("{sku}: wanted {qty}, available {available}"))
+                }
+                Some(_) => None,
+            })
+            .collect();
+        if shortfalls.is_empty() {
+            let lines = wanted
+                .into_iter()
+                .map(|(sku, qty)| (sku.to_owned(), qty))
+                .collect();
+            vec![StockEvent::Reserved { order_id, lines }]
+        } else {
+            vec![StockEvent::Insufficient {
                 order_id,
-                reason: LATE_PLACEMENT.to_owned(),
+                reason: shortfalls.join("; "),
             }]
         }
-        // A redelivery: the shell re-publishes the outcome already recorded.
-        Some(_) => return vec![],
-        None => {}
-    }
-    // The same SKU on two lines must be checked against the shelf as one demand.
-    let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-    for line in &placed.items {
-        let qty = wanted.entry(line.sku.as_str()).or_insert(0);
-        *qty = qty.saturating_add(u64::from(line.qty));
-    }
-    let shortfalls: Vec<String> = wanted
-        .iter()
-        .filter_map(|(sku, &qty)| match state.available(sku) {
-            None => Some(format!("{sku}: unknown sku")),
-            Some(available) if available < qty => {
-                Some(format!("{sku}: wanted {qty}, available {available}"))
-            }
-            Some(_) => None,
-        })
-        .collect();
-    if shortfalls.is_empty() {
-        let lines = wanted
-            .into_iter()
-            .map(|(sku, qty)| (sku.to_owned(), qty))
-            .collect();
-        vec![StockEvent::Reserved { order_id, lines }]
-    } else {
-        vec![StockEvent::Insufficient {
-            order_id,
-            reason: shortfalls.join("; "),
-        }]
-    }
+    })
 }
 
 fn handle_failed(state: &StockState, order_id: Uuid) -> Vec<StockEvent> {
-    let Some(entry) = state.orders.get(&order_id) else {
-        return vec![StockEvent::Tombstoned { order_id }];
-    };
-    match entry.status {
-        // A failed restore (not produced today) is retried like a fresh one.
-        ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed => {
-            vec![StockEvent::Restored {
-                order_id,
-                lines: entry.lines.clone(),
-            }]
-        }
-        ParticipantOrderStatus::Rejected => vec![StockEvent::CompensationSkipped {
+    ledger::decide_failed(&state.orders, order_id, |entry| {
+        vec![StockEvent::Restored {
             order_id,
-            reason: NOTHING_TO_UNDO.to_owned(),
-        }],
-        ParticipantOrderStatus::Compensated | ParticipantOrderStatus::Tombstoned => vec![],
-    }
+            lines: entry.lines.clone(),
+        }]
+    })
 }
 
-fn record_new_order(state: &mut StockState, order_id: Uuid, entry: OrderEntry) {
-    ledger::record_new_order(&mut state.orders, order_id, entry);
-}
-
-fn order_mut(state: &mut StockState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "stock")
+/// Adds units to a SKU; `decide` caps availability, so an overflow is a bug.
+fn put_back(available: &mut BTreeMap<String, u64>, sku: &str, qty: u64) {
+    let units = available.entry(sku.to_owned()).or_insert(0);
+    *units = match units.checked_add(qty) {
+        Some(sum) => sum,
+        None => panic!("adding {qty} of {sku} overflows: decide caps availability"),
+    };
 }
 
 impl Domain for Stock {
@@ -320,14 +288,15 @@ impl Domain for Stock {
     }
 
     fn evolve(state: &mut StockState, event: &StockEvent) {
+        let lines = match event {
+            StockEvent::Reserved { lines, .. } => lines.clone(),
+            _ => Vec::new(),
+        };
+        ledger::evolve_order(&mut state.orders, event.step(), "stock", |status| {
+            OrderEntry { status, lines }
+        });
         match event {
-            StockEvent::Restocked { sku, qty } => {
-                let available = state.available.entry(sku.clone()).or_insert(0);
-                *available = match available.checked_add(*qty) {
-                    Some(sum) => sum,
-                    None => panic!("restocking {qty} of {sku} overflows: decide caps availability"),
-                };
-            }
+            StockEvent::Restocked { sku, qty } => put_back(&mut state.available, sku, *qty),
             StockEvent::Reserved { order_id, lines } => {
                 for (sku, qty) in lines {
                     let available = match state.available.get_mut(sku) {
@@ -338,48 +307,16 @@ impl Domain for Stock {
                     };
                     *available -= qty;
                 }
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Succeeded,
-                    lines: lines.clone(),
-                };
-                record_new_order(state, *order_id, entry);
             }
-            StockEvent::Insufficient { order_id, .. } => {
-                let entry = OrderEntry {
-                    status: ParticipantOrderStatus::Rejected,
-                    lines: Vec::new(),
-                };
-                record_new_order(state, *order_id, entry);
-            }
-            StockEvent::Restored { order_id, lines } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "order {order_id} restored while {:?}",
-                    entry.status
-                );
-                entry.status = ParticipantOrderStatus::Compensated;
+            StockEvent::Restored { lines, .. } => {
                 for (sku, qty) in lines {
-                    let available = state.available.entry(sku.clone()).or_insert(0);
-                    *available = match available.checked_add(*qty) {
-                        Some(sum) => sum,
-                        None => panic!("restoring {qty} of {sku} overflows u64"),
-                    };
+                    put_back(&mut state.available, sku, *qty);
                 }
             }
-            StockEvent::Tombstoned { order_id } => {
-                ledger::evolve_tombstoned(&mut state.orders, *order_id)
-            }
-            StockEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "stock")
-            }
-            StockEvent::PlacementIgnored { order_id, .. } => {
-                ledger::evolve_placement_ignored(&state.orders, *order_id)
-            }
+            StockEvent::Insufficient { .. }
+            | StockEvent::Tombstoned(_)
+            | StockEvent::CompensationSkipped(_)
+            | StockEvent::PlacementIgnored(_) => {}
         }
     }
 
@@ -388,22 +325,31 @@ impl Domain for Stock {
     }
 
     fn stream_of(event: &StockEvent) -> String {
-        match event {
-            StockEvent::Restocked { sku, .. } => format!("sku-{sku}"),
-            StockEvent::Reserved { order_id, .. }
-            | StockEvent::Insufficient { order_id, .. }
-            | StockEvent::Restored { order_id, .. }
-            | StockEvent::Tombstoned { order_id }
-            | StockEvent::CompensationSkipped { order_id, .. }
-            | StockEvent::PlacementIgnored { order_id, .. } => format!("order-{order_id}"),
-        }
+        ledger::stream_of(event)
+    }
+}
+
+impl ParticipantCore for Stock {
+    const PARTICIPANT: Participant = Participant::Stock;
+
+    fn placed_command(placed: &OrderPlaced, _now_ms: u64) -> StockCommand {
+        let placed = placed.clone();
+        StockCommand::HandlePlaced { placed }
+    }
+
+    fn failed_command(order_id: Uuid) -> StockCommand {
+        StockCommand::HandleFailed { order_id }
+    }
+
+    fn render_state(state: &StockState) -> serde_json::Value {
+        serde_json::json!({ "available": state.available })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::fixtures::{self, line, order};
+    use contract::fixtures::{self, check_variants, line, order, LedgerCase};
     use eventlog::scenario::given;
 
     fn placed(order_id: Uuid, items: &[(&str, u32)]) -> OrderPlaced {
@@ -414,6 +360,13 @@ mod tests {
         OrderPlaced {
             items,
             ..fixtures::placed(order_id)
+        }
+    }
+
+    fn restock(sku: &str, qty: u64) -> StockCommand {
+        StockCommand::Restock {
+            sku: sku.into(),
+            qty,
         }
     }
 
@@ -431,6 +384,13 @@ mod tests {
         }
     }
 
+    fn restored(order_id: Uuid, lines: &[(&str, u64)]) -> StockEvent {
+        StockEvent::Restored {
+            order_id,
+            lines: lines.iter().map(|(s, q)| ((*s).into(), *q)).collect(),
+        }
+    }
+
     fn insufficient(order_id: Uuid, reason: &str) -> StockEvent {
         StockEvent::Insufficient {
             order_id,
@@ -443,10 +403,7 @@ mod tests {
         // Given
         let scenario = given::<Stock>([restocked("sku-1", 5)]);
         // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 3,
-        });
+        let when = scenario.when(restock("sku-1", 3));
         // Then
         let state = when.then([restocked("sku-1", 3)]);
         assert_eq!(state.available("sku-1"), Some(8));
@@ -454,141 +411,98 @@ mod tests {
     }
 
     #[test]
-    fn a_restock_of_zero_units_is_rejected() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 0,
-        });
-        // Then
-        when.then_rejected(StockRejection::ZeroQty);
-    }
-
-    #[test]
-    fn a_restock_needs_a_sku() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: String::new(),
-            qty: 1,
-        });
-        // Then
-        when.then_rejected(StockRejection::EmptySku);
-    }
-
-    #[test]
-    fn a_sku_may_be_64_characters_but_not_more() {
-        // Given
-        let longest = "s".repeat(MAX_SKU_LEN);
+    fn restocking_validates_the_sku_and_the_qty() {
         let too_long = "s".repeat(MAX_SKU_LEN + 1);
-        // When
-        let accepted = given::<Stock>([]).when(StockCommand::Restock {
-            sku: longest.clone(),
-            qty: 1,
-        });
-        let refused = given::<Stock>([]).when(StockCommand::Restock {
-            sku: too_long,
-            qty: 1,
-        });
-        // Then
-        accepted.then([restocked(&longest, 1)]);
-        refused.then_rejected(StockRejection::SkuTooLong { len: 65 });
+        let cases = [
+            (vec![], restock("sku-1", 0), StockRejection::ZeroQty),
+            (vec![], restock("", 1), StockRejection::EmptySku),
+            (
+                vec![],
+                restock(&too_long, 1),
+                StockRejection::SkuTooLong { len: 65 },
+            ),
+            (
+                vec![restocked("sku-1", MAX_AVAILABLE - 1)],
+                restock("sku-1", 2),
+                StockRejection::AboveLimit {
+                    sku: "sku-1".into(),
+                    available: MAX_AVAILABLE - 1,
+                    qty: 2,
+                },
+            ),
+        ];
+        for (history, command, rejection) in cases {
+            given::<Stock>(history)
+                .when(command)
+                .then_rejected(rejection);
+        }
+        let longest = "s".repeat(MAX_SKU_LEN);
+        given::<Stock>([])
+            .when(restock(&longest, 1))
+            .then([restocked(&longest, 1)]);
     }
 
     #[test]
-    fn a_restock_cannot_take_a_sku_above_the_limit() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", MAX_AVAILABLE - 1)]);
-        // When
-        let when = scenario.when(StockCommand::Restock {
-            sku: "sku-1".into(),
-            qty: 2,
-        });
-        // Then
-        when.then_rejected(StockRejection::AboveLimit {
-            sku: "sku-1".into(),
-            available: MAX_AVAILABLE - 1,
-            qty: 2,
-        });
-    }
-
-    #[test]
-    fn a_placed_order_reserves_every_line() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5), restocked("sku-2", 1)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-2", 1), ("sku-1", 5)]),
-        });
-        // Then
-        let state = when.then([reserved(order(1), &[("sku-1", 5), ("sku-2", 1)])]);
-        assert_eq!(state.available("sku-1"), Some(0));
-        assert_eq!(state.available("sku-2"), Some(0));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Succeeded)
+    fn a_placement_reserves_every_line_or_none() {
+        // The shelf, the order's lines, what is decided, the shelf after.
+        type Case = (
+            &'static [(&'static str, u64)],
+            &'static [(&'static str, u32)],
+            StockEvent,
+            &'static [u64],
         );
-    }
-
-    #[test]
-    fn a_reservation_is_all_or_nothing() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5), restocked("sku-2", 2)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 5), ("sku-2", 3)]),
-        });
-        // Then
-        let state = when.then([insufficient(order(1), "sku-2: wanted 3, available 2")]);
-        assert_eq!(state.available("sku-1"), Some(5));
-        assert_eq!(state.available("sku-2"), Some(2));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Rejected)
-        );
-    }
-
-    #[test]
-    fn duplicate_skus_are_summed_before_checking() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 5)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 3), ("sku-1", 3)]),
-        });
-        // Then
-        when.then([insufficient(order(1), "sku-1: wanted 6, available 5")]);
-    }
-
-    #[test]
-    fn duplicate_skus_are_reserved_as_one_line() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 6)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 3), ("sku-1", 3)]),
-        });
-        // Then
-        let state = when.then([reserved(order(1), &[("sku-1", 6)])]);
-        assert_eq!(state.available("sku-1"), Some(0));
-    }
-
-    #[test]
-    fn an_unknown_sku_is_insufficient_and_every_shortfall_is_named() {
-        // Given
-        let scenario = given::<Stock>([restocked("sku-1", 2)]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-9", 1), ("sku-1", 5)]),
-        });
-        // Then
-        when.then([insufficient(
-            order(1),
-            "sku-1: wanted 5, available 2; sku-9: unknown sku",
-        )]);
+        let cases: [Case; 5] = [
+            (
+                &[("sku-1", 5), ("sku-2", 1)],
+                &[("sku-2", 1), ("sku-1", 5)],
+                reserved(order(1), &[("sku-1", 5), ("sku-2", 1)]),
+                &[0, 0],
+            ),
+            (
+                &[("sku-1", 5), ("sku-2", 2)],
+                &[("sku-1", 5), ("sku-2", 3)],
+                insufficient(order(1), "sku-2: wanted 3, available 2"),
+                &[5, 2],
+            ),
+            // The same SKU on two lines is one demand, reserved as one line.
+            (
+                &[("sku-1", 5)],
+                &[("sku-1", 3), ("sku-1", 3)],
+                insufficient(order(1), "sku-1: wanted 6, available 5"),
+                &[5],
+            ),
+            (
+                &[("sku-1", 6)],
+                &[("sku-1", 3), ("sku-1", 3)],
+                reserved(order(1), &[("sku-1", 6)]),
+                &[0],
+            ),
+            // Every shortfall is named, an unknown SKU too.
+            (
+                &[("sku-1", 2)],
+                &[("sku-9", 1), ("sku-1", 5)],
+                insufficient(order(1), "sku-1: wanted 5, available 2; sku-9: unknown sku"),
+                &[2],
+            ),
+        ];
+        for (shelf, lines, decided, after) in cases {
+            // Given
+            let scenario = given::<Stock>(shelf.iter().map(|(sku, qty)| restocked(sku, *qty)));
+            // When
+            let when = scenario.when(StockCommand::HandlePlaced {
+                placed: placed(order(1), lines),
+            });
+            // Then
+            let status = match decided {
+                StockEvent::Reserved { .. } => ParticipantOrderStatus::Succeeded,
+                _ => ParticipantOrderStatus::Rejected,
+            };
+            let state = when.then([decided]);
+            for ((sku, _), available) in shelf.iter().zip(after) {
+                assert_eq!(state.available(sku), Some(*available), "{sku}");
+            }
+            assert_eq!(state.order_status(order(1)), Some(status));
+        }
     }
 
     #[test]
@@ -614,197 +528,33 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_the_placement_leaves_a_tombstone() {
-        // Given
-        let scenario = given::<Stock>([]);
-        // When
-        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([StockEvent::Tombstoned { order_id: order(1) }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn a_late_placement_after_a_tombstone_is_ignored() {
-        // Given
-        let scenario = given::<Stock>([
-            restocked("sku-1", 5),
-            StockEvent::Tombstoned { order_id: order(1) },
-        ]);
-        // When
-        let when = scenario.when(StockCommand::HandlePlaced {
-            placed: placed(order(1), &[("sku-1", 1)]),
-        });
-        // Then
-        let ignored = StockEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: "order already failed (tombstone)".into(),
-        };
-        assert_eq!(outcome(&ignored), None);
-        let state = when.then([ignored]);
-        assert_eq!(state.available("sku-1"), Some(5));
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
-    }
-
-    #[test]
-    fn compensating_a_rejected_order_is_skipped() {
-        // Given
-        let scenario = given::<Stock>([insufficient(order(1), "sku-1: unknown sku")]);
-        // When
-        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-        // Then
-        let state = when.then([StockEvent::CompensationSkipped {
-            order_id: order(1),
-            reason: "rejected, nothing to undo".into(),
-        }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
-    }
-
-    #[test]
-    fn a_repeated_placement_is_a_no_op() {
-        for history in [
-            vec![restocked("sku-1", 5), reserved(order(1), &[("sku-1", 1)])],
-            vec![insufficient(order(1), "sku-1: unknown sku")],
-            vec![
-                restocked("sku-1", 5),
-                reserved(order(1), &[("sku-1", 1)]),
-                StockEvent::Restored {
-                    order_id: order(1),
-                    lines: vec![("sku-1".into(), 1)],
-                },
-            ],
-        ] {
-            // Given
-            let scenario = given::<Stock>(history);
-            // When
-            let when = scenario.when(StockCommand::HandlePlaced {
+    fn the_shared_ledger_rules_hold() {
+        LedgerCase::<Stock> {
+            participant: Participant::Stock,
+            setup: vec![restocked("sku-1", 5)],
+            place: StockCommand::HandlePlaced {
                 placed: placed(order(1), &[("sku-1", 1)]),
-            });
-            // Then
-            when.then_nothing();
-        }
-    }
-
-    #[test]
-    fn a_repeated_failure_is_a_no_op() {
-        let restored = vec![
-            restocked("sku-1", 5),
-            reserved(order(1), &[("sku-1", 1)]),
-            StockEvent::Restored {
-                order_id: order(1),
-                lines: vec![("sku-1".into(), 1)],
             },
-        ];
-        let skipped = vec![
-            insufficient(order(1), "sku-1: unknown sku"),
-            StockEvent::CompensationSkipped {
-                order_id: order(1),
-                reason: NOTHING_TO_UNDO.into(),
-            },
-        ];
-        let tombstoned = vec![StockEvent::Tombstoned { order_id: order(1) }];
-        for (history, settled) in [
-            (restored, ParticipantOrderStatus::Compensated),
-            (skipped, ParticipantOrderStatus::Compensated),
-            (tombstoned, ParticipantOrderStatus::Tombstoned),
-        ] {
-            // Given
-            let scenario = given::<Stock>(history);
-            // When
-            let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
-            // Then
-            let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
+            fail: StockCommand::HandleFailed { order_id: order(1) },
+            succeeded: reserved(order(1), &[("sku-1", 1)]),
+            rejected: insufficient(order(1), "sku-1: unknown sku"),
+            undone: restored(order(1), &[("sku-1", 1)]),
+            subjects: ["stock.reserved", "stock.insufficient", "stock.restored"],
         }
-    }
-
-    #[test]
-    fn every_event_maps_to_its_subject() {
-        // Given
-        let cases = [
-            (reserved(order(1), &[("sku-1", 1)]), "stock.reserved", None),
-            (
-                insufficient(order(1), "sku-1: unknown sku"),
-                "stock.insufficient",
-                Some("sku-1: unknown sku"),
-            ),
-            (
-                StockEvent::Restored {
-                    order_id: order(1),
-                    lines: vec![],
-                },
-                "stock.restored",
-                None,
-            ),
-            (
-                StockEvent::Tombstoned { order_id: order(1) },
-                "stock.restored",
-                Some("nothing to undo: order.failed arrived before order.placed"),
-            ),
-            (
-                StockEvent::CompensationSkipped {
-                    order_id: order(1),
-                    reason: NOTHING_TO_UNDO.into(),
-                },
-                "stock.restored",
-                Some("rejected, nothing to undo"),
-            ),
-        ];
-        for (event, subject, reason) in cases {
-            // When
-            let published = outcome(&event).expect("publishes");
-            // Then
-            assert_eq!(published.subject(), subject, "{event:?}");
-            assert_eq!(published.order_id, order(1));
-            assert_eq!(published.participant, Participant::Stock);
-            assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-        }
+        .check();
         assert_eq!(outcome(&restocked("sku-1", 1)), None);
     }
 
     #[test]
-    fn events_are_named_by_variant_and_filed_under_their_aggregate() {
-        // Given
-        let restock = restocked("sku-1", 1);
-        let reservation = reserved(order(7), &[("sku-1", 1)]);
-        // When
-        let names = (Stock::event_type(&restock), Stock::event_type(&reservation));
-        let streams = (Stock::stream_of(&restock), Stock::stream_of(&reservation));
-        // Then
-        assert_eq!(names, ("Restocked", "Reserved"));
-        assert_eq!(streams.0, "sku-sku-1");
-        assert_eq!(streams.1, format!("order-{}", order(7)));
-    }
-
-    #[test]
-    fn variants_keep_their_postcard_positions() {
-        // Given
+    fn variants_keep_their_postcard_positions_names_and_streams() {
         let events = [
             restocked("sku-1", 1),
             reserved(order(1), &[("sku-1", 1)]),
             insufficient(order(1), "sku-1: unknown sku"),
-            StockEvent::Restored {
-                order_id: order(1),
-                lines: vec![("sku-1".into(), 1)],
-            },
-            StockEvent::Tombstoned { order_id: order(1) },
-            StockEvent::CompensationSkipped {
-                order_id: order(1),
-                reason: NOTHING_TO_UNDO.into(),
-            },
-            StockEvent::PlacementIgnored {
-                order_id: order(1),
-                reason: LATE_PLACEMENT.into(),
-            },
+            restored(order(1), &[("sku-1", 1)]),
+            ledger::tombstoned(order(1)),
+            ledger::compensation_skipped(order(1)),
+            ledger::placement_ignored(order(1), LATE_PLACEMENT),
         ];
         let names = [
             "Restocked",
@@ -815,15 +565,7 @@ mod tests {
             "CompensationSkipped",
             "PlacementIgnored",
         ];
-        for (position, event) in events.iter().enumerate() {
-            // When
-            let bytes = postcard::to_stdvec(event).expect("encodes");
-            let back: StockEvent = postcard::from_bytes(&bytes).expect("decodes");
-            // Then
-            assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-            assert_eq!(&back, event);
-            assert_eq!(Stock::event_type(event), names[position]);
-        }
+        check_variants::<Stock>(&events, &names, Some("sku-sku-1"), order(1));
     }
 
     #[test]

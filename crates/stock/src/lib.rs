@@ -10,51 +10,6 @@
 pub mod api;
 pub mod domain;
 
+/// The stock service: its core and routes in the shared participant shell.
 #[cfg(feature = "service")]
-pub use service::StockParticipant;
-
-#[cfg(feature = "service")]
-mod service {
-    use contract::ledger::ParticipantOrderStatus;
-    use contract::{OrderPlaced, Participant, ParticipantEvent};
-    use servicekit::http::DomainApi;
-    use servicekit::participant::SimpleParticipant;
-    use uuid::Uuid;
-
-    use crate::domain::{self, Stock, StockCommand, StockEvent, StockState};
-
-    /// The stock service: its domain plugged into the shared participant shell.
-    #[derive(Debug, Default)]
-    pub struct StockParticipant;
-
-    impl SimpleParticipant for StockParticipant {
-        type D = Stock;
-        const PARTICIPANT: Participant = Participant::Stock;
-
-        fn placed_command(placed: &OrderPlaced) -> StockCommand {
-            StockCommand::HandlePlaced {
-                placed: placed.clone(),
-            }
-        }
-
-        fn failed_command(order_id: Uuid) -> StockCommand {
-            StockCommand::HandleFailed { order_id }
-        }
-
-        fn outcome(event: &StockEvent) -> Option<ParticipantEvent> {
-            domain::outcome(event)
-        }
-
-        fn order_status(state: &StockState, order_id: Uuid) -> Option<ParticipantOrderStatus> {
-            state.order_status(order_id)
-        }
-
-        fn render_state(state: &StockState) -> serde_json::Value {
-            serde_json::json!({ "available": state.available })
-        }
-
-        fn routes() -> axum::Router<DomainApi<Stock>> {
-            crate::api::routes()
-        }
-    }
-}
+pub type StockParticipant = servicekit::participant::Simple<domain::Stock>;

@@ -33,6 +33,14 @@ fn placed(order: OrderPlaced) -> OrderEvent {
     }
 }
 
+fn place(order: OrderPlaced, trace_id: &str, idempotency_key: Option<&str>) -> OrderCommand {
+    OrderCommand::Place {
+        order,
+        trace_id: trace_id.into(),
+        idempotency_key: idempotency_key.map(Into::into),
+    }
+}
+
 fn outcome(participant: Participant, kind: OutcomeKind, reason: Option<&str>) -> ParticipantEvent {
     ParticipantEvent {
         order_id: ORDER,
@@ -52,6 +60,16 @@ fn record(
         event: outcome(participant, kind, reason),
         now_ms,
     }
+}
+
+/// A participant's success arriving at `now_ms`.
+fn success(participant: Participant, now_ms: u64) -> OrderCommand {
+    record(participant, OutcomeKind::Succeeded, None, now_ms)
+}
+
+/// A participant's compensation arriving at `now_ms`.
+fn compensation(participant: Participant, now_ms: u64) -> OrderCommand {
+    record(participant, OutcomeKind::Compensated, None, now_ms)
 }
 
 fn recorded(
@@ -77,6 +95,126 @@ fn compensated(participant: Participant, at_ms: u64) -> OrderEvent {
     recorded(participant, OutcomeKind::Compensated, None, at_ms)
 }
 
+fn duplicate(participant: Participant, kind: OutcomeKind, at_ms: u64) -> OrderEvent {
+    OrderEvent::DuplicateIgnored {
+        order_id: ORDER,
+        participant,
+        kind,
+        at_ms,
+    }
+}
+
+// The order's own facts, in the order of a saga's life.
+
+fn completed(at_ms: u64) -> OrderEvent {
+    OrderEvent::Completed {
+        order_id: ORDER,
+        at_ms,
+    }
+}
+
+fn failed(reason: &str, at_ms: u64) -> OrderEvent {
+    OrderEvent::Failed {
+        order_id: ORDER,
+        reason: reason.into(),
+        at_ms,
+    }
+}
+
+/// The last compensation is in: the order is FAILED.
+fn all_compensated(at_ms: u64) -> OrderEvent {
+    OrderEvent::Compensated {
+        order_id: ORDER,
+        at_ms,
+    }
+}
+
+fn redriven(attempt: u32, at_ms: u64) -> OrderEvent {
+    OrderEvent::FailureRedriven {
+        order_id: ORDER,
+        attempt,
+        at_ms,
+    }
+}
+
+fn retried(attempt: u32, at_ms: u64) -> OrderEvent {
+    OrderEvent::CompensationRetried {
+        order_id: ORDER,
+        attempt,
+        at_ms,
+    }
+}
+
+fn delivered(at_ms: u64) -> OrderEvent {
+    OrderEvent::DataPlatformDelivered {
+        order_id: ORDER,
+        at_ms,
+    }
+}
+
+fn parked(at_ms: u64) -> OrderEvent {
+    OrderEvent::DeliveryParked {
+        order_id: ORDER,
+        reason: "HTTP 503".into(),
+        msg_id: "m-1".into(),
+        at_ms,
+    }
+}
+
+fn resumed(at_ms: u64) -> OrderEvent {
+    OrderEvent::DeliveryResumed {
+        order_id: ORDER,
+        at_ms,
+    }
+}
+
+/// A command about the order that carries nothing but its time.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    Expire,
+    Redrive,
+    Retry,
+    MarkDelivered,
+    Resume,
+}
+
+fn ask(what: Ask, now_ms: u64) -> OrderCommand {
+    let order_id = ORDER;
+    match what {
+        Ask::Expire => OrderCommand::Expire { order_id, now_ms },
+        Ask::Redrive => OrderCommand::Redrive { order_id, now_ms },
+        Ask::Retry => OrderCommand::RetryCompensation { order_id, now_ms },
+        Ask::MarkDelivered => OrderCommand::MarkDelivered { order_id, now_ms },
+        Ask::Resume => OrderCommand::ResumeDelivery { order_id, now_ms },
+    }
+}
+
+fn escalate(redrives: u32, now_ms: u64) -> OrderCommand {
+    OrderCommand::Escalate {
+        order_id: ORDER,
+        redrives,
+        now_ms,
+    }
+}
+
+fn park(msg_id: &str, now_ms: u64) -> OrderCommand {
+    OrderCommand::ParkDelivery {
+        order_id: ORDER,
+        reason: "HTTP 503".into(),
+        msg_id: msg_id.into(),
+        now_ms,
+    }
+}
+
+/// `history` followed by `more`.
+fn then_also(
+    mut history: Vec<OrderEvent>,
+    more: impl IntoIterator<Item = OrderEvent>,
+) -> Vec<OrderEvent> {
+    history.extend(more);
+    history
+}
+
 const DECLINE_REASON: &str = "payment declined: amount above limit";
 
 /// A full order whose payment was declined after stock, coupon and point succeeded.
@@ -92,12 +230,20 @@ fn failed_history() -> Vec<OrderEvent> {
             Some("amount above limit"),
             3_000,
         ),
-        OrderEvent::Failed {
-            order_id: ORDER,
-            reason: DECLINE_REASON.into(),
-            at_ms: 3_000,
-        },
+        failed(DECLINE_REASON, 3_000),
     ]
+}
+
+/// The failed order with payment and stock compensated, and the point refund failed for good.
+fn point_refund_failed_history() -> Vec<OrderEvent> {
+    let compensations = [
+        compensated(Participant::Payment, 4_000),
+        compensated(Participant::Stock, 4_000),
+    ];
+    then_also(
+        then_also(failed_history(), compensations),
+        point_refund_failed(5_000),
+    )
 }
 
 /// The failed order, with every compensation in except the point refund, which failed.
@@ -135,11 +281,28 @@ fn completed_history() -> Vec<OrderEvent> {
         placed(order_with(None, 0)),
         succeeded(Participant::Payment, 2_000),
         succeeded(Participant::Stock, 2_000),
-        OrderEvent::Completed {
-            order_id: ORDER,
-            at_ms: 2_000,
-        },
+        completed(2_000),
     ]
+}
+
+/// The failed order with every compensation in except point's, which never answered.
+fn point_silent_history() -> Vec<OrderEvent> {
+    let more = [
+        compensated(Participant::Payment, 4_000),
+        compensated(Participant::Stock, 4_000),
+        compensated(Participant::Coupon, 4_000),
+        redriven(1, 6_000),
+    ];
+    then_also(failed_history(), more)
+}
+
+fn redrives_exhausted(at_ms: u64) -> OrderEvent {
+    OrderEvent::RedrivesExhausted {
+        order_id: ORDER,
+        waiting_for: vec![Participant::Point],
+        reason: "no compensation from point after 1 re-drives of order.failed".into(),
+        at_ms,
+    }
 }
 
 #[test]
@@ -148,11 +311,7 @@ fn placing_an_order_makes_it_pending_and_findable_by_trace_and_key() {
     let scenario = given::<Order>([]);
     // When
     let state = scenario
-        .when(OrderCommand::Place {
-            order: full_order(),
-            trace_id: "trace-1".into(),
-            idempotency_key: Some("key-1".into()),
-        })
+        .when(place(full_order(), "trace-1", Some("key-1")))
         // Then
         .then([placed(full_order())]);
     let saga = &state.orders[&ORDER];
@@ -164,171 +323,182 @@ fn placing_an_order_makes_it_pending_and_findable_by_trace_and_key() {
     assert_eq!(state.by_idempotency_key["key-1"], ORDER);
 }
 
-#[test]
-fn placing_an_order_id_twice_is_rejected() {
-    // Given
-    let scenario = given::<Order>([placed(full_order())]);
-    // When
-    scenario
-        .when(OrderCommand::Place {
-            order: full_order(),
-            trace_id: "trace-2".into(),
-            idempotency_key: None,
-        })
-        // Then
-        .then_rejected(OrderRejection::DuplicateOrder(ORDER));
+/// Checks that `command`, after each history, is refused with `rejection`.
+#[track_caller]
+fn assert_rejected<const N: usize>(
+    rejection: OrderRejection,
+    cases: [(Vec<OrderEvent>, OrderCommand); N],
+) {
+    for (history, command) in cases {
+        let when = given::<Order>(history).when(command);
+        when.then_rejected(rejection.clone());
+    }
 }
 
 #[test]
-fn reusing_an_idempotency_key_names_the_order_it_placed() {
-    // Given
-    let scenario = given::<Order>([placed(full_order())]);
-    let mut other = full_order();
-    other.order_id = Uuid::from_u128(2);
-    // When
-    scenario
-        .when(OrderCommand::Place {
-            order: other,
-            trace_id: "trace-2".into(),
-            idempotency_key: Some("key-1".into()),
-        })
-        // Then
-        .then_rejected(OrderRejection::IdempotencyKeyReused {
-            key: "key-1".into(),
-            order_id: ORDER,
-        });
+fn commands_that_do_not_apply_are_rejected() {
+    let pending = || vec![placed(full_order())];
+    let place_again = place(full_order(), "trace-2", None);
+    assert_rejected(
+        OrderRejection::DuplicateOrder(ORDER),
+        [(pending(), place_again)],
+    );
+    // A reused idempotency key names the order it placed.
+    let other = OrderPlaced {
+        order_id: Uuid::from_u128(2),
+        ..full_order()
+    };
+    let reused = OrderRejection::IdempotencyKeyReused {
+        key: "key-1".into(),
+        order_id: ORDER,
+    };
+    assert_rejected(
+        reused,
+        [(pending(), place(other, "trace-2", Some("key-1")))],
+    );
+    let unknown = success(Participant::Payment, 2_000);
+    assert_rejected(OrderRejection::UnknownOrder(ORDER), [(vec![], unknown)]);
+    // Only an order needing attention is retried by an operator.
+    let retry = ask(Ask::Retry, 7_000);
+    assert_rejected(
+        OrderRejection::NotNeedingAttention(ORDER),
+        [(failed_history(), retry)],
+    );
+    // Nobody is missing from a completed or pending order, nor from one needing attention
+    // whose every participant answered: there is nobody to re-drive or escalate for.
+    assert_rejected(
+        OrderRejection::NotCompensating(ORDER),
+        [
+            (completed_history(), escalate(20, 20_000)),
+            (pending(), ask(Ask::Redrive, 2_000)),
+            (needs_attention_history(), ask(Ask::Redrive, 6_000)),
+        ],
+    );
+    let not_parked = (completed_history(), ask(Ask::Resume, 7_000));
+    assert_rejected(OrderRejection::NotParked(ORDER), [not_parked]);
+    assert_rejected(
+        OrderRejection::NotCompleted(ORDER),
+        [
+            (failed_history(), park("m-1", 7_000)),
+            (pending(), ask(Ask::MarkDelivered, 3_000)),
+        ],
+    );
 }
 
 #[test]
-fn an_outcome_for_an_unknown_order_is_rejected() {
-    // Given
-    let scenario = given::<Order>([]);
-    // When
-    scenario
-        .when(record(
+fn commands_already_answered_change_nothing() {
+    let cases = [
+        // Before the deadline, expiry does nothing; nor does it after completion.
+        (vec![placed(full_order())], ask(Ask::Expire, DEADLINE - 1)),
+        (completed_history(), ask(Ask::Expire, DEADLINE + 1)),
+        // Escalating again in the same round.
+        (
+            then_also(point_silent_history(), [redrives_exhausted(10_000)]),
+            escalate(1, 20_000),
+        ),
+        // Another copy of a parked delivery failing for good.
+        (
+            then_also(completed_history(), [parked(5_000)]),
+            park("m-2", 6_000),
+        ),
+        // A completed order is delivered to the data platform once.
+        (
+            then_also(completed_history(), [delivered(3_000)]),
+            ask(Ask::MarkDelivered, 4_000),
+        ),
+    ];
+    for (history, command) in cases {
+        given::<Order>(history).when(command).then_nothing();
+    }
+}
+
+#[test]
+fn outcomes_that_change_nothing_are_recorded_as_ignored_duplicates() {
+    let cases = [
+        // A participant outside the order.
+        (
+            vec![placed(order_with(None, 0))],
+            Participant::Coupon,
+            OutcomeKind::Succeeded,
+            2_000,
+        ),
+        // A redelivered outcome.
+        (
+            vec![placed(full_order()), succeeded(Participant::Payment, 2_000)],
             Participant::Payment,
             OutcomeKind::Succeeded,
-            None,
-            2_000,
-        ))
-        // Then
-        .then_rejected(OrderRejection::UnknownOrder(ORDER));
-}
-
-#[test]
-fn the_last_of_four_successes_completes_the_order() {
-    // Given
-    let scenario = given::<Order>([
-        placed(full_order()),
-        succeeded(Participant::Payment, 2_000),
-        succeeded(Participant::Stock, 2_100),
-        succeeded(Participant::Coupon, 2_200),
-    ]);
-    // When
-    let state = scenario
-        .when(record(
-            Participant::Point,
-            OutcomeKind::Succeeded,
-            None,
-            2_300,
-        ))
-        // Then
-        .then([
-            succeeded(Participant::Point, 2_300),
-            OrderEvent::Completed {
-                order_id: ORDER,
-                at_ms: 2_300,
-            },
-        ]);
-    let saga = &state.orders[&ORDER];
-    assert_eq!(saga.status, OrderStatus::Completed);
-    assert!(saga.status.is_terminal());
-    assert!(saga.waiting_for().is_empty());
-    assert_eq!(saga.updated_at_ms, 2_300);
-}
-
-#[test]
-fn without_coupon_and_points_payment_and_stock_are_enough() {
-    // Given
-    let scenario = given::<Order>([
-        placed(order_with(None, 0)),
-        succeeded(Participant::Payment, 2_000),
-    ]);
-    assert_eq!(
-        scenario.state().orders[&ORDER].required,
-        vec![Participant::Payment, Participant::Stock]
-    );
-    // When
-    scenario
-        .when(record(
+            2_500,
+        ),
+        // A success arriving after its compensation.
+        (
+            then_also(failed_history(), [compensated(Participant::Stock, 4_000)]),
             Participant::Stock,
             OutcomeKind::Succeeded,
-            None,
-            2_100,
-        ))
-        // Then
-        .then([
-            succeeded(Participant::Stock, 2_100),
-            OrderEvent::Completed {
-                order_id: ORDER,
-                at_ms: 2_100,
-            },
-        ]);
+            4_500,
+        ),
+    ];
+    for (history, participant, kind, at_ms) in cases {
+        // Given
+        let scenario = given::<Order>(history);
+        let before = &scenario.state().orders[&ORDER];
+        let (updated_at_ms, status) = (before.updated_at_ms, before.status);
+        // When
+        let state = scenario
+            .when(record(participant, kind, None, at_ms))
+            // Then
+            .then([duplicate(participant, kind, at_ms)]);
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.updated_at_ms, updated_at_ms, "the saga is untouched");
+        assert_eq!(saga.status, status);
+    }
 }
 
 #[test]
-fn completion_waits_for_every_required_participant() {
-    // Given
-    let scenario = given::<Order>([
-        placed(full_order()),
-        succeeded(Participant::Payment, 2_000),
-        succeeded(Participant::Stock, 2_100),
-    ]);
-    // When
-    let state = scenario
-        .when(record(
-            Participant::Coupon,
-            OutcomeKind::Succeeded,
-            None,
-            2_200,
-        ))
+fn an_order_completes_once_every_required_participant_succeeded() {
+    use Participant::{Coupon, Payment, Point, Stock};
+    // The order, who succeeded before, who succeeds now, who is awaited after.
+    let cases = [
+        (full_order(), vec![Payment, Stock, Coupon], Point, vec![]),
+        (full_order(), vec![Payment, Stock], Coupon, vec![Point]),
+        // Without coupon and points, payment and stock are enough.
+        (order_with(None, 0), vec![Payment], Stock, vec![]),
+    ];
+    for (order, before, last, awaited) in cases {
+        // Given
+        let mut history = vec![placed(order)];
+        history.extend(
+            before
+                .iter()
+                .zip((2_000..).step_by(100))
+                .map(|(p, at)| succeeded(*p, at)),
+        );
+        let at_ms = 2_000 + 100 * before.len() as u64;
+        let scenario = given::<Order>(history);
+        // When
+        let when = scenario.when(success(last, at_ms));
         // Then
-        .then([succeeded(Participant::Coupon, 2_200)]);
-    let saga = &state.orders[&ORDER];
-    assert_eq!(saga.status, OrderStatus::Pending);
-    assert_eq!(saga.waiting_for(), vec![Participant::Point]);
-}
-
-#[test]
-fn a_participant_outside_the_order_is_ignored() {
-    // Given
-    let scenario = given::<Order>([placed(order_with(None, 0))]);
-    // When
-    scenario
-        .when(record(
-            Participant::Coupon,
-            OutcomeKind::Succeeded,
-            None,
-            2_000,
-        ))
-        // Then
-        .then([OrderEvent::DuplicateIgnored {
-            order_id: ORDER,
-            participant: Participant::Coupon,
-            kind: OutcomeKind::Succeeded,
-            at_ms: 2_000,
-        }]);
+        let mut decided = vec![succeeded(last, at_ms)];
+        if awaited.is_empty() {
+            decided.push(completed(at_ms));
+        }
+        let state = when.then(decided);
+        let saga = &state.orders[&ORDER];
+        assert_eq!(saga.waiting_for(), awaited);
+        assert_eq!(saga.status.is_terminal(), awaited.is_empty());
+        let status = match awaited.is_empty() {
+            true => OrderStatus::Completed,
+            false => OrderStatus::Pending,
+        };
+        assert_eq!((saga.status, saga.updated_at_ms), (status, at_ms));
+    }
+    let simple = given::<Order>([placed(order_with(None, 0))]);
+    assert_eq!(simple.state().orders[&ORDER].required, vec![Payment, Stock]);
 }
 
 #[test]
 fn the_first_rejection_fails_the_order_with_its_reason() {
     // Given
-    let scenario = given::<Order>([
-        placed(full_order()),
-        succeeded(Participant::Stock, 2_000),
-        succeeded(Participant::Coupon, 2_000),
-        succeeded(Participant::Point, 2_000),
-    ]);
+    let scenario = given::<Order>(failed_history()[..4].to_vec());
     // When
     let state = scenario
         .when(record(
@@ -348,33 +518,26 @@ fn the_first_rejection_fails_the_order_with_its_reason() {
 #[test]
 fn a_second_rejection_after_the_failure_is_recorded_without_failing_again() {
     // Given
+    let first = Some("declined");
     let scenario = given::<Order>([
         placed(full_order()),
-        recorded(
-            Participant::Payment,
-            OutcomeKind::Rejected,
-            Some("declined"),
-            2_000,
-        ),
-        OrderEvent::Failed {
-            order_id: ORDER,
-            reason: "payment declined: declined".into(),
-            at_ms: 2_000,
-        },
+        recorded(Participant::Payment, OutcomeKind::Rejected, first, 2_000),
+        failed("payment declined: declined", 2_000),
     ]);
     // When
+    let sold_out = Some("sold out");
     let state = scenario
         .when(record(
             Participant::Stock,
             OutcomeKind::Rejected,
-            Some("sold out"),
+            sold_out,
             2_500,
         ))
         // Then
         .then([recorded(
             Participant::Stock,
             OutcomeKind::Rejected,
-            Some("sold out"),
+            sold_out,
             2_500,
         )]);
     let saga = &state.orders[&ORDER];
@@ -388,29 +551,19 @@ fn a_second_rejection_after_the_failure_is_recorded_without_failing_again() {
 #[test]
 fn the_last_compensation_marks_the_order_failed() {
     // Given
-    let mut history = failed_history();
-    history.extend([
+    let compensations = [
         compensated(Participant::Payment, 4_000),
         compensated(Participant::Stock, 4_100),
         compensated(Participant::Coupon, 4_200),
-    ]);
-    let scenario = given::<Order>(history);
+    ];
+    let scenario = given::<Order>(then_also(failed_history(), compensations));
     // When
-    let state = scenario
-        .when(record(
-            Participant::Point,
-            OutcomeKind::Compensated,
-            None,
-            4_300,
-        ))
-        // Then
-        .then([
-            compensated(Participant::Point, 4_300),
-            OrderEvent::Compensated {
-                order_id: ORDER,
-                at_ms: 4_300,
-            },
-        ]);
+    let when = scenario.when(compensation(Participant::Point, 4_300));
+    // Then
+    let state = when.then([
+        compensated(Participant::Point, 4_300),
+        all_compensated(4_300),
+    ]);
     let saga = &state.orders[&ORDER];
     assert_eq!(saga.status, OrderStatus::Failed);
     assert!(saga.status.is_terminal());
@@ -420,11 +573,8 @@ fn the_last_compensation_marks_the_order_failed() {
 #[test]
 fn a_failed_compensation_needs_attention_instead_of_failing_the_order() {
     // Given
-    let mut history = failed_history();
-    history.extend([
-        compensated(Participant::Payment, 4_000),
-        compensated(Participant::Stock, 4_000),
-    ]);
+    let mut history = point_refund_failed_history();
+    history.truncate(history.len() - 2);
     let scenario = given::<Order>(history);
     // When
     let state = scenario
@@ -448,23 +598,11 @@ fn a_failed_compensation_needs_attention_instead_of_failing_the_order() {
 #[test]
 fn the_last_compensation_after_a_failed_one_leaves_the_order_needing_attention() {
     // Given
-    let mut history = failed_history();
-    history.extend([
-        compensated(Participant::Payment, 4_000),
-        compensated(Participant::Stock, 4_000),
-    ]);
-    history.extend(point_refund_failed(5_000));
-    let scenario = given::<Order>(history);
+    let scenario = given::<Order>(point_refund_failed_history());
     // When
-    let state = scenario
-        .when(record(
-            Participant::Coupon,
-            OutcomeKind::Compensated,
-            None,
-            6_000,
-        ))
-        // Then
-        .then([compensated(Participant::Coupon, 6_000)]);
+    let when = scenario.when(compensation(Participant::Coupon, 6_000));
+    // Then
+    let state = when.then([compensated(Participant::Coupon, 6_000)]);
     let saga = &state.orders[&ORDER];
     assert_eq!(saga.status, OrderStatus::NeedsAttention);
     assert!(saga.waiting_for().is_empty());
@@ -473,47 +611,27 @@ fn the_last_compensation_after_a_failed_one_leaves_the_order_needing_attention()
 #[test]
 fn an_operator_retry_followed_by_the_compensation_fails_the_order() {
     // Given
-    let retried = given::<Order>(needs_attention_history())
-        // When
-        .when(OrderCommand::RetryCompensation {
-            order_id: ORDER,
-            now_ms: 7_000,
-        })
-        // Then
-        .then([OrderEvent::CompensationRetried {
-            order_id: ORDER,
-            attempt: 1,
-            at_ms: 7_000,
-        }]);
-    let saga = &retried.orders[&ORDER];
+    let scenario = given::<Order>(needs_attention_history());
+    // When
+    let retried_state = scenario
+        .when(ask(Ask::Retry, 7_000))
+        .then([retried(1, 7_000)]);
+    // Then
+    let saga = &retried_state.orders[&ORDER];
     assert_eq!(saga.status, OrderStatus::Compensating);
     assert_eq!(saga.redrives, 1);
     assert_eq!(saga.attention_reason, None);
     assert_eq!(saga.waiting_for(), vec![Participant::Point]);
 
     // Given the retry is in the log
-    let mut history = needs_attention_history();
-    history.push(OrderEvent::CompensationRetried {
-        order_id: ORDER,
-        attempt: 1,
-        at_ms: 7_000,
-    });
+    let history = then_also(needs_attention_history(), [retried(1, 7_000)]);
     // When
-    let state = given::<Order>(history)
-        .when(record(
-            Participant::Point,
-            OutcomeKind::Compensated,
-            None,
-            8_000,
-        ))
-        // Then
-        .then([
-            compensated(Participant::Point, 8_000),
-            OrderEvent::Compensated {
-                order_id: ORDER,
-                at_ms: 8_000,
-            },
-        ]);
+    let when = given::<Order>(history).when(compensation(Participant::Point, 8_000));
+    // Then
+    let state = when.then([
+        compensated(Participant::Point, 8_000),
+        all_compensated(8_000),
+    ]);
     assert_eq!(state.orders[&ORDER].status, OrderStatus::Failed);
 }
 
@@ -522,60 +640,12 @@ fn a_participant_fixing_its_own_compensation_resolves_the_attention() {
     // Given
     let scenario = given::<Order>(needs_attention_history());
     // When
-    scenario
-        .when(record(
-            Participant::Point,
-            OutcomeKind::Compensated,
-            None,
-            9_000,
-        ))
-        // Then
-        .then([
-            compensated(Participant::Point, 9_000),
-            OrderEvent::Compensated {
-                order_id: ORDER,
-                at_ms: 9_000,
-            },
-        ]);
-}
-
-#[test]
-fn retrying_compensation_of_an_order_not_needing_attention_is_rejected() {
-    // Given
-    let scenario = given::<Order>(failed_history());
-    // When
-    scenario
-        .when(OrderCommand::RetryCompensation {
-            order_id: ORDER,
-            now_ms: 7_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotNeedingAttention(ORDER));
-}
-
-/// The failed order with every compensation in except point's, which never answered.
-fn point_silent_history() -> Vec<OrderEvent> {
-    let mut events = failed_history();
-    events.extend([
-        compensated(Participant::Payment, 4_000),
-        compensated(Participant::Stock, 4_000),
-        compensated(Participant::Coupon, 4_000),
-        OrderEvent::FailureRedriven {
-            order_id: ORDER,
-            attempt: 1,
-            at_ms: 6_000,
-        },
+    let when = scenario.when(compensation(Participant::Point, 9_000));
+    // Then
+    when.then([
+        compensated(Participant::Point, 9_000),
+        all_compensated(9_000),
     ]);
-    events
-}
-
-fn redrives_exhausted(at_ms: u64) -> OrderEvent {
-    OrderEvent::RedrivesExhausted {
-        order_id: ORDER,
-        waiting_for: vec![Participant::Point],
-        reason: "no compensation from point after 1 re-drives of order.failed".into(),
-        at_ms,
-    }
 }
 
 #[test]
@@ -583,14 +653,9 @@ fn exhausted_redrives_leave_the_order_needing_attention_with_a_reason() {
     // Given
     let scenario = given::<Order>(point_silent_history());
     // When
-    let state = scenario
-        .when(OrderCommand::Escalate {
-            order_id: ORDER,
-            redrives: 1,
-            now_ms: 10_000,
-        })
-        // Then
-        .then([redrives_exhausted(10_000)]);
+    let when = scenario.when(escalate(1, 10_000));
+    // Then
+    let state = when.then([redrives_exhausted(10_000)]);
     let saga = &state.orders[&ORDER];
     assert_eq!(saga.status, OrderStatus::NeedsAttention);
     assert_eq!(
@@ -604,60 +669,18 @@ fn exhausted_redrives_leave_the_order_needing_attention_with_a_reason() {
 }
 
 #[test]
-fn escalating_again_in_the_same_round_records_nothing() {
-    // Given
-    let mut history = point_silent_history();
-    history.push(redrives_exhausted(10_000));
-    // When
-    given::<Order>(history)
-        .when(OrderCommand::Escalate {
-            order_id: ORDER,
-            redrives: 1,
-            now_ms: 20_000,
-        })
-        // Then
-        .then_nothing();
-}
-
-#[test]
-fn escalating_an_order_nobody_is_missing_from_is_rejected() {
-    // Given
-    let scenario = given::<Order>(completed_history());
-    // When
-    scenario
-        .when(OrderCommand::Escalate {
-            order_id: ORDER,
-            redrives: 20,
-            now_ms: 20_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotCompensating(ORDER));
-}
-
-#[test]
 fn exhausted_redrives_after_a_failed_compensation_keep_both_reasons() {
     // Given point's refund failed and coupon never answered
-    let mut history = failed_history();
-    history.extend([
-        compensated(Participant::Payment, 4_000),
-        compensated(Participant::Stock, 4_000),
-    ]);
-    history.extend(point_refund_failed(5_000));
-    let scenario = given::<Order>(history);
+    let scenario = given::<Order>(point_refund_failed_history());
     // When
-    let state = scenario
-        .when(OrderCommand::Escalate {
-            order_id: ORDER,
-            redrives: 20,
-            now_ms: 9_000,
-        })
-        // Then
-        .then([OrderEvent::RedrivesExhausted {
-            order_id: ORDER,
-            waiting_for: vec![Participant::Coupon],
-            reason: "no compensation from coupon after 20 re-drives of order.failed".into(),
-            at_ms: 9_000,
-        }]);
+    let when = scenario.when(escalate(20, 9_000));
+    // Then
+    let state = when.then([OrderEvent::RedrivesExhausted {
+        order_id: ORDER,
+        waiting_for: vec![Participant::Coupon],
+        reason: "no compensation from coupon after 20 re-drives of order.failed".into(),
+        at_ms: 9_000,
+    }]);
     assert_eq!(
         state.orders[&ORDER].attention_reason.as_deref(),
         Some(
@@ -670,59 +693,29 @@ fn exhausted_redrives_after_a_failed_compensation_keep_both_reasons() {
 #[test]
 fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participant_answers() {
     // Given
-    let mut history = point_silent_history();
-    history.push(redrives_exhausted(10_000));
+    let history = then_also(point_silent_history(), [redrives_exhausted(10_000)]);
     // When
-    let retried = given::<Order>(history.clone())
-        .when(OrderCommand::RetryCompensation {
-            order_id: ORDER,
-            now_ms: 11_000,
-        })
+    let retried_state = given::<Order>(history.clone())
+        .when(ask(Ask::Retry, 11_000))
         // Then
-        .then([OrderEvent::CompensationRetried {
-            order_id: ORDER,
-            attempt: 2,
-            at_ms: 11_000,
-        }]);
-    let saga = &retried.orders[&ORDER];
+        .then([retried(2, 11_000)]);
+    let saga = &retried_state.orders[&ORDER];
     assert_eq!(saga.status, OrderStatus::Compensating);
     assert_eq!(saga.attention_reason, None);
     assert_eq!(saga.round_redrives, 0, "a fresh round of re-drives");
     assert!(!saga.redrives_exhausted);
 
     // Given the retry is in the log
-    history.push(OrderEvent::CompensationRetried {
-        order_id: ORDER,
-        attempt: 2,
-        at_ms: 11_000,
-    });
+    let history = then_also(history, [retried(2, 11_000)]);
     // When point finally answers
-    let state = given::<Order>(history)
-        .when(record(
-            Participant::Point,
-            OutcomeKind::Compensated,
-            None,
-            12_000,
-        ))
-        // Then
-        .then([
-            compensated(Participant::Point, 12_000),
-            OrderEvent::Compensated {
-                order_id: ORDER,
-                at_ms: 12_000,
-            },
-        ]);
+    let when = given::<Order>(history).when(compensation(Participant::Point, 12_000));
+    // Then
+    let state = when.then([
+        compensated(Participant::Point, 12_000),
+        all_compensated(12_000),
+    ]);
     assert_eq!(state.orders[&ORDER].status, OrderStatus::Failed);
     assert!(!state.open.contains(&ORDER));
-}
-
-fn parked(at_ms: u64) -> OrderEvent {
-    OrderEvent::DeliveryParked {
-        order_id: ORDER,
-        reason: "HTTP 503".into(),
-        msg_id: "m-1".into(),
-        at_ms,
-    }
 }
 
 #[test]
@@ -730,15 +723,8 @@ fn a_delivery_is_parked_once_and_a_resume_takes_it_up_again() {
     // Given
     let scenario = given::<Order>(completed_history());
     // When
-    let state = scenario
-        .when(OrderCommand::ParkDelivery {
-            order_id: ORDER,
-            reason: "HTTP 503".into(),
-            msg_id: "m-1".into(),
-            now_ms: 5_000,
-        })
-        // Then
-        .then([parked(5_000)]);
+    let state = scenario.when(park("m-1", 5_000)).then([parked(5_000)]);
+    // Then
     let saga = &state.orders[&ORDER];
     assert_eq!(
         saga.delivery_parked,
@@ -750,95 +736,32 @@ fn a_delivery_is_parked_once_and_a_resume_takes_it_up_again() {
     assert_eq!(saga.delivery_parks, 1);
     assert_eq!(saga.updated_at_ms, 2_000, "parking is not saga progress");
 
-    // Given it is parked
-    let mut history = completed_history();
-    history.push(parked(5_000));
-    // When another copy fails for good
-    given::<Order>(history.clone())
-        .when(OrderCommand::ParkDelivery {
-            order_id: ORDER,
-            reason: "HTTP 503".into(),
-            msg_id: "m-2".into(),
-            now_ms: 6_000,
-        })
-        // Then
-        .then_nothing();
-    // When an operator re-drives it
-    let state = given::<Order>(history)
-        .when(OrderCommand::ResumeDelivery {
-            order_id: ORDER,
-            now_ms: 7_000,
-        })
-        // Then
-        .then([OrderEvent::DeliveryResumed {
-            order_id: ORDER,
-            at_ms: 7_000,
-        }]);
+    // Given it is parked; When an operator re-drives it
+    let history = then_also(completed_history(), [parked(5_000)]);
+    let when = given::<Order>(history).when(ask(Ask::Resume, 7_000));
+    // Then
+    let state = when.then([resumed(7_000)]);
     assert_eq!(state.orders[&ORDER].delivery_parked, None);
 }
 
 #[test]
-fn delivering_a_parked_order_unparks_it() {
-    // Given
-    let mut history = completed_history();
-    history.push(parked(5_000));
-    // When
-    let state = given::<Order>(history)
-        .when(OrderCommand::MarkDelivered {
-            order_id: ORDER,
-            now_ms: 8_000,
-        })
+fn delivering_a_completed_order_records_it_and_unparks_it() {
+    for history in [
+        completed_history(),
+        then_also(completed_history(), [parked(5_000)]),
+    ] {
+        // Given
+        let scenario = given::<Order>(history);
+        // When
+        let state = scenario
+            .when(ask(Ask::MarkDelivered, 8_000))
+            .then([delivered(8_000)]);
         // Then
-        .then([OrderEvent::DataPlatformDelivered {
-            order_id: ORDER,
-            at_ms: 8_000,
-        }]);
-    assert_eq!(state.orders[&ORDER].delivery_parked, None);
-    assert!(!state.open.contains(&ORDER));
-}
-
-#[test]
-fn resuming_a_delivery_that_is_not_parked_is_rejected() {
-    // Given
-    let scenario = given::<Order>(completed_history());
-    // When
-    scenario
-        .when(OrderCommand::ResumeDelivery {
-            order_id: ORDER,
-            now_ms: 7_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotParked(ORDER));
-}
-
-#[test]
-fn parking_an_order_that_is_not_completed_is_rejected() {
-    // Given
-    let scenario = given::<Order>(failed_history());
-    // When
-    scenario
-        .when(OrderCommand::ParkDelivery {
-            order_id: ORDER,
-            reason: "HTTP 503".into(),
-            msg_id: "m-1".into(),
-            now_ms: 7_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotCompleted(ORDER));
-}
-
-#[test]
-fn before_the_deadline_expiry_does_nothing() {
-    // Given
-    let scenario = given::<Order>([placed(full_order())]);
-    // When
-    scenario
-        .when(OrderCommand::Expire {
-            order_id: ORDER,
-            now_ms: DEADLINE - 1,
-        })
-        // Then
-        .then_nothing();
+        let saga = &state.orders[&ORDER];
+        assert!(saga.data_platform_delivered);
+        assert_eq!(saga.delivery_parked, None);
+        assert!(!state.open.contains(&ORDER));
+    }
 }
 
 #[test]
@@ -850,203 +773,41 @@ fn at_the_deadline_the_order_fails_naming_whom_it_waited_for() {
         succeeded(Participant::Coupon, 2_000),
     ]);
     // When
-    let state = scenario
-        .when(OrderCommand::Expire {
-            order_id: ORDER,
-            now_ms: DEADLINE,
-        })
-        // Then
-        .then([OrderEvent::Failed {
-            order_id: ORDER,
-            reason: "deadline passed, waiting for stock, point".into(),
-            at_ms: DEADLINE,
-        }]);
+    let when = scenario.when(ask(Ask::Expire, DEADLINE));
+    // Then
+    let reason = "deadline passed, waiting for stock, point";
+    let state = when.then([failed(reason, DEADLINE)]);
     assert_eq!(state.orders[&ORDER].status, OrderStatus::Compensating);
 }
 
 #[test]
-fn expiring_a_completed_order_does_nothing() {
-    // Given
-    let scenario = given::<Order>(completed_history());
-    // When
-    scenario
-        .when(OrderCommand::Expire {
-            order_id: ORDER,
-            now_ms: DEADLINE + 1,
-        })
+fn each_redrive_counts_one_more_attempt_while_someone_is_missing() {
+    let cases = [
+        (
+            then_also(failed_history(), [redriven(1, 10_000)]),
+            20_000,
+            2,
+            OrderStatus::Compensating,
+        ),
+        // An order needing attention is re-driven to those still missing.
+        (
+            point_refund_failed_history(),
+            6_000,
+            1,
+            OrderStatus::NeedsAttention,
+        ),
+    ];
+    for (history, now_ms, attempt, status) in cases {
+        // Given
+        let scenario = given::<Order>(history);
+        // When
+        let when = scenario.when(ask(Ask::Redrive, now_ms));
         // Then
-        .then_nothing();
-}
-
-#[test]
-fn each_redrive_counts_one_more_attempt() {
-    // Given
-    let mut history = failed_history();
-    history.push(OrderEvent::FailureRedriven {
-        order_id: ORDER,
-        attempt: 1,
-        at_ms: 10_000,
-    });
-    let scenario = given::<Order>(history);
-    // When
-    let state = scenario
-        .when(OrderCommand::Redrive {
-            order_id: ORDER,
-            now_ms: 20_000,
-        })
-        // Then
-        .then([OrderEvent::FailureRedriven {
-            order_id: ORDER,
-            attempt: 2,
-            at_ms: 20_000,
-        }]);
-    assert_eq!(state.orders[&ORDER].redrives, 2);
-    assert_eq!(state.orders[&ORDER].updated_at_ms, 20_000);
-}
-
-#[test]
-fn redriving_a_pending_order_is_rejected() {
-    // Given
-    let scenario = given::<Order>([placed(full_order())]);
-    // When
-    scenario
-        .when(OrderCommand::Redrive {
-            order_id: ORDER,
-            now_ms: 2_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotCompensating(ORDER));
-}
-
-#[test]
-fn redriving_an_order_needing_attention_only_helps_while_someone_is_missing() {
-    // Given
-    let scenario = given::<Order>(needs_attention_history());
-    // When
-    scenario
-        .when(OrderCommand::Redrive {
-            order_id: ORDER,
-            now_ms: 6_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotCompensating(ORDER));
-}
-
-#[test]
-fn redriving_an_order_needing_attention_reaches_those_still_missing() {
-    // Given
-    let mut history = failed_history();
-    history.extend([
-        compensated(Participant::Payment, 4_000),
-        compensated(Participant::Stock, 4_000),
-    ]);
-    history.extend(point_refund_failed(5_000));
-    let scenario = given::<Order>(history);
-    // When
-    let state = scenario
-        .when(OrderCommand::Redrive {
-            order_id: ORDER,
-            now_ms: 6_000,
-        })
-        // Then
-        .then([OrderEvent::FailureRedriven {
-            order_id: ORDER,
-            attempt: 1,
-            at_ms: 6_000,
-        }]);
-    assert_eq!(state.orders[&ORDER].status, OrderStatus::NeedsAttention);
-}
-
-#[test]
-fn a_redelivered_outcome_is_ignored_without_touching_the_saga() {
-    // Given
-    let scenario = given::<Order>([placed(full_order()), succeeded(Participant::Payment, 2_000)]);
-    // When
-    let state = scenario
-        .when(record(
-            Participant::Payment,
-            OutcomeKind::Succeeded,
-            None,
-            2_500,
-        ))
-        // Then
-        .then([OrderEvent::DuplicateIgnored {
-            order_id: ORDER,
-            participant: Participant::Payment,
-            kind: OutcomeKind::Succeeded,
-            at_ms: 2_500,
-        }]);
-    assert_eq!(state.orders[&ORDER].updated_at_ms, 2_000);
-}
-
-#[test]
-fn a_success_arriving_after_its_compensation_is_ignored() {
-    // Given
-    let mut history = failed_history();
-    history.push(compensated(Participant::Stock, 4_000));
-    let scenario = given::<Order>(history);
-    // When
-    scenario
-        .when(record(
-            Participant::Stock,
-            OutcomeKind::Succeeded,
-            None,
-            4_500,
-        ))
-        // Then
-        .then([OrderEvent::DuplicateIgnored {
-            order_id: ORDER,
-            participant: Participant::Stock,
-            kind: OutcomeKind::Succeeded,
-            at_ms: 4_500,
-        }]);
-}
-
-#[test]
-fn a_completed_order_is_delivered_to_the_data_platform_once() {
-    // Given
-    let scenario = given::<Order>(completed_history());
-    // When
-    let state = scenario
-        .when(OrderCommand::MarkDelivered {
-            order_id: ORDER,
-            now_ms: 3_000,
-        })
-        // Then
-        .then([OrderEvent::DataPlatformDelivered {
-            order_id: ORDER,
-            at_ms: 3_000,
-        }]);
-    assert!(state.orders[&ORDER].data_platform_delivered);
-
-    // Given the delivery is in the log
-    let mut history = completed_history();
-    history.push(OrderEvent::DataPlatformDelivered {
-        order_id: ORDER,
-        at_ms: 3_000,
-    });
-    // When
-    given::<Order>(history)
-        .when(OrderCommand::MarkDelivered {
-            order_id: ORDER,
-            now_ms: 4_000,
-        })
-        // Then
-        .then_nothing();
-}
-
-#[test]
-fn delivering_an_order_that_is_not_completed_is_rejected() {
-    // Given
-    let scenario = given::<Order>([placed(full_order())]);
-    // When
-    scenario
-        .when(OrderCommand::MarkDelivered {
-            order_id: ORDER,
-            now_ms: 3_000,
-        })
-        // Then
-        .then_rejected(OrderRejection::NotCompleted(ORDER));
+        let state = when.then([redriven(attempt, now_ms)]);
+        let saga = &state.orders[&ORDER];
+        assert_eq!((saga.redrives, saga.status), (attempt, status));
+        assert_eq!(saga.updated_at_ms, now_ms);
+    }
 }
 
 #[test]
@@ -1086,68 +847,28 @@ fn statuses_use_their_contract_names_in_json_and_text() {
 #[test]
 fn event_variants_keep_their_postcard_positions_and_names() {
     // Given one event of every variant, in declaration order
-    let mut events = vec![placed(full_order())];
-    let id = ORDER;
     let p = Participant::Payment;
     let k = OutcomeKind::Succeeded;
-    events.extend([
+    let events = [
+        placed(full_order()),
         recorded(p, k, None, 1),
-        OrderEvent::Completed {
-            order_id: id,
-            at_ms: 1,
-        },
-        OrderEvent::Failed {
-            order_id: id,
-            reason: "r".into(),
-            at_ms: 1,
-        },
-        OrderEvent::Compensated {
-            order_id: id,
-            at_ms: 1,
-        },
+        completed(1),
+        failed("r", 1),
+        all_compensated(1),
         OrderEvent::AttentionNeeded {
-            order_id: id,
+            order_id: ORDER,
             participant: p,
             reason: "r".into(),
             at_ms: 1,
         },
-        OrderEvent::FailureRedriven {
-            order_id: id,
-            attempt: 1,
-            at_ms: 1,
-        },
-        OrderEvent::CompensationRetried {
-            order_id: id,
-            attempt: 1,
-            at_ms: 1,
-        },
-        OrderEvent::DataPlatformDelivered {
-            order_id: id,
-            at_ms: 1,
-        },
-        OrderEvent::DuplicateIgnored {
-            order_id: id,
-            participant: p,
-            kind: k,
-            at_ms: 1,
-        },
-        OrderEvent::RedrivesExhausted {
-            order_id: id,
-            waiting_for: vec![p],
-            reason: "r".into(),
-            at_ms: 1,
-        },
-        OrderEvent::DeliveryParked {
-            order_id: id,
-            reason: "r".into(),
-            msg_id: "m".into(),
-            at_ms: 1,
-        },
-        OrderEvent::DeliveryResumed {
-            order_id: id,
-            at_ms: 1,
-        },
-    ]);
+        redriven(1, 1),
+        retried(1, 1),
+        delivered(1),
+        duplicate(p, k, 1),
+        redrives_exhausted(1),
+        parked(1),
+        resumed(1),
+    ];
     let names = [
         "Placed",
         "OutcomeRecorded",
@@ -1163,26 +884,14 @@ fn event_variants_keep_their_postcard_positions_and_names() {
         "DeliveryParked",
         "DeliveryResumed",
     ];
-    for (position, event) in events.iter().enumerate() {
-        // When
-        let bytes = postcard::to_stdvec(event).expect("encodes");
-        let back: OrderEvent = postcard::from_bytes(&bytes).expect("decodes");
-        // Then
-        assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-        assert_eq!(&back, event);
-        assert_eq!(Order::event_type(event), names[position]);
-        assert_eq!(Order::stream_of(event), format!("order-{ORDER}"));
-    }
+    // Then
+    fixtures::check_variants::<Order>(&events, &names, None, ORDER);
 }
 
 #[test]
 fn events_render_as_camel_case_json() {
     // Given
-    let event = OrderEvent::FailureRedriven {
-        order_id: ORDER,
-        attempt: 1,
-        at_ms: 5,
-    };
+    let event = redriven(1, 5);
     // When
     let json = serde_json::to_value(&event).expect("serialises");
     // Then

@@ -1,7 +1,7 @@
 //! The payment domain's given/when/then tests.
 
 use super::*;
-use contract::fixtures::{self, line, order};
+use contract::fixtures::{self, check_outcomes, check_variants, line, order};
 use eventlog::scenario::given;
 
 fn placed(order_id: Uuid, amount: u64) -> OrderPlaced {
@@ -67,42 +67,95 @@ fn request(order_id: Uuid, amount: u64) -> PaymentCommand {
     }
 }
 
+/// An approved charge, cancelled at the gateway after the order failed.
+fn cancelled_after_approval() -> Vec<PaymentEvent> {
+    vec![
+        approved(order(1), 700),
+        PaymentEvent::Cancelled { order_id: order(1) },
+    ]
+}
+
 fn skipped(order_id: Uuid) -> PaymentEvent {
-    PaymentEvent::CompensationSkipped {
-        order_id,
-        reason: NOTHING_TO_UNDO.into(),
+    ledger::compensation_skipped(order_id)
+}
+
+#[test]
+fn a_fresh_charge_is_recorded_with_what_the_gateway_may_hold() {
+    // The command, what it records, its status and authorization, whether the PG is to be asked.
+    let cases = [
+        (
+            request(order(1), 700),
+            requested(order(1), 700),
+            PaymentStatus::Requested,
+            None,
+            true,
+        ),
+        (
+            approve(order(1), 700),
+            approved(order(1), 700),
+            PaymentStatus::Approved,
+            Some("auth-1"),
+            false,
+        ),
+    ];
+    for (command, recorded, status, authorization, ask_gateway) in cases {
+        // Given
+        let scenario = given::<Payment>([]);
+        assert!(needs_approval_request(scenario.state(), order(1)));
+        assert!(needs_gateway_approval(scenario.state(), order(1)));
+        // When
+        let state = scenario.when(command).then([recorded]);
+        // Then
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!((payment.status, payment.amount), (status, 700));
+        assert_eq!(payment.authorization.as_deref(), authorization);
+        assert!(!needs_approval_request(&state, order(1)));
+        assert_eq!(needs_gateway_approval(&state, order(1)), ask_gateway);
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+    }
+    // The intent to charge is the payment's own: the saga does not hear of it.
+    assert_eq!(outcome(&requested(order(1), 700)), None);
+}
+
+#[test]
+fn the_gateways_answer_is_recorded_whether_the_charge_was_requested_first_or_not() {
+    for history in [vec![], vec![requested(order(1), 700)]] {
+        // Given
+        let scenario = given::<Payment>(history.clone());
+        // When the gateway approves
+        let state = scenario
+            .when(approve(order(1), 700))
+            .then([approved(order(1), 700)]);
+        // Then
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Approved);
+        assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
+        assert!(!needs_gateway_approval(&state, order(1)));
+
+        // When it declines instead
+        let declining = given::<Payment>(history).when(decline(order(1), 700));
+        // Then the order is rejected and nothing is held
+        let state = declining.then([declined(order(1), 700)]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::Declined);
+        assert_eq!(payment.reason.as_deref(), Some("amount above limit"));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert!(!needs_gateway_cancel(&state, order(1)));
     }
 }
 
-#[test]
-fn an_approved_charge_records_the_authorization() {
-    // Given
-    let scenario = given::<Payment>([]);
-    assert!(needs_gateway_approval(scenario.state(), order(1)));
-    // When
-    let when = scenario.when(approve(order(1), 700));
-    // Then
-    let state = when.then([approved(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Approved);
-    assert_eq!(payment.amount, 700);
-    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert!(needs_gateway_cancel(&state, order(1)));
-}
-
-#[test]
-fn a_declined_charge_rejects_the_order() {
-    // Given
-    let scenario = given::<Payment>([]);
-    // When
-    let when = scenario.when(decline(order(1), 2_000_000));
-    // Then
-    let state = when.then([declined(order(1), 2_000_000)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Declined);
-    assert_eq!(payment.reason.as_deref(), Some("amount above limit"));
-    assert!(!needs_gateway_cancel(&state, order(1)));
+/// Checks that `command`, after each of `histories`, decides nothing.
+#[track_caller]
+fn decides_nothing_after(
+    histories: impl IntoIterator<Item = Vec<PaymentEvent>>,
+    command: PaymentCommand,
+) {
+    for history in histories {
+        given::<Payment>(history)
+            .when(command.clone())
+            .then_nothing();
+    }
 }
 
 #[test]
@@ -120,35 +173,64 @@ fn an_approval_without_an_authorization_is_refused() {
     when.then_rejected(PaymentRejection::EmptyAuthorization { order_id: order(1) });
 }
 
-#[test]
-fn a_failed_order_has_its_approval_cancelled() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
-    // Then
-    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
-    assert!(!needs_gateway_cancel(&state, order(1)));
+/// A charge the gateway may hold: approved, or requested with its answer unknown.
+fn charges() -> [PaymentEvent; 2] {
+    [approved(order(1), 700), requested(order(1), 700)]
 }
 
 #[test]
-fn a_cancellation_that_keeps_failing_is_recorded_for_an_operator() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(
-        order(1),
-        CancelResult::Failed {
-            reason: "gateway timeout".into(),
-        },
-    ));
-    // Then
-    let state = when.then([cancel_failed(order(1))]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::CancelFailed);
-    assert_eq!(payment.reason.as_deref(), Some("gateway timeout"));
-    assert!(needs_gateway_cancel(&state, order(1)));
+fn a_failed_order_has_its_charge_cancelled_at_the_gateway() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        assert!(needs_gateway_cancel(scenario.state(), order(1)));
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+        // Then
+        let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+        assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert!(!needs_gateway_cancel(&state, order(1)));
+        let settled = settled_outcome(&state, order(1)).expect("settled");
+        assert_eq!(settled.subject(), "payment.cancelled");
+    }
+}
+
+#[test]
+fn a_cancellation_that_keeps_failing_is_recorded_for_an_operator_and_retryable() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        // When
+        let when = scenario.when(fail(
+            order(1),
+            CancelResult::Failed {
+                reason: "gateway timeout".into(),
+            },
+        ));
+        // Then
+        let state = when.then([cancel_failed(order(1))]);
+        let payment = state.payment(order(1)).expect("recorded");
+        assert_eq!(payment.status, PaymentStatus::CancelFailed);
+        assert_eq!(payment.reason.as_deref(), Some("gateway timeout"));
+        assert!(needs_gateway_cancel(&state, order(1)));
+        assert!(!needs_gateway_approval(&state, order(1)));
+        assert_eq!(settled_outcome(&state, order(1)), None);
+    }
+    let published = outcome(&cancel_failed(order(1))).expect("publishes");
+    assert_eq!(published.subject(), "payment.cancel_failed");
+}
+
+#[test]
+fn a_charge_cannot_be_compensated_without_asking_the_gateway() {
+    for charge in charges() {
+        // Given
+        let scenario = given::<Payment>([charge]);
+        // When
+        let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
+        // Then
+        when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+    }
 }
 
 #[test]
@@ -186,16 +268,6 @@ fn a_retried_cancellation_may_fail_again() {
 }
 
 #[test]
-fn an_approval_cannot_be_compensated_without_asking_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([approved(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
-    // Then
-    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
-}
-
-#[test]
 fn a_failure_before_the_placement_leaves_a_tombstone() {
     // Given
     let scenario = given::<Payment>([]);
@@ -203,7 +275,7 @@ fn a_failure_before_the_placement_leaves_a_tombstone() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    let state = when.then([ledger::tombstoned(order(1))]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
     assert!(!needs_gateway_approval(&state, order(1)));
 }
@@ -211,14 +283,14 @@ fn a_failure_before_the_placement_leaves_a_tombstone() {
 #[test]
 fn a_late_placement_after_a_tombstone_is_ignored() {
     // Given
-    let scenario = given::<Payment>([PaymentEvent::Tombstoned { order_id: order(1) }]);
+    let scenario = given::<Payment>([ledger::tombstoned(order(1))]);
     // When
     let when = scenario.when(approve(order(1), 700));
     // Then
-    let ignored = PaymentEvent::PlacementIgnored {
+    let ignored = PaymentEvent::PlacementIgnored(IgnoredPlacement {
         order_id: order(1),
         reason: "order already failed (tombstone)".into(),
-    };
+    });
     assert_eq!(outcome(&ignored), None);
     let state = when.then([ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
@@ -231,10 +303,7 @@ fn compensating_a_declined_order_is_skipped() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([PaymentEvent::CompensationSkipped {
-        order_id: order(1),
-        reason: "rejected, nothing to undo".into(),
-    }]);
+    let state = when.then([ledger::compensation_skipped(order(1))]);
     let payment = state.payment(order(1)).expect("recorded");
     assert_eq!(payment.status, PaymentStatus::Declined);
     assert!(payment.compensation_skipped);
@@ -249,32 +318,19 @@ fn a_repeated_placement_is_a_no_op() {
         vec![requested(order(1), 700), approved(order(1), 700)],
         vec![requested(order(1), 700), declined(order(1), 700)],
     ];
-    for history in histories {
-        // Given
-        let scenario = given::<Payment>(history);
-        // When
-        let when = scenario.when(approve(order(1), 700));
-        // Then
-        when.then_nothing();
-    }
+    decides_nothing_after(histories, approve(order(1), 700));
 }
 
 #[test]
 fn a_repeated_failure_is_a_no_op() {
     let histories = [
-        (
-            vec![
-                approved(order(1), 700),
-                PaymentEvent::Cancelled { order_id: order(1) },
-            ],
-            PaymentStatus::Cancelled,
-        ),
+        (cancelled_after_approval(), PaymentStatus::Cancelled),
         (
             vec![declined(order(1), 700), skipped(order(1))],
             PaymentStatus::Declined,
         ),
         (
-            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![ledger::tombstoned(order(1))],
             PaymentStatus::Tombstoned,
         ),
     ];
@@ -290,116 +346,17 @@ fn a_repeated_failure_is_a_no_op() {
 }
 
 #[test]
-fn a_charge_is_recorded_as_requested_before_the_gateway_is_asked() {
-    // Given
-    let scenario = given::<Payment>([]);
-    assert!(needs_approval_request(scenario.state(), order(1)));
-    // When
-    let when = scenario.when(request(order(1), 700));
-    // Then
-    let state = when.then([requested(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Requested);
-    assert_eq!(payment.amount, 700);
-    assert_eq!(payment.authorization, None);
-    assert_eq!(outcome(&requested(order(1), 700)), None);
-    assert!(!needs_approval_request(&state, order(1)));
-    assert!(needs_gateway_approval(&state, order(1)));
-    assert!(needs_gateway_cancel(&state, order(1)));
-    assert_eq!(settled_outcome(&state, order(1)), None);
-}
-
-#[test]
 fn a_repeated_charge_request_records_nothing_new() {
     let histories = [
         vec![requested(order(1), 700)],
         vec![requested(order(1), 700), approved(order(1), 700)],
-        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![ledger::tombstoned(order(1))],
         vec![
             requested(order(1), 700),
             PaymentEvent::Cancelled { order_id: order(1) },
         ],
     ];
-    for history in histories {
-        // Given
-        let scenario = given::<Payment>(history);
-        // When
-        let when = scenario.when(request(order(1), 700));
-        // Then
-        when.then_nothing();
-    }
-}
-
-#[test]
-fn the_gateways_approval_of_a_requested_charge_is_recorded() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(approve(order(1), 700));
-    // Then
-    let state = when.then([approved(order(1), 700)]);
-    let payment = state.payment(order(1)).expect("recorded");
-    assert_eq!(payment.status, PaymentStatus::Approved);
-    assert_eq!(payment.authorization.as_deref(), Some("auth-1"));
-    assert!(!needs_gateway_approval(&state, order(1)));
-}
-
-#[test]
-fn the_gateways_decline_of_a_requested_charge_is_recorded() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 2_000_000)]);
-    // When
-    let when = scenario.when(decline(order(1), 2_000_000));
-    // Then
-    let state = when.then([declined(order(1), 2_000_000)]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Declined));
-    assert!(!needs_gateway_cancel(&state, order(1)));
-}
-
-#[test]
-fn a_failed_order_with_a_requested_charge_is_cancelled_at_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
-    // Then
-    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert!(!needs_gateway_cancel(&state, order(1)));
-    let settled = settled_outcome(&state, order(1)).expect("settled");
-    assert_eq!(settled.subject(), "payment.cancelled");
-}
-
-#[test]
-fn a_requested_charge_cannot_be_compensated_without_asking_the_gateway() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
-    // Then
-    when.then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
-}
-
-#[test]
-fn a_failed_cancellation_of_a_requested_charge_is_recorded_and_retryable() {
-    // Given
-    let scenario = given::<Payment>([requested(order(1), 700)]);
-    // When
-    let when = scenario.when(fail(
-        order(1),
-        CancelResult::Failed {
-            reason: "gateway timeout".into(),
-        },
-    ));
-    // Then
-    let state = when.then([cancel_failed(order(1))]);
-    assert_eq!(state.status(order(1)), Some(PaymentStatus::CancelFailed));
-    assert!(needs_gateway_cancel(&state, order(1)));
-    assert!(!needs_gateway_approval(&state, order(1)));
-    assert_eq!(settled_outcome(&state, order(1)), None);
-    let published = outcome(&cancel_failed(order(1))).expect("publishes");
-    assert_eq!(published.subject(), "payment.cancel_failed");
+    decides_nothing_after(histories, request(order(1), 700));
 }
 
 #[test]
@@ -413,10 +370,7 @@ fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gate
     // When: even an approval the gateway gave before the cancel reached it
     let when = scenario.when(approve(order(1), 700));
     // Then
-    let ignored = PaymentEvent::PlacementIgnored {
-        order_id: order(1),
-        reason: CANCELLED_PLACEMENT.into(),
-    };
+    let ignored = ledger::placement_ignored(order(1), CANCELLED_PLACEMENT);
     assert_eq!(outcome(&ignored), None);
     let state = when.then([ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
@@ -425,15 +379,12 @@ fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gate
 #[test]
 fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
     let histories = [
-        vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+        vec![ledger::tombstoned(order(1))],
         vec![
             requested(order(1), 700),
             PaymentEvent::Cancelled { order_id: order(1) },
         ],
-        vec![
-            approved(order(1), 700),
-            PaymentEvent::Cancelled { order_id: order(1) },
-        ],
+        cancelled_after_approval(),
         vec![requested(order(1), 700), cancel_failed(order(1))],
         vec![declined(order(1), 700), skipped(order(1))],
     ];
@@ -449,10 +400,7 @@ fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
 fn a_settled_order_reports_its_recorded_compensation() {
     let cases = [
         (
-            vec![
-                approved(order(1), 700),
-                PaymentEvent::Cancelled { order_id: order(1) },
-            ],
+            cancelled_after_approval(),
             Some(("payment.cancelled", None)),
         ),
         (
@@ -464,7 +412,7 @@ fn a_settled_order_reports_its_recorded_compensation() {
             Some(("payment.cancelled", None)),
         ),
         (
-            vec![PaymentEvent::Tombstoned { order_id: order(1) }],
+            vec![ledger::tombstoned(order(1))],
             Some(("payment.cancelled", Some(TOMBSTONE_REASON))),
         ),
         (
@@ -514,7 +462,7 @@ fn every_event_maps_to_its_subject() {
             Some("gateway timeout"),
         ),
         (
-            PaymentEvent::Tombstoned { order_id: order(1) },
+            ledger::tombstoned(order(1)),
             "payment.cancelled",
             Some("nothing to undo: order.failed arrived before order.placed"),
         ),
@@ -524,15 +472,7 @@ fn every_event_maps_to_its_subject() {
             Some("rejected, nothing to undo"),
         ),
     ];
-    for (event, subject, reason) in cases {
-        // When
-        let published = outcome(&event).expect("publishes");
-        // Then
-        assert_eq!(published.subject(), subject, "{event:?}");
-        assert_eq!(published.order_id, order(1));
-        assert_eq!(published.participant, Participant::Payment);
-        assert_eq!(published.reason.as_deref(), reason, "{event:?}");
-    }
+    check_outcomes(Participant::Payment, &cases);
 }
 
 #[test]
@@ -543,12 +483,9 @@ fn variants_keep_their_postcard_positions_names_and_streams() {
         declined(order(1), 700),
         PaymentEvent::Cancelled { order_id: order(1) },
         cancel_failed(order(1)),
-        PaymentEvent::Tombstoned { order_id: order(1) },
+        ledger::tombstoned(order(1)),
         skipped(order(1)),
-        PaymentEvent::PlacementIgnored {
-            order_id: order(1),
-            reason: LATE_PLACEMENT.into(),
-        },
+        ledger::placement_ignored(order(1), LATE_PLACEMENT),
         requested(order(1), 700),
     ];
     let names = [
@@ -561,16 +498,7 @@ fn variants_keep_their_postcard_positions_names_and_streams() {
         "PlacementIgnored",
         "ApprovalRequested",
     ];
-    for (position, event) in events.iter().enumerate() {
-        // When
-        let bytes = postcard::to_stdvec(event).expect("encodes");
-        let back: PaymentEvent = postcard::from_bytes(&bytes).expect("decodes");
-        // Then
-        assert_eq!(usize::from(bytes[0]), position, "{event:?} moved");
-        assert_eq!(&back, event);
-        assert_eq!(Payment::event_type(event), names[position]);
-        assert_eq!(Payment::stream_of(event), format!("order-{}", order(1)));
-    }
+    check_variants::<Payment>(&events, &names, None, order(1));
 }
 
 #[test]
