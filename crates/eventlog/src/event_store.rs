@@ -48,6 +48,10 @@ const PREFIX_HEADS: u8 = b'h';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_OUTBOX: u8 = b'o';
 const PREFIX_CORRELATION: u8 = b'c';
+/// Domains' secondary indexes (`IndexEntry`): `x <index name> 0 <key>`.
+const PREFIX_INDEX: u8 = b'x';
+/// Longest index name accepted.
+pub const INDEX_NAME_MAX_LEN: usize = 64;
 
 /// When the writer flushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -241,6 +245,7 @@ struct Trees {
     dedup: Keyspace,
     outbox: Keyspace,
     correlation: Keyspace,
+    index: Keyspace,
 }
 
 impl Trees {
@@ -258,6 +263,7 @@ impl Trees {
             dedup: space(PREFIX_DEDUP),
             outbox: space(PREFIX_OUTBOX),
             correlation: space(PREFIX_CORRELATION),
+            index: space(PREFIX_INDEX),
             log,
         })
     }
@@ -349,6 +355,9 @@ impl EventStore {
     async fn send(&self, commit: Commit) -> Result<oneshot::Receiver<Result<CommitOutcome>>> {
         for append in &commit.appends {
             validate_stream_id(&append.stream)?;
+        }
+        for entry in &commit.index {
+            validate_index_name(&entry.index)?;
         }
         let (reply, answer) = oneshot::channel();
         // Reserve the slot first (it may wait for room), then number and send under the lock,
@@ -458,6 +467,72 @@ impl EventStore {
             out.push(self.get(seq)?);
         }
         Ok(out)
+    }
+
+    /// The value under `key` in a secondary index (see [`crate::record::IndexEntry`]).
+    ///
+    /// Reads what the writer applied, which may include a commit not yet flushed: a caller that
+    /// replies with it waits for durability first (e.g. through `Live::read`).
+    pub fn index_get(&self, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        validate_index_name(index)?;
+        Ok(self
+            .inner
+            .trees
+            .index
+            .get(index_key(index, key))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` entries `(key, value)` of a secondary index whose keys start with
+    /// `prefix`, in key order (`reverse`: descending). `from` bounds the scan: forward, keys at
+    /// or after it; reverse, keys strictly before it (so a page's last key, passed back, starts
+    /// the next page without repeating it). Keys are returned whole (prefix included).
+    ///
+    /// Like [`index_get`](Self::index_get), it may see commits applied but not yet flushed.
+    pub fn index_scan(
+        &self,
+        index: &str,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        validate_index_name(index)?;
+        let space = &self.inner.trees.index;
+        let base = space.key(&index_key(index, &[]));
+        let start = space.key(&index_key(index, prefix));
+        // Everything under `start` sorts below `start` + 0xff.., so the prefix's end is the
+        // smallest key greater than every key with that prefix.
+        let end = prefix_end(&start);
+        let bounded = |key: &[u8]| space.key(&index_key(index, key));
+        let (lower, upper) = match (from, reverse) {
+            (None, _) => (start, end),
+            (Some(from), false) => (bounded(from).max(start), end),
+            (Some(from), true) => {
+                let from = bounded(from);
+                let upper = match end {
+                    Some(end) if end < from => end,
+                    _ => from,
+                };
+                (start, Some(upper))
+            }
+        };
+        if upper.as_ref().is_some_and(|upper| *upper <= lower) {
+            return Ok(Vec::new());
+        }
+        let range = match upper {
+            Some(upper) => space.tree.range(lower..upper),
+            None => space.tree.range(lower..),
+        };
+        let strip = |e: std::result::Result<(sled::IVec, sled::IVec), sled::Error>| {
+            e.map(|(k, v)| (k[base.len()..].to_vec(), v.to_vec()))
+                .map_err(Error::from)
+        };
+        if reverse {
+            range.rev().take(limit).map(strip).collect()
+        } else {
+            range.take(limit).map(strip).collect()
+        }
     }
 
     /// One record by global seq.
@@ -759,6 +834,35 @@ fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+fn validate_index_name(index: &str) -> Result<()> {
+    if index.is_empty() || index.len() > INDEX_NAME_MAX_LEN || index.contains('\0') {
+        return Err(Error::InvalidStreamId(format!("index name {index:?}")));
+    }
+    Ok(())
+}
+
+/// `<index name> 0 <key>`: the NUL ends the name, so one index's keys never run into another's.
+fn index_key(index: &str, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(index.len() + 1 + key.len());
+    full.extend_from_slice(index.as_bytes());
+    full.push(0);
+    full.extend_from_slice(key);
+    full
+}
+
+/// The smallest key above every key starting with `prefix`, or `None` when there is none
+/// (`prefix` is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 fn correlation_key(correlation_id: &str, seq: u64) -> Vec<u8> {
     stream_key(correlation_id, seq)
 }
@@ -1006,6 +1110,20 @@ impl Writer {
         }
         for (seq, bytes) in &outbox_rows {
             batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());
+        }
+        for entry in &commit.index {
+            let wanted = entry.only_with_event.as_deref().is_none_or(|event_type| {
+                commit
+                    .appends
+                    .iter()
+                    .any(|a| a.events.iter().any(|e| e.event_type == event_type))
+            });
+            if wanted {
+                batch.insert(
+                    t.index.key(&index_key(&entry.index, &entry.key)),
+                    entry.value.as_slice(),
+                );
+            }
         }
         if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
             batch.insert(t.dedup.key(key.as_bytes()), value.as_slice());

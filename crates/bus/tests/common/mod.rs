@@ -87,6 +87,7 @@ pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
         }],
         dedup_key: Some(contract::dedup_key(order_id, "order", "place")),
         outbox: vec![placed_entry(order_id)],
+        ..Commit::default()
     }
 }
 

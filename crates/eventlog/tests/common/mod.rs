@@ -83,6 +83,7 @@ pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
         }],
         dedup_key: Some(place_key(order_id)),
         outbox: vec![placed_entry(order_id)],
+        ..Commit::default()
     }
 }
 

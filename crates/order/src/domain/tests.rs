@@ -394,7 +394,7 @@ fn the_last_compensation_marks_the_order_failed() {
         compensated(Participant::Stock, 4_100),
         compensated(Participant::Coupon, 4_200),
     ]);
-    let scenario = given::<Order>(history);
+    let scenario = given::<OrderHistory>(history);
     // When
     let state = scenario
         .when(record(
@@ -473,7 +473,7 @@ fn the_last_compensation_after_a_failed_one_leaves_the_order_needing_attention()
 #[test]
 fn an_operator_retry_followed_by_the_compensation_fails_the_order() {
     // Given
-    let retried = given::<Order>(needs_attention_history())
+    let retried = given::<OrderHistory>(needs_attention_history())
         // When
         .when(OrderCommand::RetryCompensation {
             order_id: ORDER,
@@ -499,7 +499,7 @@ fn an_operator_retry_followed_by_the_compensation_fails_the_order() {
         at_ms: 7_000,
     });
     // When
-    let state = given::<Order>(history)
+    let state = given::<OrderHistory>(history)
         .when(record(
             Participant::Point,
             OutcomeKind::Compensated,
@@ -673,7 +673,7 @@ fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participa
     let mut history = point_silent_history();
     history.push(redrives_exhausted(10_000));
     // When
-    let retried = given::<Order>(history.clone())
+    let retried = given::<OrderHistory>(history.clone())
         .when(OrderCommand::RetryCompensation {
             order_id: ORDER,
             now_ms: 11_000,
@@ -697,7 +697,7 @@ fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participa
         at_ms: 11_000,
     });
     // When point finally answers
-    let state = given::<Order>(history)
+    let state = given::<OrderHistory>(history)
         .when(record(
             Participant::Point,
             OutcomeKind::Compensated,
@@ -783,7 +783,7 @@ fn delivering_a_parked_order_unparks_it() {
     let mut history = completed_history();
     history.push(parked(5_000));
     // When
-    let state = given::<Order>(history)
+    let state = given::<OrderHistory>(history)
         .when(OrderCommand::MarkDelivered {
             order_id: ORDER,
             now_ms: 8_000,
@@ -1005,7 +1005,7 @@ fn a_success_arriving_after_its_compensation_is_ignored() {
 #[test]
 fn a_completed_order_is_delivered_to_the_data_platform_once() {
     // Given
-    let scenario = given::<Order>(completed_history());
+    let scenario = given::<OrderHistory>(completed_history());
     // When
     let state = scenario
         .when(OrderCommand::MarkDelivered {
@@ -1026,7 +1026,7 @@ fn a_completed_order_is_delivered_to_the_data_platform_once() {
         at_ms: 3_000,
     });
     // When
-    given::<Order>(history)
+    given::<OrderHistory>(history)
         .when(OrderCommand::MarkDelivered {
             order_id: ORDER,
             now_ms: 4_000,
