@@ -1035,4 +1035,6 @@ fn evolve(state: &mut Orders, event: &OrderEvent, retention: Retention) {
 }
 
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;

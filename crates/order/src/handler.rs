@@ -8,7 +8,9 @@ use std::time::Duration;
 use bus::consumer::{Delivery, HandleError, Handler};
 use bus::retry::{Backoff, RetryDecision, RetryPolicy, Wait};
 use contract::message::{first_publish, outbox_message};
-use contract::{OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
+use contract::{
+    OrderCompleted, OrderFailed, OutcomeKind, ParticipantEvent, SagaMessage, ORDER_FAILED,
+};
 use eventlog::clock::now_ms;
 use eventlog::live::{Executed, Execution, Live};
 use eventlog::record::{EventMeta, OutboxMessage};
@@ -213,47 +215,15 @@ impl Handler for OutcomeHandler {
                 delivery.subject
             )));
         };
-        // Compensation outcomes may legitimately come again after an operator retry; the domain
-        // itself ignores true duplicates, so their key includes the message id.
-        let key = match event.kind {
-            OutcomeKind::Succeeded | OutcomeKind::Rejected => {
-                contract::dedup_key(event.order_id, "order", &delivery.subject)
-            }
-            _ => contract::dedup_key(
-                event.order_id,
-                "order",
-                &format!("{}/{}", delivery.subject, delivery.msg_id),
-            ),
-        };
+        let key = outcome_dedup_key(event, &delivery.subject, &delivery.msg_id);
         if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
             return republish_recorded(&self.live, &delivery, &recorded, "order").await;
         }
-        // This outcome may settle the order: its final-status index entries are planned now and
-        // land only with the event that reaches that status.
-        let facts = crate::archive::facts(self.live.store(), event.order_id).map_err(transient)?;
-        let index = facts
-            .as_ref()
-            .map(|f| crate::archive::final_status_entries(event.order_id, f))
-            .unwrap_or_default();
-        let executed = execute_or_archived(
-            &self.live,
-            Execution {
-                meta: meta_of(&delivery),
-                dedup_key: Some(key),
-                index,
-            },
-            OrderCommand::RecordOutcome {
-                event: event.clone(),
-                now_ms: now_ms(),
-            },
-        )
-        .await
-        .map_err(transient)?;
+        let executed = record_outcome(&self.live, meta_of(&delivery), key, event)
+            .await
+            .map_err(transient)?;
         match executed {
-            Ok(Executed::Committed { events, .. }) => {
-                if let Some(facts) = &facts {
-                    crate::observe::record_failed(facts.placed_at_ms, &events);
-                }
+            Ok(Executed::Committed { .. }) => {
                 self.waiters.notify(event.order_id);
                 Ok(())
             }
@@ -308,6 +278,49 @@ pub async fn find_saga(live: &Live<Order>, order_id: Uuid) -> eventlog::Result<O
         live.read(|_| ()).await?;
     }
     Ok(archived)
+}
+
+/// The dedup key of a participant's outcome message. Compensation outcomes may legitimately
+/// come again after an operator retry; the domain itself ignores true duplicates, so their key
+/// includes the message id.
+pub fn outcome_dedup_key(event: &ParticipantEvent, subject: &str, msg_id: &str) -> String {
+    match event.kind {
+        OutcomeKind::Succeeded | OutcomeKind::Rejected => {
+            contract::dedup_key(event.order_id, "order", subject)
+        }
+        _ => contract::dedup_key(event.order_id, "order", &format!("{subject}/{msg_id}")),
+    }
+}
+
+/// Records a participant's outcome under its dedup key, settled order or not, with the index
+/// entries of the final status it may reach.
+pub async fn record_outcome(
+    live: &Live<Order>,
+    meta: EventMeta,
+    key: String,
+    event: &ParticipantEvent,
+) -> eventlog::Result<Result<Executed<OrderEvent>, OrderRejection>> {
+    // This outcome may settle the order: its final-status index entries are planned now and
+    // land only with the event that reaches that status.
+    let facts = crate::archive::facts(live.store(), event.order_id)?;
+    let index = facts
+        .as_ref()
+        .map(|f| crate::archive::final_status_entries(event.order_id, f))
+        .unwrap_or_default();
+    let execution = Execution {
+        meta,
+        dedup_key: Some(key),
+        index,
+    };
+    let command = OrderCommand::RecordOutcome {
+        event: event.clone(),
+        now_ms: now_ms(),
+    };
+    let executed = execute_or_archived(live, execution, command).await?;
+    if let (Ok(Executed::Committed { events, .. }), Some(facts)) = (&executed, &facts) {
+        crate::observe::record_failed(facts.placed_at_ms, events);
+    }
+    Ok(executed)
 }
 
 /// Runs a command the order service causes itself; rejections are expected races and ignored.
