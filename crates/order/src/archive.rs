@@ -18,7 +18,9 @@ use eventlog::live::decode_event;
 use eventlog::{EventStore, IndexEntry};
 use uuid::Uuid;
 
-use crate::domain::{saga_of, stream_of, Order, OrderSaga, OrderStatus};
+use eventlog::domain::Domain as _;
+
+use crate::domain::{saga_of, stream_of, Order, OrderEvent, OrderSaga, OrderStatus};
 
 /// Trace id -> order id.
 pub const INDEX_TRACE: &str = "order.trace";
@@ -34,6 +36,13 @@ pub const INDEX_USER: &str = "order.user";
 pub const INDEX_STATUS: &str = "order.status";
 /// `<status><user><placedAtMs><orderId>`: every order of a buyer in a final status.
 pub const INDEX_USER_STATUS: &str = "order.user-status";
+
+/// The archive's own bookkeeping (e.g. whether the log was re-indexed).
+pub const INDEX_META: &str = "order.meta";
+/// [`INDEX_META`] key present once [`reindex`] went through the whole log.
+const REINDEXED: &[u8] = b"reindexed";
+/// Index entries [`reindex`] commits at once.
+const REINDEX_BATCH: usize = 4_096;
 
 /// Dedup key of a placement with an `Idempotency-Key`: a reused key is answered from the
 /// dedup record (and [`INDEX_IDEMPOTENCY`]) whether or not its order is still in memory.
@@ -194,6 +203,89 @@ pub fn archived_saga(store: &EventStore, order_id: Uuid) -> eventlog::Result<Opt
         .map(decode_event::<Order>)
         .collect::<eventlog::Result<Vec<_>>>()?;
     Ok(saga_of(&events))
+}
+
+/// Writes the index entries of every order already in the log, once per log: a log written
+/// before the indexes existed gets them, so its settled orders are still found by trace,
+/// `Idempotency-Key` and listings. Entries are a pure function of the events, so writing one
+/// twice (a reindex cut short by a crash and run again, a placement racing it) changes nothing.
+/// Returns the number of entries written.
+pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
+    if store.index_get(INDEX_META, REINDEXED)?.is_some() {
+        return Ok(0);
+    }
+    let head = store.head();
+    // Facts of the orders seen whose final status is still to come.
+    let mut unfinished: std::collections::HashMap<Uuid, OrderFacts> = Default::default();
+    let mut pending: Vec<IndexEntry> = Vec::new();
+    let mut written = 0u64;
+    let mut from = 1;
+    while from <= head {
+        let upto = head.min(from + REINDEX_BATCH as u64 - 1);
+        let bound = eventlog::ReplayBound {
+            upto_seq: Some(upto),
+            upto_time_ms: None,
+        };
+        for record in store.read_all(from, bound) {
+            let record = record?;
+            if !record.stream.starts_with("order-") {
+                continue;
+            }
+            let event = decode_event::<Order>(&record)?;
+            match &event {
+                OrderEvent::Placed {
+                    order,
+                    trace_id,
+                    idempotency_key,
+                } => {
+                    let facts = OrderFacts {
+                        placed_at_ms: order.placed_at_ms,
+                        user_id: order.user_id.clone(),
+                    };
+                    pending.extend(placed_entries(
+                        order.order_id,
+                        &facts,
+                        trace_id,
+                        idempotency_key.as_deref(),
+                    ));
+                    unfinished.insert(order.order_id, facts);
+                }
+                OrderEvent::Completed { order_id, .. }
+                | OrderEvent::Compensated { order_id, .. } => {
+                    if let Some(facts) = unfinished.remove(order_id) {
+                        let event_type = Order::event_type(&event);
+                        pending.extend(
+                            final_status_entries(*order_id, &facts)
+                                .into_iter()
+                                .filter(|e| e.only_with_event.as_deref() == Some(event_type))
+                                .map(|mut e| {
+                                    e.only_with_event = None;
+                                    e
+                                }),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !pending.is_empty() {
+            written += pending.len() as u64;
+            store
+                .commit(eventlog::Commit {
+                    index: std::mem::take(&mut pending),
+                    ..eventlog::Commit::default()
+                })
+                .await?;
+        }
+        from = upto + 1;
+    }
+    store
+        .commit(eventlog::Commit {
+            index: vec![IndexEntry::new(INDEX_META, REINDEXED.to_vec(), Vec::new())],
+            ..eventlog::Commit::default()
+        })
+        .await?;
+    Ok(written)
 }
 
 /// Which index a listing reads, and the key prefix within it.

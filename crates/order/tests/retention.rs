@@ -416,3 +416,87 @@ async fn a_restart_after_snapshots_is_the_fold_from_scratch() {
         scratch.state
     );
 }
+
+#[tokio::test]
+async fn a_log_written_before_the_indexes_is_reindexed_once_and_answers_as_before() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Given a log written without index entries (as before they existed): one failed order
+    // placed with an Idempotency-Key, one pending
+    let store = EventStore::open(StoreConfig::new(dir.path())).expect("a store");
+    let live = Live::<Order>::open(store).expect("the state");
+    let (failed, pending) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, key) in [(failed, "old-key"), (pending, "other-key")] {
+        let execution = Execution {
+            meta: EventMeta {
+                correlation_id: id.to_string(),
+                ..EventMeta::default()
+            },
+            ..Execution::default()
+        };
+        let command = OrderCommand::Place {
+            order: contract::fixtures::placed(id),
+            trace_id: format!("trace-{id}"),
+            idempotency_key: Some(key.into()),
+        };
+        live.execute(execution, command, |_, _| Ok(Vec::new()))
+            .await
+            .expect("durable")
+            .expect("placed");
+    }
+    for (participant, kind) in [
+        (Participant::Payment, OutcomeKind::Rejected),
+        (Participant::Payment, OutcomeKind::Compensated),
+        (Participant::Stock, OutcomeKind::Compensated),
+    ] {
+        let event = ParticipantEvent {
+            order_id: failed,
+            participant,
+            kind,
+            reason: None,
+        };
+        let execution = Execution {
+            meta: EventMeta {
+                correlation_id: failed.to_string(),
+                ..EventMeta::default()
+            },
+            ..Execution::default()
+        };
+        let command = OrderCommand::RecordOutcome { event, now_ms: 5 };
+        live.execute(execution, command, |_, _| Ok(Vec::new()))
+            .await
+            .expect("durable")
+            .expect("recorded");
+    }
+    assert!(
+        order::archive::order_by_trace(live.store(), &format!("trace-{failed}"))
+            .expect("reads")
+            .is_none()
+    );
+    drop(live);
+
+    // When the service starts on it and re-indexes (once)
+    let service = start(dir.path()).await;
+    let written = order::archive::reindex(service.live.store())
+        .await
+        .expect("reindexes");
+    assert!(written > 0);
+    assert_eq!(
+        order::archive::reindex(service.live.store())
+            .await
+            .expect("done already"),
+        0
+    );
+
+    // Then the settled order is found by trace, listing and status, and its key is not reused
+    let (status, by_trace) = service.get(&format!("/traces/trace-{failed}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(by_trace["status"], "FAILED");
+    let (ids, _) = service.all_pages("", 1).await;
+    assert_eq!(ids, [pending.to_string(), failed.to_string()]);
+    let (ids, _) = service.all_pages("status=FAILED&userId=user-1", 10).await;
+    assert_eq!(ids, [failed.to_string()]);
+    let again = service.place("user-1", Some("old-key"), 100).await;
+    assert_eq!(id_of(&again), failed);
+    assert_eq!(history(&service.live).orders.len(), 2);
+    service.server.abort();
+}
