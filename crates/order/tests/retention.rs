@@ -500,3 +500,119 @@ async fn a_log_written_before_the_indexes_is_reindexed_once_and_answers_as_befor
     assert_eq!(history(&service.live).orders.len(), 2);
     service.server.abort();
 }
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Not a check: measures memory, state and snapshot size and restart time after `ORDERS`
+/// settled orders (default 20,000). `ORDERS=1000000 cargo test --release -p order --test
+/// retention -- --ignored --nocapture memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn memory_after_many_settled_orders() {
+    let orders: u64 = std::env::var("ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut config = StoreConfig::new(dir.path());
+    if let Some(mb) = std::env::var("SLED_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.cache_capacity_bytes = mb * 1024 * 1024;
+    }
+    let live =
+        Live::<Order>::open(EventStore::open(config.clone()).expect("a store")).expect("the state");
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..orders {
+        let live = live.clone();
+        tasks.spawn(async move {
+            let id = Uuid::now_v7();
+            let mut order = contract::fixtures::placed(id);
+            order.user_id = format!("user-{}", i % 1000);
+            let facts = order::archive::OrderFacts {
+                placed_at_ms: order.placed_at_ms,
+                user_id: order.user_id.clone(),
+            };
+            let trace = format!("{:032x}", id.as_u128());
+            let meta = EventMeta {
+                correlation_id: id.to_string(),
+                ..EventMeta::default()
+            };
+            let key = format!("key-{i}");
+            let execution = Execution {
+                meta: meta.clone(),
+                dedup_key: Some(order::archive::placement_dedup_key(&key)),
+                index: order::archive::placed_entries(id, &facts, &trace, Some(&key)),
+            };
+            let command = OrderCommand::Place {
+                order,
+                trace_id: trace,
+                idempotency_key: Some(key),
+            };
+            live.execute(execution, command, |_, _| Ok(Vec::new()))
+                .await
+                .expect("durable")
+                .expect("placed");
+            for participant in [Participant::Payment, Participant::Stock] {
+                let event = ParticipantEvent {
+                    order_id: id,
+                    participant,
+                    kind: OutcomeKind::Succeeded,
+                    reason: None,
+                };
+                let key = outcome_dedup_key(&event, participant.name(), "m");
+                record_outcome(&live, meta.clone(), key, &event)
+                    .await
+                    .expect("durable")
+                    .expect("recorded");
+            }
+            let execution = Execution {
+                meta,
+                ..Execution::default()
+            };
+            let command = OrderCommand::MarkDelivered {
+                order_id: id,
+                now_ms: 1,
+            };
+            execute_or_archived(&live, execution, command)
+                .await
+                .expect("durable")
+                .expect("delivered");
+        });
+        if tasks.len() >= 512 {
+            tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let placed_in = started.elapsed();
+    let state = live.read(|s| s.clone()).await.expect("a read");
+    let state_bytes = postcard::to_stdvec(&state).expect("encodes").len();
+    live.snapshot(2).await.expect("a snapshot");
+    let after = rss_kib();
+    drop(live);
+    let reopened = std::time::Instant::now();
+    let live = Live::<Order>::open(EventStore::open(config).expect("a store")).expect("the state");
+    let ready_in = reopened.elapsed();
+    let held = live.read(|s| s.orders.len()).await.expect("a read");
+    println!(
+        "orders {orders} in {placed_in:?}: rss {before} KiB -> {after} KiB, state {state_bytes} bytes ({} held), reopen {ready_in:?} ({held} held), disk {} MiB",
+        state.orders.len(),
+        live.store().size_on_disk().unwrap_or(0) / (1024 * 1024)
+    );
+    assert_eq!(held, 0);
+    assert_eq!(state.status_counts.get(OrderStatus::Completed), orders);
+}
