@@ -605,11 +605,13 @@ async fn memory_after_many_settled_orders() {
     let after = rss_kib();
     drop(live);
     let reopened = std::time::Instant::now();
-    let live = Live::<Order>::open(EventStore::open(config).expect("a store")).expect("the state");
+    let store = EventStore::open(config).expect("a store");
+    let store_open = reopened.elapsed();
+    let live = Live::<Order>::open(store).expect("the state");
     let ready_in = reopened.elapsed();
     let held = live.read(|s| s.orders.len()).await.expect("a read");
     println!(
-        "orders {orders} in {placed_in:?}: rss {before} KiB -> {after} KiB, state {state_bytes} bytes ({} held), reopen {ready_in:?} ({held} held), disk {} MiB",
+        "orders {orders} in {placed_in:?}: rss {before} KiB -> {after} KiB, state {state_bytes} bytes ({} held), reopen {ready_in:?} (store {store_open:?}; {held} held), disk {} MiB",
         state.orders.len(),
         live.store().size_on_disk().unwrap_or(0) / (1024 * 1024)
     );
