@@ -37,11 +37,7 @@ pub const INDEX_STATUS: &str = "order.status";
 /// `<status><user><placedAtMs><orderId>`: every order of a buyer in a final status.
 pub const INDEX_USER_STATUS: &str = "order.user-status";
 
-/// The archive's own bookkeeping (e.g. whether the log was re-indexed).
-pub const INDEX_META: &str = "order.meta";
-/// [`INDEX_META`] key present once [`reindex`] went through the whole log.
-const REINDEXED: &[u8] = b"reindexed";
-/// Index entries [`reindex`] commits at once.
+/// Records [`reindex`] reads at once (going back from the head).
 const REINDEX_BATCH: usize = 4_096;
 
 /// Dedup key of a placement with an `Idempotency-Key`: a reused key is answered from the
@@ -205,34 +201,50 @@ pub fn archived_saga(store: &EventStore, order_id: Uuid) -> eventlog::Result<Opt
     Ok(saga_of(&events))
 }
 
-/// Writes the index entries of every order already in the log, once per log: a log written
-/// before the indexes existed gets them, so its settled orders are still found by trace,
-/// `Idempotency-Key` and listings. Entries are a pure function of the events, so writing one
-/// twice (a reindex cut short by a crash and run again, a placement racing it) changes nothing.
-/// Returns the number of entries written.
+/// Writes the index entries of every order already in the log, when the log was written
+/// before the indexes existed: its settled orders are then found by trace, `Idempotency-Key`
+/// and listings again. Returns the number of entries written (0 when the log's first order
+/// is indexed already, the case of every log written since).
+///
+/// It goes from the newest record to the oldest, so the first order gets its entries last:
+/// a run cut short by a crash leaves it unindexed and the next start runs again. Entries are a
+/// pure function of the events, so writing one twice (a rerun, a placement racing the run)
+/// changes nothing.
 pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
-    if store.index_get(INDEX_META, REINDEXED)?.is_some() {
-        return Ok(0);
-    }
     let head = store.head();
-    // Facts of the orders seen whose final status is still to come.
-    let mut unfinished: std::collections::HashMap<Uuid, OrderFacts> = Default::default();
-    let mut pending: Vec<IndexEntry> = Vec::new();
+    let mut first_order = None;
+    for record in store.read_all(1, eventlog::ReplayBound::default()) {
+        let record = record?;
+        if record.stream.starts_with("order-") {
+            if let OrderEvent::Placed { order, .. } = decode_event::<Order>(&record)? {
+                first_order = Some(order.order_id);
+            }
+            break;
+        }
+    }
+    match first_order {
+        Some(order_id) if facts(store, order_id)?.is_none() => {}
+        _ => return Ok(0),
+    }
+    // Final statuses met (going back in time) whose order's placement is still to come.
+    let mut finals: std::collections::HashMap<Uuid, &'static str> = Default::default();
     let mut written = 0u64;
-    let mut from = 1;
-    while from <= head {
-        let upto = head.min(from + REINDEX_BATCH as u64 - 1);
+    let mut upto = head;
+    while upto > 0 {
+        let from = upto.saturating_sub(REINDEX_BATCH as u64 - 1).max(1);
         let bound = eventlog::ReplayBound {
             upto_seq: Some(upto),
             upto_time_ms: None,
         };
-        for record in store.read_all(from, bound) {
-            let record = record?;
+        let records = store
+            .read_all(from, bound)
+            .collect::<eventlog::Result<Vec<_>>>()?;
+        let mut entries: Vec<IndexEntry> = Vec::new();
+        for record in records.iter().rev() {
             if !record.stream.starts_with("order-") {
                 continue;
             }
-            let event = decode_event::<Order>(&record)?;
-            match &event {
+            match decode_event::<Order>(record)? {
                 OrderEvent::Placed {
                     order,
                     trace_id,
@@ -242,20 +254,9 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
                         placed_at_ms: order.placed_at_ms,
                         user_id: order.user_id.clone(),
                     };
-                    pending.extend(placed_entries(
-                        order.order_id,
-                        &facts,
-                        trace_id,
-                        idempotency_key.as_deref(),
-                    ));
-                    unfinished.insert(order.order_id, facts);
-                }
-                OrderEvent::Completed { order_id, .. }
-                | OrderEvent::Compensated { order_id, .. } => {
-                    if let Some(facts) = unfinished.remove(order_id) {
-                        let event_type = Order::event_type(&event);
-                        pending.extend(
-                            final_status_entries(*order_id, &facts)
+                    if let Some(event_type) = finals.remove(&order.order_id) {
+                        entries.extend(
+                            final_status_entries(order.order_id, &facts)
                                 .into_iter()
                                 .filter(|e| e.only_with_event.as_deref() == Some(event_type))
                                 .map(|mut e| {
@@ -264,27 +265,30 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
                                 }),
                         );
                     }
+                    entries.extend(placed_entries(
+                        order.order_id,
+                        &facts,
+                        &trace_id,
+                        idempotency_key.as_deref(),
+                    ));
+                }
+                event @ (OrderEvent::Completed { .. } | OrderEvent::Compensated { .. }) => {
+                    finals.insert(event.order_id(), Order::event_type(&event));
                 }
                 _ => {}
             }
         }
-        if !pending.is_empty() {
-            written += pending.len() as u64;
+        if !entries.is_empty() {
+            written += entries.len() as u64;
             store
                 .commit(eventlog::Commit {
-                    index: std::mem::take(&mut pending),
+                    index: entries,
                     ..eventlog::Commit::default()
                 })
                 .await?;
         }
-        from = upto + 1;
+        upto = from - 1;
     }
-    store
-        .commit(eventlog::Commit {
-            index: vec![IndexEntry::new(INDEX_META, REINDEXED.to_vec(), Vec::new())],
-            ..eventlog::Commit::default()
-        })
-        .await?;
     Ok(written)
 }
 
