@@ -69,7 +69,8 @@ pub fn audit(input: &AuditInput, now_ms: u64) -> Result<AuditReport> {
     if !root.is_dir() {
         return Err(AuditError::MissingRoot(root.to_path_buf()));
     }
-    let order = logs::load::<order::domain::Order>(root, logs::ORDER, logs::no_tally)?;
+    // The whole history at once: the service's own state keeps only unsettled orders.
+    let order = logs::load::<order::domain::OrderHistory>(root, logs::ORDER, logs::no_tally)?;
     let payment = logs::load::<payment::domain::Payment>(root, logs::PAYMENT, logs::no_tally)?;
     let stock = logs::load::<stock::domain::Stock>(root, logs::STOCK, logs::restocked)?;
     let coupon = logs::load::<coupon::domain::Coupon>(root, logs::COUPON, logs::no_tally)?;

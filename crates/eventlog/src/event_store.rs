@@ -48,9 +48,15 @@ const PREFIX_HEADS: u8 = b'h';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_OUTBOX: u8 = b'o';
 const PREFIX_CORRELATION: u8 = b'c';
-const PREFIX_META: u8 = b'm';
-/// Meta key of the dedup filter saved at a clean close (see [`crate::dedup`]).
-const DEDUP_FILTER_KEY: &[u8] = b"dedup-filter";
+/// File, next to sled's, of the dedup filter saved at a clean close (see [`crate::dedup`]).
+///
+/// A file rather than a sled value: it is megabytes written once per close, and sled stalls
+/// closing a tree that just took a value that large.
+const DEDUP_FILTER_FILE: &str = "dedup-filter.saved";
+/// Domains' secondary indexes (`IndexEntry`): `x <index name> 0 <key>`.
+const PREFIX_INDEX: u8 = b'x';
+/// Longest index name accepted.
+pub const INDEX_NAME_MAX_LEN: usize = 64;
 
 /// When the writer flushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -247,8 +253,7 @@ struct Trees {
     dedup: Keyspace,
     outbox: Keyspace,
     correlation: Keyspace,
-    /// Store-level facts that are not records (the dedup filter saved at a clean close).
-    meta: Keyspace,
+    index: Keyspace,
 }
 
 impl Trees {
@@ -266,7 +271,7 @@ impl Trees {
             dedup: space(PREFIX_DEDUP),
             outbox: space(PREFIX_OUTBOX),
             correlation: space(PREFIX_CORRELATION),
-            meta: space(PREFIX_META),
+            index: space(PREFIX_INDEX),
             log,
         })
     }
@@ -299,7 +304,7 @@ impl EventStore {
             ticket: 0,
         });
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let (dedup_index, dedup_filter_loaded) = open_dedup_index(&db, &trees, &config, &head)?;
+        let (dedup_index, dedup_filter_loaded) = open_dedup_index(&trees, &config, &head)?;
         let dedup_index = Arc::new(dedup_index);
         let writer = Writer {
             db: db.clone(),
@@ -347,6 +352,9 @@ impl EventStore {
     async fn send(&self, commit: Commit) -> Result<oneshot::Receiver<Result<CommitOutcome>>> {
         for append in &commit.appends {
             validate_stream_id(&append.stream)?;
+        }
+        for entry in &commit.index {
+            validate_index_name(&entry.index)?;
         }
         let (reply, answer) = oneshot::channel();
         // Reserve the slot first (it may wait for room), then number and send under the lock,
@@ -456,6 +464,72 @@ impl EventStore {
             out.push(self.get(seq)?);
         }
         Ok(out)
+    }
+
+    /// The value under `key` in a secondary index (see [`crate::record::IndexEntry`]).
+    ///
+    /// Reads what the writer applied, which may include a commit not yet flushed: a caller that
+    /// replies with it waits for durability first (e.g. through `Live::read`).
+    pub fn index_get(&self, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        validate_index_name(index)?;
+        Ok(self
+            .inner
+            .trees
+            .index
+            .get(index_key(index, key))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` entries `(key, value)` of a secondary index whose keys start with
+    /// `prefix`, in key order (`reverse`: descending). `from` bounds the scan: forward, keys at
+    /// or after it; reverse, keys strictly before it (so a page's last key, passed back, starts
+    /// the next page without repeating it). Keys are returned whole (prefix included).
+    ///
+    /// Like [`index_get`](Self::index_get), it may see commits applied but not yet flushed.
+    pub fn index_scan(
+        &self,
+        index: &str,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        validate_index_name(index)?;
+        let space = &self.inner.trees.index;
+        let base = space.key(&index_key(index, &[]));
+        let start = space.key(&index_key(index, prefix));
+        // Everything under `start` sorts below `start` + 0xff.., so the prefix's end is the
+        // smallest key greater than every key with that prefix.
+        let end = prefix_end(&start);
+        let bounded = |key: &[u8]| space.key(&index_key(index, key));
+        let (lower, upper) = match (from, reverse) {
+            (None, _) => (start, end),
+            (Some(from), false) => (bounded(from).max(start), end),
+            (Some(from), true) => {
+                let from = bounded(from);
+                let upper = match end {
+                    Some(end) if end < from => end,
+                    _ => from,
+                };
+                (start, Some(upper))
+            }
+        };
+        if upper.as_ref().is_some_and(|upper| *upper <= lower) {
+            return Ok(Vec::new());
+        }
+        let range = match upper {
+            Some(upper) => space.tree.range(lower..upper),
+            None => space.tree.range(lower..),
+        };
+        let strip = |e: std::result::Result<(sled::IVec, sled::IVec), sled::Error>| {
+            e.map(|(k, v)| (k[base.len()..].to_vec(), v.to_vec()))
+                .map_err(Error::from)
+        };
+        if reverse {
+            range.rev().take(limit).map(strip).collect()
+        } else {
+            range.take(limit).map(strip).collect()
+        }
     }
 
     /// One record by global seq.
@@ -846,11 +920,7 @@ impl Drop for Inner {
             let saved = self
                 .dedup_index
                 .to_bytes(head.global_seq, head.outbox_seq)
-                .and_then(|bytes| {
-                    self.trees.meta.insert(DEDUP_FILTER_KEY, bytes)?;
-                    self.db.flush()?;
-                    Ok(())
-                });
+                .and_then(|bytes| write_durably(&self.path.join(DEDUP_FILTER_FILE), &bytes));
             if let Err(err) = saved {
                 tracing::warn!(error = %err, "saving the dedup filter failed; the next start scans the dedup keys");
             }
@@ -865,14 +935,12 @@ impl Drop for Inner {
 /// leaves none behind and the next open scans: a filter that misses a durable key would let a
 /// redelivered message be handled twice.
 fn open_dedup_index(
-    db: &sled::Db,
     trees: &Trees,
     config: &StoreConfig,
     head: &Head,
 ) -> Result<(DedupIndex, bool)> {
-    if let Some(saved) = trees.meta.get(DEDUP_FILTER_KEY)? {
-        trees.meta.tree.remove(trees.meta.key(DEDUP_FILTER_KEY))?;
-        db.flush()?;
+    let path = config.path.join(DEDUP_FILTER_FILE);
+    if let Some(saved) = take_durably(&path)? {
         match DedupIndex::from_bytes(
             &saved,
             head.global_seq,
@@ -920,6 +988,38 @@ fn corrupt(seq: u64, reason: &str) -> Error {
 fn validate_stream_id(stream: &str) -> Result<()> {
     if stream.is_empty() || stream.len() > STREAM_ID_MAX_LEN || stream.contains('\0') {
         return Err(Error::InvalidStreamId(stream.to_owned()));
+    }
+    Ok(())
+}
+
+/// Writes a file whole or not at all: a temporary file, fsynced, renamed over `path`, and the
+/// directory fsynced so the rename survives a crash.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)?;
+    sync_parent(path)
+}
+
+/// Reads and removes a file, the removal durable before this returns; `None` if there is none.
+fn take_durably(path: &Path) -> Result<Option<Vec<u8>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    std::fs::remove_file(path)?;
+    sync_parent(path)?;
+    Ok(Some(bytes))
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
@@ -980,6 +1080,35 @@ fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn validate_index_name(index: &str) -> Result<()> {
+    if index.is_empty() || index.len() > INDEX_NAME_MAX_LEN || index.contains('\0') {
+        return Err(Error::InvalidStreamId(format!("index name {index:?}")));
+    }
+    Ok(())
+}
+
+/// `<index name> 0 <key>`: the NUL ends the name, so one index's keys never run into another's.
+fn index_key(index: &str, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(index.len() + 1 + key.len());
+    full.extend_from_slice(index.as_bytes());
+    full.push(0);
+    full.extend_from_slice(key);
+    full
+}
+
+/// The smallest key above every key starting with `prefix`, or `None` when there is none
+/// (`prefix` is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn correlation_key(correlation_id: &str, seq: u64) -> Vec<u8> {
@@ -1235,6 +1364,20 @@ impl Writer {
         }
         for (seq, bytes) in &outbox_rows {
             batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());
+        }
+        for entry in &commit.index {
+            let wanted = entry.only_with_event.as_deref().is_none_or(|event_type| {
+                commit
+                    .appends
+                    .iter()
+                    .any(|a| a.events.iter().any(|e| e.event_type == event_type))
+            });
+            if wanted {
+                batch.insert(
+                    t.index.key(&index_key(&entry.index, &entry.key)),
+                    entry.value.as_slice(),
+                );
+            }
         }
         if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
             batch.insert(t.dedup.key(key.as_bytes()), value.as_slice());

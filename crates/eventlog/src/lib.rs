@@ -31,6 +31,6 @@ pub mod testing_hooks;
 pub use error::{Error, Result};
 pub use event_store::{EventStore, FlushPolicy, ReplayBound, StoreConfig};
 pub use record::{
-    Commit, CommitOutcome, EventMeta, NewEvent, OutboxMessage, Record, RecordView, StreamAppend,
-    ANY_VERSION,
+    Commit, CommitOutcome, EventMeta, IndexEntry, NewEvent, OutboxMessage, Record, RecordView,
+    StreamAppend, ANY_VERSION,
 };

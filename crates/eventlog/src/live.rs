@@ -40,6 +40,8 @@ pub struct Execution {
     pub meta: EventMeta,
     /// Dedup key `(orderId, domain, action)` of the input; `None` for commands without one.
     pub dedup_key: Option<String>,
+    /// Secondary index entries committed with the events (see [`crate::record::IndexEntry`]).
+    pub index: Vec<crate::record::IndexEntry>,
 }
 
 /// What `execute` did.
@@ -413,6 +415,7 @@ impl<D: Domain> Live<D> {
                 appends,
                 dedup_key: execution.dedup_key.clone(),
                 outbox: outbox.clone(),
+                index: execution.index,
             };
             let durable = match self.store.enqueue(commit).await {
                 Ok(durable) => durable,
@@ -463,6 +466,7 @@ impl<D: Domain> Live<D> {
                 }],
                 dedup_key: None,
                 outbox: Vec::new(),
+                index: Vec::new(),
             };
             self.store.enqueue(commit).await?
         };
@@ -486,6 +490,7 @@ impl<D: Domain> Live<D> {
                 appends: Vec::new(),
                 dedup_key: None,
                 outbox,
+                index: Vec::new(),
             })
             .await?;
         Ok(())

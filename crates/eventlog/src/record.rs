@@ -75,7 +75,47 @@ pub struct DedupRecord {
     pub outbox: Vec<OutboxMessage>,
 }
 
-/// One atomic unit: events, the dedup record of the input, and the outbox entries.
+/// A secondary index entry written in the same sled batch as a commit's events.
+///
+/// Indexes are the domain's own lookups kept on disk instead of in its state (e.g. trace id ->
+/// order id, orders by time): the store does not interpret them, it only writes them atomically
+/// with the events they describe, so an index never runs ahead of or behind the log. Read them
+/// with [`crate::EventStore::index_get`] and [`crate::EventStore::index_scan`]. An entry is never
+/// removed by the store; writing the same key again replaces its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The index's name (non-empty, no NUL byte), e.g. `trace`.
+    pub index: String,
+    /// The key within the index; keys sort bytewise, so encode numbers big-endian.
+    pub key: Vec<u8>,
+    /// The value (may be empty when the key says everything).
+    pub value: Vec<u8>,
+    /// Written only if the commit appends an event of this type: the caller plans entries
+    /// before its decision is known (e.g. "if this outcome completes the order"), and the
+    /// entry lands exactly when that event does. `None`: written with every commit.
+    pub only_with_event: Option<String>,
+}
+
+impl IndexEntry {
+    /// An entry written with the commit whatever it appends.
+    pub fn new(index: &str, key: Vec<u8>, value: Vec<u8>) -> Self {
+        Self {
+            index: index.to_owned(),
+            key,
+            value,
+            only_with_event: None,
+        }
+    }
+
+    /// The same entry, written only if the commit appends an event of `event_type`.
+    pub fn only_with(mut self, event_type: &str) -> Self {
+        self.only_with_event = Some(event_type.to_owned());
+        self
+    }
+}
+
+/// One atomic unit: events, the dedup record of the input, the outbox entries and the index
+/// entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Metadata stamped on every event.
@@ -86,6 +126,8 @@ pub struct Commit {
     pub dedup_key: Option<String>,
     /// Messages to publish once durable.
     pub outbox: Vec<OutboxMessage>,
+    /// Secondary index entries, written in the same batch as the events.
+    pub index: Vec<IndexEntry>,
 }
 
 /// The result of a durable commit.

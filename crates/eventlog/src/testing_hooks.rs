@@ -96,6 +96,7 @@ pub fn handler_commit(
         }],
         dedup_key: Some(dedup_key),
         outbox: vec![placed],
+        ..Commit::default()
     }
 }
 

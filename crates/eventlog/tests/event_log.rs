@@ -218,6 +218,7 @@ async fn an_append_with_a_stale_expected_version_is_a_conflict_and_writes_nothin
             ],
             dedup_key: Some("o1/order/fail".into()),
             outbox: vec![placed_entry(Uuid::new_v4())],
+            ..Commit::default()
         })
         .await;
 
@@ -311,6 +312,7 @@ async fn a_commit_whose_dedup_key_exists_is_a_duplicate_with_the_recorded_outbox
             )],
             dedup_key: Some(key.clone()),
             outbox: vec![other_entry],
+            ..Commit::default()
         })
         .await;
 

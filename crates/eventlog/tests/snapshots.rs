@@ -52,6 +52,7 @@ async fn add(live: &Live<Counter>, i: u64) {
             ..EventMeta::default()
         },
         dedup_key: Some(format!("o{i}/counter/add")),
+        index: Vec::new(),
     };
     live.execute(execution, (format!("k{}", i % 7), i), |_, _| Ok(Vec::new()))
         .await

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use servicekit::http::{check_admin, ApiError};
 
 use crate::domain::{Order, OrderCommand};
-use crate::handler::{outbox_for, own_meta};
+use crate::handler::{execute_or_archived, find_saga, own_meta};
 
 /// Timeline note kind of a re-drive.
 pub const NOTE_DLQ_REDRIVE: &str = "dlq_redrive";
@@ -200,33 +200,26 @@ async fn resume_parked_delivery(api: &AdminState, entry: &DlqEntry) -> Result<bo
     let Some(order_id) = entry.order_id else {
         return Ok(false);
     };
-    let Some(saga) = api
-        .live
-        .read(|s| {
-            s.orders
-                .get(&order_id)
-                .filter(|o| o.delivery_parked.is_some())
-                .cloned()
-        })
+    let Some(saga) = find_saga(&api.live, order_id)
         .await?
+        .filter(|o| o.delivery_parked.is_some())
     else {
         return Ok(false);
     };
-    let executed = api
-        .live
-        .execute(
-            Execution {
-                meta: own_meta(&saga, &format!("admin:{NOTE_DLQ_REDRIVE} {}", entry.seq)),
-                dedup_key: None,
-            },
-            OrderCommand::ResumeDelivery {
-                order_id,
-                now_ms: now_ms(),
-            },
-            outbox_for,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let executed = execute_or_archived(
+        &api.live,
+        Execution {
+            meta: own_meta(&saga, &format!("admin:{NOTE_DLQ_REDRIVE} {}", entry.seq)),
+            dedup_key: None,
+            index: Vec::new(),
+        },
+        OrderCommand::ResumeDelivery {
+            order_id,
+            now_ms: now_ms(),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
     // Refused only when a concurrent re-drive resumed it already.
     Ok(executed.is_ok())
 }
@@ -251,7 +244,7 @@ async fn record(
     let Some(order_id) = entry.order_id else {
         return Ok(false);
     };
-    let Some(saga) = api.live.read(|s| s.orders.get(&order_id).cloned()).await? else {
+    let Some(saga) = find_saga(&api.live, order_id).await? else {
         return Ok(false);
     };
     let cause = format!("admin:{kind} {}", entry.seq);

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderCommand, OrderRejection, OrderSaga, OrderStatus};
-use crate::handler::{outbox_for, own_meta};
+use crate::handler::{execute_or_archived, find_saga, outbox_for, own_meta};
 use crate::waiters::WAIT_RECHECK;
 
 /// Largest request body accepted.
@@ -283,36 +283,44 @@ async fn place_order(
                 .unwrap_or_default()
         ),
     };
-    let executed = api
-        .live
-        .execute(
-            Execution {
-                meta,
-                dedup_key: None,
-            },
-            OrderCommand::Place {
-                order,
-                trace_id,
-                idempotency_key,
-            },
-            outbox_for,
-        )
-        .await?;
-    let order_id = match executed {
-        Ok(Executed::Committed { .. }) | Ok(Executed::Duplicate(_)) => order_id,
-        // The same Idempotency-Key answers with the order it placed the first time.
-        Err(OrderRejection::IdempotencyKeyReused { order_id, .. }) => order_id,
-        Err(other) => return Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
+    let facts = crate::archive::OrderFacts {
+        placed_at_ms: order.placed_at_ms,
+        user_id: order.user_id.clone(),
     };
+    let execution = Execution {
+        meta,
+        // A key is placed once: its dedup record answers a reuse, even long after its order
+        // settled and left memory, and a concurrent reuse waits (Busy) until it is durable.
+        dedup_key: idempotency_key
+            .as_deref()
+            .map(crate::archive::placement_dedup_key),
+        index: crate::archive::placed_entries(
+            order_id,
+            &facts,
+            &trace_id,
+            idempotency_key.as_deref(),
+        ),
+    };
+    let command = OrderCommand::Place {
+        order,
+        trace_id,
+        idempotency_key: idempotency_key.clone(),
+    };
+    let order_id = place(
+        &api.live,
+        execution,
+        command,
+        order_id,
+        idempotency_key.as_deref(),
+    )
+    .await?;
     // The request span (see servicekit::observe::track_http) names the order from here on.
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let deadline = wait.map(|w| Instant::now() + w);
     // Registered before the first read, so a change between the read and the wait still wakes.
     let waiter = wait.map(|_| api.waiters.watch(order_id));
     loop {
-        let saga = api
-            .live
-            .read(|s| s.orders.get(&order_id).cloned())
+        let saga = find_saga(&api.live, order_id)
             .await?
             .ok_or_else(|| ApiError::internal("placed order vanished"))?;
         let terminal = saga.status.is_terminal() || saga.status == OrderStatus::NeedsAttention;
@@ -327,6 +335,56 @@ async fn place_order(
             let recheck = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(recheck.min(WAIT_RECHECK), waiter.changed()).await;
         }
+    }
+}
+
+/// How long a placement waits for another request with the same `Idempotency-Key` to be
+/// durable before it answers 409.
+pub const PLACE_BUSY_WAIT: Duration = Duration::from_secs(30);
+/// How often a placement looks again at a key another request is writing.
+const PLACE_BUSY_RECHECK: Duration = Duration::from_millis(5);
+
+/// Places an order; with an `Idempotency-Key` placed before, answers the order it placed.
+async fn place(
+    live: &Live<Order>,
+    execution: Execution,
+    command: OrderCommand,
+    order_id: Uuid,
+    idempotency_key: Option<&str>,
+) -> Result<Uuid, ApiError> {
+    if let Some(key) = idempotency_key {
+        // A key of an order placed before placements carried dedup records (its index entry
+        // comes from `archive::reindex`); one read, answered once durable.
+        if let Some(placed) = crate::archive::order_by_idempotency_key(live.store(), key)? {
+            live.read(|_| ()).await?;
+            return Ok(placed);
+        }
+    }
+    let gave_up = Instant::now() + PLACE_BUSY_WAIT;
+    let executed = loop {
+        match live
+            .execute(execution.clone(), command.clone(), outbox_for)
+            .await
+        {
+            Err(eventlog::Error::Busy(_)) if Instant::now() < gave_up => {
+                tokio::time::sleep(PLACE_BUSY_RECHECK).await;
+            }
+            other => break other?,
+        }
+    };
+    match executed {
+        Ok(Executed::Committed { .. }) => Ok(order_id),
+        // The key's dedup record is durable, and its index entry came in the same commit.
+        Ok(Executed::Duplicate(_)) => {
+            let key =
+                idempotency_key.ok_or_else(|| ApiError::internal("a duplicate without key"))?;
+            crate::archive::order_by_idempotency_key(live.store(), key)?
+                .ok_or_else(|| ApiError::internal("idempotency key without its order"))
+        }
+        // The same Idempotency-Key answers with the order it placed the first time (orders
+        // placed before keys had dedup records are still found in the live state).
+        Err(OrderRejection::IdempotencyKeyReused { order_id, .. }) => Ok(order_id),
+        Err(other) => Err(ApiError::client(StatusCode::CONFLICT, other.to_string())),
     }
 }
 
@@ -366,7 +424,7 @@ async fn get_order(
     ValidPath(order_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let order_id = parse_order_id(&order_id)?;
-    let saga = api.live.read(|s| s.orders.get(&order_id).cloned()).await?;
+    let saga = find_saga(&api.live, order_id).await?;
     match saga {
         Some(saga) => Ok(Json(order_json(&saga)).into_response()),
         None => Err(ApiError::not_found(format!("no order {order_id}"))),
@@ -499,7 +557,8 @@ fn list_filter(query: &ListQuery) -> Result<(OrderFilter, Option<Cursor>, usize)
 }
 
 /// `GET /orders`: newest first, filtered, one page at a time; `nextCursor` is null on the last
-/// page. A scan of the in-memory state (an index is another issue's work).
+/// page. Read from the log's indexes (`crate::archive`), or for PENDING, COMPENSATING and
+/// NEEDS_ATTENTION from the live state, which holds every such order: never a scan of history.
 #[utoipa::path(get, path = "/orders", tag = "order",
     params(("status" = Option<String>, Query, description = "Only orders in this status"),
         ("userId" = Option<String>, Query, description = "Only this user's orders"),
@@ -516,36 +575,66 @@ async fn list_orders(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let (filter, cursor, limit) = list_filter(&query)?;
-    let (orders, next) = api
+    let before = cursor.map(|c| (c.placed_at_ms, c.order_id));
+    let listing = crate::archive::Listing::new(filter.status, filter.user_id.as_deref());
+    // One more than a page says whether another page follows.
+    let mut positions = match &listing {
+        Some(listing) => listing.page(
+            api.live.store(),
+            before,
+            filter.from_ms,
+            filter.to_ms,
+            limit + 1,
+        )?,
+        // A status orders leave again: every such order is in the live state.
+        None => {
+            api.live
+                .read(|s| {
+                    s.orders
+                        .values()
+                        .filter(|o| {
+                            filter.matches(o.status, &o.order.user_id, o.order.placed_at_ms)
+                        })
+                        .map(|o| (o.order.placed_at_ms, o.order.order_id))
+                        .filter(|p| before.is_none_or(|b| *p < b))
+                        .collect::<Vec<_>>()
+                })
+                .await?
+        }
+    };
+    positions.sort_unstable_by(|a, b| b.cmp(a));
+    let more = positions.len() > limit;
+    positions.truncate(limit);
+    let next = more
+        .then(|| positions.last())
+        .flatten()
+        .map(|(ms, id)| Cursor {
+            placed_at_ms: *ms,
+            order_id: *id,
+        });
+    // Lookups only under the lock; settled orders are rebuilt from the log outside it.
+    let ids: Vec<Uuid> = positions.iter().map(|(_, id)| *id).collect();
+    let live = api
         .live
         .read(|s| {
-            let mut sagas: Vec<&OrderSaga> = s
-                .orders
-                .values()
-                .filter(|o| filter.matches(o.status, &o.order.user_id, o.order.placed_at_ms))
-                .filter(|o| {
-                    cursor.is_none_or(|c| c.precedes(o.order.placed_at_ms, o.order.order_id))
-                })
-                .collect();
-            sagas.sort_by(|a, b| {
-                b.order
-                    .placed_at_ms
-                    .cmp(&a.order.placed_at_ms)
-                    .then(b.order.order_id.cmp(&a.order.order_id))
-            });
-            let more = sagas.len() > limit;
-            sagas.truncate(limit);
-            let next = more.then(|| sagas.last()).flatten().map(|last| Cursor {
-                placed_at_ms: last.order.placed_at_ms,
-                order_id: last.order.order_id,
-            });
-            let orders = sagas
-                .into_iter()
-                .map(|saga| serde_json::to_value(order_json(saga)))
-                .collect::<Result<Vec<_>, _>>();
-            (orders, next)
+            ids.iter()
+                .map(|id| s.orders.get(id).cloned())
+                .collect::<Vec<_>>()
         })
         .await?;
+    let mut sagas = Vec::with_capacity(ids.len());
+    for (id, saga) in ids.iter().zip(live) {
+        match saga {
+            Some(saga) => sagas.push(saga),
+            None => sagas.extend(crate::archive::archived_saga(api.live.store(), *id)?),
+        }
+    }
+    // Entries and records read from disk may be of commits not yet flushed: wait for them.
+    api.live.read(|_| ()).await?;
+    let orders = sagas
+        .iter()
+        .map(|saga| serde_json::to_value(order_json(saga)))
+        .collect::<Result<Vec<_>, _>>();
     let orders = orders.map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
         "orders": orders,
@@ -563,11 +652,10 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
         .read(|s| {
             let mut counts = serde_json::Map::new();
             for status in OrderStatus::ALL {
-                counts.insert(status.as_str().to_owned(), 0.into());
-            }
-            for saga in s.orders.values() {
-                let entry = counts.entry(saga.status.as_str()).or_insert(0.into());
-                *entry = (entry.as_u64().unwrap_or(0) + 1).into();
+                counts.insert(
+                    status.as_str().to_owned(),
+                    s.status_counts.get(status).into(),
+                );
             }
             counts
         })
@@ -609,11 +697,15 @@ async fn trace_timeline(
     ValidPath(trace_id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let admin = optional_admin(&headers, api.admin_token.as_deref())?;
-    let order_id = api
+    let live = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
+        .await?;
+    let order_id = match live {
+        Some(order_id) => Some(order_id),
+        None => crate::archive::order_by_trace(api.live.store(), &trace_id)?,
+    }
+    .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
     timeline(&api, order_id, admin).await
 }
 
@@ -652,9 +744,7 @@ fn redact_secrets(value: &mut serde_json::Value) {
 /// Participants' logs are admin routes and are fetched with the admin token; their secrets are
 /// shown only when the reader is an admin too.
 async fn timeline(api: &ApiState, order_id: Uuid, admin: bool) -> Result<Response, ApiError> {
-    let saga = api
-        .live
-        .read(|s| s.orders.get(&order_id).cloned())
+    let saga = find_saga(&api.live, order_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
     let mut steps: Vec<serde_json::Value> = api
@@ -742,25 +832,22 @@ async fn retry_compensation(
 ) -> Result<Response, ApiError> {
     check_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
-    let saga = api
-        .live
-        .read(|s| s.orders.get(&order_id).cloned())
+    let saga = find_saga(&api.live, order_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
-    let executed = api
-        .live
-        .execute(
-            Execution {
-                meta: own_meta(&saga, "admin:retry-compensation"),
-                dedup_key: None,
-            },
-            OrderCommand::RetryCompensation {
-                order_id,
-                now_ms: now_ms(),
-            },
-            outbox_for,
-        )
-        .await?;
+    let executed = execute_or_archived(
+        &api.live,
+        Execution {
+            meta: own_meta(&saga, "admin:retry-compensation"),
+            dedup_key: None,
+            index: Vec::new(),
+        },
+        OrderCommand::RetryCompensation {
+            order_id,
+            now_ms: now_ms(),
+        },
+    )
+    .await?;
     match executed {
         Ok(_) => Ok((
             StatusCode::ACCEPTED,

@@ -69,6 +69,18 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
                 run_alert_webhook(parts.js.clone(), url, parts.shutdown.clone()).boxed(),
             ));
         }
+        let store = parts.live.store().clone();
+        tasks.push((
+            "order reindex",
+            async move {
+                let written = crate::archive::reindex(&store).await?;
+                if written > 0 {
+                    tracing::info!(entries = written, "indexed the orders already in the log");
+                }
+                Ok(())
+            }
+            .boxed(),
+        ));
         tasks.push((
             "saga supervisor",
             run_supervisor(

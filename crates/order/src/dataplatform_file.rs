@@ -4,12 +4,13 @@
 //! (up to [`FILE_SINK_GROUP_MAX`] appends), writes it with one `write` and makes it durable with
 //! one `fdatasync`, then answers every append of the group. An append is answered only once its
 //! line is durable. Orders already written are dropped; the sink remembers the last
-//! [`FILE_SINK_RECENT_IDS`] of them (loaded from the file's tail at start), which covers the only
-//! way a written order comes back: a redelivery before its `DataPlatformDelivered` is recorded.
+//! [`FILE_SINK_RECENT_IDS`] of them (loaded from the file's last [`FILE_SINK_TAIL_BYTES`] at start,
+//! so a start costs the same after a million orders), which covers the only way a written order
+//! comes back: a redelivery before its `DataPlatformDelivered` is recorded.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,8 +20,11 @@ use uuid::Uuid;
 pub const FILE_SINK_GROUP_MAX: usize = 1_024;
 /// Appends queued for the writer before `append` waits.
 pub const FILE_SINK_QUEUE: usize = 1_024;
-/// How many written orderIds the sink remembers to drop repeats.
-pub const FILE_SINK_RECENT_IDS: usize = 100_000;
+/// How many written orderIds the sink remembers to drop repeats (~50 bytes each).
+pub const FILE_SINK_RECENT_IDS: usize = 16_384;
+/// How much of the file's end is read at open to remember its latest orders: enough for
+/// [`FILE_SINK_RECENT_IDS`] lines of a few hundred bytes.
+pub const FILE_SINK_TAIL_BYTES: u64 = 8 * 1024 * 1024;
 
 struct Append {
     order_id: Uuid,
@@ -79,9 +83,17 @@ impl FileSink {
     /// [`FileSink::open`] remembering `recent_ids` written orders.
     pub fn open_with_memory(path: PathBuf, recent_ids: usize) -> std::io::Result<Self> {
         let mut recent = RecentIds::new(recent_ids);
-        if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines() {
-                if let Some(id) = order_id_of(&line?) {
+        if let Ok(mut file) = File::open(&path) {
+            let len = file.metadata()?.len();
+            let start = len.saturating_sub(FILE_SINK_TAIL_BYTES);
+            file.seek(SeekFrom::Start(start))?;
+            let mut lines = BufReader::new(file).split(b'\n');
+            if start > 0 {
+                // Most likely the middle of a line.
+                lines.next();
+            }
+            for line in lines {
+                if let Some(id) = order_id_of(&String::from_utf8_lossy(&line?)) {
                     recent.insert(id);
                 }
             }

@@ -10,7 +10,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The order domain: tracks every order's saga from placement to its terminal status.
+///
+/// Its state holds only the orders that can still change ([`OrderSaga::is_settled`] is false):
+/// the event that settles an order removes it, so the state is bounded by the orders in flight,
+/// not by history. A settled order lives on in the log: [`saga_of`] rebuilds it from its own
+/// events, and commands about it travel as [`OrderCommand::OnArchived`].
 pub struct Order;
+
+/// The same saga with every order kept in the state, settled or not: for offline readers that
+/// need the whole history at once (the audit), never for a running service.
+pub struct OrderHistory;
 
 /// Where an order's saga stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,19 +77,24 @@ impl std::fmt::Display for OrderStatus {
     }
 }
 
-/// The folded state: every order's saga plus lookup indexes.
+/// The folded state: the sagas of the orders that can still change, their lookups, and the
+/// count of every order ever placed per status.
+///
+/// Settled orders (FAILED, or COMPLETED and delivered to the data platform) leave `orders`,
+/// `by_trace`, `by_idempotency_key` and `open` with the event that settles them, so a fold from
+/// scratch, a snapshot and the live state agree. Their lookups live in the log's indexes
+/// (`crate::archive`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Orders {
-    /// Sagas by order id.
+    /// Sagas of the orders not yet settled, by order id.
     pub orders: HashMap<Uuid, OrderSaga>,
-    /// Order id by trace id.
+    /// Order id by trace id, for the orders in `orders`.
     pub by_trace: HashMap<String, Uuid>,
-    /// Order id by the client's `Idempotency-Key`.
+    /// Order id by the client's `Idempotency-Key`, for the orders in `orders`.
     pub by_idempotency_key: HashMap<String, Uuid>,
-    /// Orders the supervisor still watches: not FAILED, and not COMPLETED-and-delivered.
-    /// Kept so its periodic scan costs the open orders, not the whole history.
+    /// The ids of `orders`, ordered: the supervisor scans them at every tick.
     pub open: std::collections::BTreeSet<Uuid>,
-    /// How many orders are in each status, kept as events apply (metrics read it per scrape).
+    /// How many orders are in each status, kept as events apply (metrics and `/stats` read it).
     pub status_counts: StatusCounts,
 }
 
@@ -145,6 +159,9 @@ pub struct OrderSaga {
     pub delivery_parked: Option<ParkedDelivery>,
     /// How many times the delivery was parked (numbers its alerts).
     pub delivery_parks: u32,
+    /// The client's `Idempotency-Key`, if it sent one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// A data platform delivery waiting in the DLQ for an operator.
@@ -215,10 +232,158 @@ impl OrderSaga {
     fn progress(&self, participant: Participant) -> Option<ParticipantProgress> {
         self.outcomes.get(&participant).copied()
     }
+
+    /// Whether nothing about the order can change any more: FAILED (every compensation
+    /// confirmed), or COMPLETED and received by the data platform. A settled order leaves the
+    /// state; the events that can still reach it (late or repeated outcomes) change no status.
+    pub fn is_settled(&self) -> bool {
+        self.status == OrderStatus::Failed
+            || (self.status == OrderStatus::Completed && self.data_platform_delivered)
+    }
+
+    /// Whether the order waits for compensations that have not come yet.
+    fn compensations_missing(&self) -> bool {
+        matches!(
+            self.status,
+            OrderStatus::Compensating | OrderStatus::NeedsAttention
+        ) && !self.waiting_for().is_empty()
+    }
+
+    /// The saga as its `Placed` event starts it.
+    fn placed(order: &OrderPlaced, trace_id: &str, idempotency_key: Option<&str>) -> Self {
+        OrderSaga {
+            order: order.clone(),
+            trace_id: trace_id.to_owned(),
+            status: OrderStatus::Pending,
+            required: order.required_participants(),
+            outcomes: BTreeMap::new(),
+            failure_reason: None,
+            attention_reason: None,
+            redrives: 0,
+            data_platform_delivered: false,
+            updated_at_ms: order.placed_at_ms,
+            round_redrives: 0,
+            redrives_exhausted: false,
+            escalations: 0,
+            delivery_parked: None,
+            delivery_parks: 0,
+            idempotency_key: idempotency_key.map(str::to_owned),
+        }
+    }
+
+    /// Applies one of the order's own events after `Placed`.
+    fn apply(&mut self, event: &OrderEvent) {
+        let saga = self;
+        match event {
+            // A second placement of the same id never reaches the log (`DuplicateOrder`).
+            OrderEvent::Placed { .. } => {}
+            OrderEvent::OutcomeRecorded {
+                participant,
+                kind,
+                at_ms,
+                ..
+            } => {
+                saga.outcomes.insert(*participant, (*kind).into());
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::Completed { at_ms, .. } => {
+                saga.status = OrderStatus::Completed;
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::Failed { reason, at_ms, .. } => {
+                saga.status = OrderStatus::Compensating;
+                saga.failure_reason = Some(reason.clone());
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::Compensated { at_ms, .. } => {
+                saga.status = OrderStatus::Failed;
+                saga.attention_reason = None;
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::AttentionNeeded { reason, at_ms, .. } => {
+                saga.status = OrderStatus::NeedsAttention;
+                saga.attention_reason = Some(reason.clone());
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::FailureRedriven { attempt, at_ms, .. } => {
+                saga.redrives = *attempt;
+                saga.round_redrives += 1;
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::CompensationRetried { attempt, at_ms, .. } => {
+                saga.status = OrderStatus::Compensating;
+                saga.attention_reason = None;
+                saga.redrives = *attempt;
+                // A fresh round: the supervisor re-drives again before escalating again.
+                saga.round_redrives = 0;
+                saga.redrives_exhausted = false;
+                // Back to "not compensated yet", so waiting_for and redrives cover them again.
+                for progress in saga.outcomes.values_mut() {
+                    if *progress == ParticipantProgress::CompensationFailed {
+                        *progress = ParticipantProgress::Succeeded;
+                    }
+                }
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::DataPlatformDelivered { at_ms, .. } => {
+                saga.data_platform_delivered = true;
+                saga.delivery_parked = None;
+                saga.updated_at_ms = *at_ms;
+            }
+            // A no-op on purpose: a redelivery must not look like activity.
+            OrderEvent::DuplicateIgnored { .. } => {}
+            OrderEvent::RedrivesExhausted { reason, at_ms, .. } => {
+                saga.status = OrderStatus::NeedsAttention;
+                // Keep a failed compensation's reason: both need the operator.
+                saga.attention_reason = Some(match saga.attention_reason.take() {
+                    Some(earlier) => format!("{earlier}; {reason}"),
+                    None => reason.clone(),
+                });
+                saga.redrives_exhausted = true;
+                saga.escalations += 1;
+                saga.updated_at_ms = *at_ms;
+            }
+            OrderEvent::DeliveryParked { reason, msg_id, .. } => {
+                // Not activity: the supervisor's clocks keep running from the last real change.
+                saga.delivery_parked = Some(ParkedDelivery {
+                    reason: reason.clone(),
+                    msg_id: msg_id.clone(),
+                });
+                saga.delivery_parks += 1;
+            }
+            OrderEvent::DeliveryResumed { .. } => {
+                saga.delivery_parked = None;
+            }
+        }
+    }
+}
+
+/// Rebuilds one order's saga from its own events (its stream, in order), as the state held it
+/// before it settled and as it would hold it now: the archive's read path.
+///
+/// `None` when the events do not start with the order's `Placed`. Events of other orders are
+/// skipped.
+pub fn saga_of<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> Option<OrderSaga> {
+    let mut events = events.into_iter();
+    let (order_id, mut saga) = match events.next()? {
+        OrderEvent::Placed {
+            order,
+            trace_id,
+            idempotency_key,
+        } => (
+            order.order_id,
+            OrderSaga::placed(order, trace_id, idempotency_key.as_deref()),
+        ),
+        _ => return None,
+    };
+    for event in events.filter(|e| e.order_id() == order_id) {
+        saga.apply(event);
+    }
+    Some(saga)
 }
 
 /// An intention to change an order's saga.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OrderCommand {
     /// Accept a new order.
     Place {
@@ -291,6 +456,34 @@ pub enum OrderCommand {
         /// The current time.
         now_ms: u64,
     },
+    /// `command` about an order that may have settled and left the state: decided against the
+    /// live saga if the order is still in the state, else against `saga`, its archived saga as
+    /// [`saga_of`] rebuilt it from the log. The shell looks the archive up, so the decision stays
+    /// pure and the same as it was before the order left memory.
+    OnArchived {
+        /// The order's saga as rebuilt from its events.
+        saga: Box<OrderSaga>,
+        /// What to decide about it.
+        command: Box<OrderCommand>,
+    },
+}
+
+impl OrderCommand {
+    /// The order the command is about; `None` for a placement (the order does not exist yet).
+    pub fn order_id(&self) -> Option<Uuid> {
+        match self {
+            OrderCommand::Place { .. } => None,
+            OrderCommand::RecordOutcome { event, .. } => Some(event.order_id),
+            OrderCommand::Expire { order_id, .. }
+            | OrderCommand::Redrive { order_id, .. }
+            | OrderCommand::RetryCompensation { order_id, .. }
+            | OrderCommand::MarkDelivered { order_id, .. }
+            | OrderCommand::Escalate { order_id, .. }
+            | OrderCommand::ParkDelivery { order_id, .. }
+            | OrderCommand::ResumeDelivery { order_id, .. } => Some(*order_id),
+            OrderCommand::OnArchived { saga, .. } => Some(saga.order.order_id),
+        }
+    }
 }
 
 /// Why an order command was refused.
@@ -632,11 +825,7 @@ impl Domain for Order {
             }
             OrderCommand::Redrive { order_id, now_ms } => {
                 let saga = saga(state, order_id)?;
-                let compensating = matches!(
-                    saga.status,
-                    OrderStatus::Compensating | OrderStatus::NeedsAttention
-                );
-                if !compensating || saga.waiting_for().is_empty() {
+                if !saga.compensations_missing() {
                     return Err(OrderRejection::NotCompensating(order_id));
                 }
                 Ok(vec![OrderEvent::FailureRedriven {
@@ -675,14 +864,10 @@ impl Domain for Order {
                 now_ms,
             } => {
                 let saga = saga(state, order_id)?;
-                let waiting_for = saga.waiting_for();
-                let compensating = matches!(
-                    saga.status,
-                    OrderStatus::Compensating | OrderStatus::NeedsAttention
-                );
-                if !compensating || waiting_for.is_empty() {
+                if !saga.compensations_missing() {
                     return Err(OrderRejection::NotCompensating(order_id));
                 }
+                let waiting_for = saga.waiting_for();
                 if saga.redrives_exhausted {
                     return Ok(vec![]);
                 }
@@ -727,142 +912,26 @@ impl Domain for Order {
                     at_ms: now_ms,
                 }])
             }
+            OrderCommand::OnArchived { saga, command } => {
+                let order_id = saga.order.order_id;
+                if command.order_id() != Some(order_id) {
+                    return Err(OrderRejection::UnknownOrder(order_id));
+                }
+                if state.orders.contains_key(&order_id) {
+                    return Order::decide(state, *command);
+                }
+                // The same rules, against the one saga the log holds for the order.
+                let archived = Orders {
+                    orders: HashMap::from([(order_id, *saga)]),
+                    ..Orders::default()
+                };
+                Order::decide(&archived, *command)
+            }
         }
     }
 
     fn evolve(state: &mut Orders, event: &OrderEvent) {
-        if let OrderEvent::Placed {
-            order,
-            trace_id,
-            idempotency_key,
-        } = event
-        {
-            let saga = OrderSaga {
-                order: order.clone(),
-                trace_id: trace_id.clone(),
-                status: OrderStatus::Pending,
-                required: order.required_participants(),
-                outcomes: BTreeMap::new(),
-                failure_reason: None,
-                attention_reason: None,
-                redrives: 0,
-                data_platform_delivered: false,
-                updated_at_ms: order.placed_at_ms,
-                round_redrives: 0,
-                redrives_exhausted: false,
-                escalations: 0,
-                delivery_parked: None,
-                delivery_parks: 0,
-            };
-            let previous = state.orders.insert(order.order_id, saga);
-            assert!(
-                previous.is_none(),
-                "order {} placed twice in the log",
-                order.order_id
-            );
-            state.by_trace.insert(trace_id.clone(), order.order_id);
-            state.open.insert(order.order_id);
-            state.status_counts.moved(None, OrderStatus::Pending);
-            if let Some(key) = idempotency_key {
-                state.by_idempotency_key.insert(key.clone(), order.order_id);
-            }
-            return;
-        }
-
-        let order_id = event.order_id();
-        let saga = state
-            .orders
-            .get_mut(&order_id)
-            .unwrap_or_else(|| panic!("event for order {order_id} before it was placed"));
-        let status_before = saga.status;
-        match event {
-            OrderEvent::Placed { .. } => unreachable!("handled above"),
-            OrderEvent::OutcomeRecorded {
-                participant,
-                kind,
-                at_ms,
-                ..
-            } => {
-                saga.outcomes.insert(*participant, (*kind).into());
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::Completed { at_ms, .. } => {
-                saga.status = OrderStatus::Completed;
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::Failed { reason, at_ms, .. } => {
-                saga.status = OrderStatus::Compensating;
-                saga.failure_reason = Some(reason.clone());
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::Compensated { at_ms, .. } => {
-                saga.status = OrderStatus::Failed;
-                saga.attention_reason = None;
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::AttentionNeeded { reason, at_ms, .. } => {
-                saga.status = OrderStatus::NeedsAttention;
-                saga.attention_reason = Some(reason.clone());
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::FailureRedriven { attempt, at_ms, .. } => {
-                saga.redrives = *attempt;
-                saga.round_redrives += 1;
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::CompensationRetried { attempt, at_ms, .. } => {
-                saga.status = OrderStatus::Compensating;
-                saga.attention_reason = None;
-                saga.redrives = *attempt;
-                // A fresh round: the supervisor re-drives again before escalating again.
-                saga.round_redrives = 0;
-                saga.redrives_exhausted = false;
-                // Back to "not compensated yet", so waiting_for and redrives cover them again.
-                for progress in saga.outcomes.values_mut() {
-                    if *progress == ParticipantProgress::CompensationFailed {
-                        *progress = ParticipantProgress::Succeeded;
-                    }
-                }
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::DataPlatformDelivered { at_ms, .. } => {
-                saga.data_platform_delivered = true;
-                saga.delivery_parked = None;
-                saga.updated_at_ms = *at_ms;
-            }
-            // A no-op on purpose: a redelivery must not look like activity.
-            OrderEvent::DuplicateIgnored { .. } => {}
-            OrderEvent::RedrivesExhausted { reason, at_ms, .. } => {
-                saga.status = OrderStatus::NeedsAttention;
-                // Keep a failed compensation's reason: both need the operator.
-                saga.attention_reason = Some(match saga.attention_reason.take() {
-                    Some(earlier) => format!("{earlier}; {reason}"),
-                    None => reason.clone(),
-                });
-                saga.redrives_exhausted = true;
-                saga.escalations += 1;
-                saga.updated_at_ms = *at_ms;
-            }
-            OrderEvent::DeliveryParked { reason, msg_id, .. } => {
-                // Not activity: the supervisor's clocks keep running from the last real change.
-                saga.delivery_parked = Some(ParkedDelivery {
-                    reason: reason.clone(),
-                    msg_id: msg_id.clone(),
-                });
-                saga.delivery_parks += 1;
-            }
-            OrderEvent::DeliveryResumed { .. } => {
-                saga.delivery_parked = None;
-            }
-        }
-        if saga.status != status_before {
-            state.status_counts.moved(Some(status_before), saga.status);
-        }
-        let settled = saga.status == OrderStatus::Failed
-            || (saga.status == OrderStatus::Completed && saga.data_platform_delivered);
-        if settled {
-            state.open.remove(&order_id);
-        }
+        evolve(state, event, Retention::DropSettled);
     }
 
     fn event_type(event: &OrderEvent) -> &'static str {
@@ -870,9 +939,102 @@ impl Domain for Order {
     }
 
     fn stream_of(event: &OrderEvent) -> String {
-        format!("order-{}", event.order_id())
+        stream_of(event.order_id())
+    }
+
+    // 2: settled orders leave the state.
+    const SNAPSHOT_VERSION: u32 = 2;
+}
+
+/// The stream holding an order's events.
+pub fn stream_of(order_id: Uuid) -> String {
+    format!("order-{order_id}")
+}
+
+impl Domain for OrderHistory {
+    type State = Orders;
+    type Event = OrderEvent;
+    type Command = OrderCommand;
+    type Rejection = OrderRejection;
+
+    fn decide(state: &Orders, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderRejection> {
+        Order::decide(state, command)
+    }
+
+    fn evolve(state: &mut Orders, event: &OrderEvent) {
+        evolve(state, event, Retention::KeepAll);
+    }
+
+    fn event_type(event: &OrderEvent) -> &'static str {
+        Order::event_type(event)
+    }
+
+    fn stream_of(event: &OrderEvent) -> String {
+        Order::stream_of(event)
     }
 }
 
+/// Whether settled orders stay in the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retention {
+    /// The running service: a settled order leaves the state.
+    DropSettled,
+    /// Offline readers of the whole history.
+    KeepAll,
+}
+
+fn evolve(state: &mut Orders, event: &OrderEvent, retention: Retention) {
+    if let OrderEvent::Placed {
+        order,
+        trace_id,
+        idempotency_key,
+    } = event
+    {
+        let previous = state.orders.insert(
+            order.order_id,
+            OrderSaga::placed(order, trace_id, idempotency_key.as_deref()),
+        );
+        assert!(
+            previous.is_none(),
+            "order {} placed twice in the log",
+            order.order_id
+        );
+        state.by_trace.insert(trace_id.clone(), order.order_id);
+        state.open.insert(order.order_id);
+        state.status_counts.moved(None, OrderStatus::Pending);
+        if let Some(key) = idempotency_key {
+            state.by_idempotency_key.insert(key.clone(), order.order_id);
+        }
+        return;
+    }
+
+    let order_id = event.order_id();
+    // Not in the state: the order settled and left it. What still reaches a settled order (a
+    // late or repeated outcome, kept for the record) changes no status, so the counts hold; the
+    // archive rebuilds the saga from the log with these events included.
+    let Some(saga) = state.orders.get_mut(&order_id) else {
+        return;
+    };
+    let status_before = saga.status;
+    saga.apply(event);
+    if saga.status != status_before {
+        state.status_counts.moved(Some(status_before), saga.status);
+    }
+    if !saga.is_settled() {
+        return;
+    }
+    state.open.remove(&order_id);
+    if retention == Retention::DropSettled {
+        if let Some(saga) = state.orders.remove(&order_id) {
+            state.by_trace.remove(&saga.trace_id);
+            if let Some(key) = &saga.idempotency_key {
+                state.by_idempotency_key.remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bus::consumer::{Delivery, HandleError, Handler};
 use bus::retry::{Backoff, RetryDecision, RetryPolicy, Wait};
 use contract::message::{first_publish, outbox_message};
-use contract::{OrderCompleted, OrderFailed, OutcomeKind, SagaMessage, ORDER_FAILED};
+use contract::{
+    OrderCompleted, OrderFailed, OutcomeKind, ParticipantEvent, SagaMessage, ORDER_FAILED,
+};
 use eventlog::clock::now_ms;
 use eventlog::live::{Executed, Execution, Live};
 use eventlog::record::{EventMeta, OutboxMessage};
@@ -16,7 +18,9 @@ use servicekit::participant::{meta_of, republish_recorded, transient};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderCommand, OrderEvent, OrderSaga, OrderStatus, Orders};
+use crate::domain::{
+    Order, OrderCommand, OrderEvent, OrderRejection, OrderSaga, OrderStatus, Orders,
+};
 
 /// How often the supervisor looks for expired or stalled sagas.
 pub const SUPERVISE_INTERVAL_MS: u64 = 250;
@@ -211,35 +215,11 @@ impl Handler for OutcomeHandler {
                 delivery.subject
             )));
         };
-        // Compensation outcomes may legitimately come again after an operator retry; the domain
-        // itself ignores true duplicates, so their key includes the message id.
-        let key = match event.kind {
-            OutcomeKind::Succeeded | OutcomeKind::Rejected => {
-                contract::dedup_key(event.order_id, "order", &delivery.subject)
-            }
-            _ => contract::dedup_key(
-                event.order_id,
-                "order",
-                &format!("{}/{}", delivery.subject, delivery.msg_id),
-            ),
-        };
+        let key = outcome_dedup_key(event, &delivery.subject, &delivery.msg_id);
         if let Some(recorded) = self.live.store().dedup(&key).map_err(transient)? {
             return republish_recorded(&self.live, &delivery, &recorded, "order").await;
         }
-        let command = OrderCommand::RecordOutcome {
-            event: event.clone(),
-            now_ms: now_ms(),
-        };
-        let executed = self
-            .live
-            .execute(
-                Execution {
-                    meta: meta_of(&delivery),
-                    dedup_key: Some(key),
-                },
-                command,
-                outbox_for,
-            )
+        let executed = record_outcome(&self.live, meta_of(&delivery), key, event)
             .await
             .map_err(transient)?;
         match executed {
@@ -256,6 +236,91 @@ impl Handler for OutcomeHandler {
             ))),
         }
     }
+}
+
+/// Executes a command about an order that may have settled and left the state: when the live
+/// state does not know the order, its saga is rebuilt from the log and the command decided
+/// against it (`OrderCommand::OnArchived`), so a late outcome, a repeated delivery or an
+/// operator action gets the answer it got while the order was in memory.
+pub async fn execute_or_archived(
+    live: &Live<Order>,
+    execution: Execution,
+    command: OrderCommand,
+) -> eventlog::Result<Result<Executed<OrderEvent>, OrderRejection>> {
+    let executed = live
+        .execute(execution.clone(), command.clone(), outbox_for)
+        .await?;
+    let Err(OrderRejection::UnknownOrder(order_id)) = executed else {
+        return Ok(executed);
+    };
+    // A settled order never comes back to the state, so the archive cannot go stale here.
+    match crate::archive::archived_saga(live.store(), order_id)? {
+        Some(saga) => {
+            let command = OrderCommand::OnArchived {
+                saga: Box::new(saga),
+                command: Box::new(command),
+            };
+            live.execute(execution, command, outbox_for).await
+        }
+        None => Ok(executed),
+    }
+}
+
+/// An order's saga: from the live state, or rebuilt from the log once it settled. Answers only
+/// once what it read is durable.
+pub async fn find_saga(live: &Live<Order>, order_id: Uuid) -> eventlog::Result<Option<OrderSaga>> {
+    if let Some(saga) = live.read(|s| s.orders.get(&order_id).cloned()).await? {
+        return Ok(Some(saga));
+    }
+    let archived = crate::archive::archived_saga(live.store(), order_id)?;
+    if archived.is_some() {
+        // What the log read may include a commit not yet flushed: wait for it.
+        live.read(|_| ()).await?;
+    }
+    Ok(archived)
+}
+
+/// The dedup key of a participant's outcome message. Compensation outcomes may legitimately
+/// come again after an operator retry; the domain itself ignores true duplicates, so their key
+/// includes the message id.
+pub fn outcome_dedup_key(event: &ParticipantEvent, subject: &str, msg_id: &str) -> String {
+    match event.kind {
+        OutcomeKind::Succeeded | OutcomeKind::Rejected => {
+            contract::dedup_key(event.order_id, "order", subject)
+        }
+        _ => contract::dedup_key(event.order_id, "order", &format!("{subject}/{msg_id}")),
+    }
+}
+
+/// Records a participant's outcome under its dedup key, settled order or not, with the index
+/// entries of the final status it may reach.
+pub async fn record_outcome(
+    live: &Live<Order>,
+    meta: EventMeta,
+    key: String,
+    event: &ParticipantEvent,
+) -> eventlog::Result<Result<Executed<OrderEvent>, OrderRejection>> {
+    // This outcome may settle the order: its final-status index entries are planned now and
+    // land only with the event that reaches that status.
+    let facts = crate::archive::facts(live.store(), event.order_id)?;
+    let index = facts
+        .as_ref()
+        .map(|f| crate::archive::final_status_entries(event.order_id, f))
+        .unwrap_or_default();
+    let execution = Execution {
+        meta,
+        dedup_key: Some(key),
+        index,
+    };
+    let command = OrderCommand::RecordOutcome {
+        event: event.clone(),
+        now_ms: now_ms(),
+    };
+    let executed = execute_or_archived(live, execution, command).await?;
+    if let (Ok(Executed::Committed { events, .. }), Some(facts)) = (&executed, &facts) {
+        crate::observe::record_failed(facts.placed_at_ms, events);
+    }
+    Ok(executed)
 }
 
 /// Runs a command the order service causes itself; rejections are expected races and ignored.
@@ -280,9 +345,11 @@ pub async fn run_own(
     let execution = Execution {
         meta: span.in_scope(|| own_meta(saga, cause)),
         dedup_key: None,
+        index: Vec::new(),
     };
     let executed =
-        tracing::Instrument::instrument(live.execute(execution, command, outbox_for), span).await?;
+        tracing::Instrument::instrument(execute_or_archived(live, execution, command), span)
+            .await?;
     Ok(matches!(executed, Ok(Executed::Committed { ref events, .. }) if !events.is_empty()))
 }
 
@@ -658,15 +725,10 @@ impl Handler for DataPlatformForwarder {
             )));
         };
         let order_id = order.order_id;
-        let step = self
-            .live
-            .read(|s| {
-                s.orders.get(&order_id).map(|saga| {
-                    forward_step(saga, &delivery.msg_id, delivery.delivered, &self.retry)
-                })
-            })
+        let step = find_saga(&self.live, order_id)
             .await
-            .map_err(transient)?;
+            .map_err(transient)?
+            .map(|saga| forward_step(&saga, &delivery.msg_id, delivery.delivered, &self.retry));
         let last_attempt = match step {
             None => return Err(HandleError::Poison(format!("unknown order {order_id}"))),
             Some(ForwardStep::AlreadyDelivered) => return Ok(()),
@@ -683,23 +745,22 @@ impl Handler for DataPlatformForwarder {
         };
         if let Err(reason) = self.sink.deliver(order).await {
             if last_attempt {
-                let executed = self
-                    .live
-                    .execute(
-                        Execution {
-                            meta: meta_of(&delivery),
-                            dedup_key: None,
-                        },
-                        OrderCommand::ParkDelivery {
-                            order_id,
-                            reason: reason.clone(),
-                            msg_id: delivery.msg_id.clone(),
-                            now_ms: now_ms(),
-                        },
-                        outbox_for,
-                    )
-                    .await
-                    .map_err(transient)?;
+                let executed = execute_or_archived(
+                    &self.live,
+                    Execution {
+                        meta: meta_of(&delivery),
+                        dedup_key: None,
+                        index: Vec::new(),
+                    },
+                    OrderCommand::ParkDelivery {
+                        order_id,
+                        reason: reason.clone(),
+                        msg_id: delivery.msg_id.clone(),
+                        now_ms: now_ms(),
+                    },
+                )
+                .await
+                .map_err(transient)?;
                 if let Err(rejection) = executed {
                     tracing::warn!(%order_id, %rejection, "delivery not parked");
                 }
@@ -708,21 +769,20 @@ impl Handler for DataPlatformForwarder {
             return Err(HandleError::Transient(format!("data platform: {reason}")));
         }
         let key = contract::dedup_key(order_id, "dataplatform", "completed");
-        let executed = self
-            .live
-            .execute(
-                Execution {
-                    meta: meta_of(&delivery),
-                    dedup_key: Some(key),
-                },
-                OrderCommand::MarkDelivered {
-                    order_id,
-                    now_ms: now_ms(),
-                },
-                outbox_for,
-            )
-            .await
-            .map_err(transient)?;
+        let executed = execute_or_archived(
+            &self.live,
+            Execution {
+                meta: meta_of(&delivery),
+                dedup_key: Some(key),
+                index: Vec::new(),
+            },
+            OrderCommand::MarkDelivered {
+                order_id,
+                now_ms: now_ms(),
+            },
+        )
+        .await
+        .map_err(transient)?;
         match executed {
             Ok(_) => Ok(()),
             Err(rejection) => Err(HandleError::Poison(rejection.to_string())),
@@ -844,6 +904,7 @@ pub async fn run_alert_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::OrderHistory;
     use contract::fixtures::{self, line};
     use contract::{OrderPlaced, Participant};
     use eventlog::domain::Domain;
@@ -881,16 +942,16 @@ mod tests {
     fn state_of(events: &[OrderEvent]) -> Orders {
         let mut state = Orders::default();
         for event in events {
-            Order::evolve(&mut state, event);
+            OrderHistory::evolve(&mut state, event);
         }
         state
     }
 
     /// Decides and applies a command; returns the events and the alerts they publish.
     fn apply(state: &mut Orders, command: OrderCommand) -> (Vec<OrderEvent>, Vec<OutboxMessage>) {
-        let events = Order::decide(state, command).expect("accepted");
+        let events = OrderHistory::decide(state, command).expect("accepted");
         for event in &events {
-            Order::evolve(state, event);
+            OrderHistory::evolve(state, event);
         }
         let alerts = outbox_for(state, &events)
             .expect("outbox")
@@ -1076,8 +1137,8 @@ mod tests {
         // Given
         let mut state = point_silent_after_failure();
         let event = outcome(Participant::Point, OutcomeKind::Compensated, 4_000);
-        Order::evolve(&mut state, &event);
-        Order::evolve(
+        OrderHistory::evolve(&mut state, &event);
+        OrderHistory::evolve(
             &mut state,
             &OrderEvent::Compensated {
                 order_id: ORDER,

@@ -1,5 +1,7 @@
 //! The order service.
 //!
+//! - [`archive`]: settled orders on disk: the indexes in the order log and sagas rebuilt from
+//!   it on demand (the live state keeps only orders that can still change).
 //! - [`domain`]: the pure saga core (`decide`/`evolve`): statuses, outcomes, deadline, re-drive,
 //!   escalation, data platform delivery (parked/resumed).
 //! - [`handler`]: participant outcomes in; the supervisor (deadline, re-drive, escalation: pure
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod api;
 #[cfg(feature = "service")]
 pub mod app;
+pub mod archive;
 #[cfg(feature = "service")]
 pub mod cli;
 #[cfg(feature = "service")]

@@ -5,8 +5,8 @@ use eventlog::live::Live;
 
 use crate::domain::{Order, OrderEvent, OrderStatus, Orders};
 
-/// Records what committed events say about sagas: `saga_duration_seconds{outcome}` when an
-/// order becomes terminal, `saga_redrives_total`, `saga_compensation_retries_total`,
+/// Records what committed events say about sagas: `saga_duration_seconds{outcome="completed"}`
+/// when an order completes (failed ones: [`record_failed`]), `saga_redrives_total`, `saga_compensation_retries_total`,
 /// `saga_orders_placed_total`, `saga_attention_needed_total`. Called with the state after the
 /// events applied, as the outbox is planned.
 pub fn record(state: &Orders, events: &[OrderEvent]) {
@@ -21,10 +21,6 @@ pub fn record(state: &Orders, events: &[OrderEvent]) {
                 metrics::histogram!("saga_duration_seconds", "outcome" => "completed")
                     .record(seconds(*at_ms));
             }
-            OrderEvent::Compensated { at_ms, .. } => {
-                metrics::histogram!("saga_duration_seconds", "outcome" => "failed")
-                    .record(seconds(*at_ms));
-            }
             OrderEvent::FailureRedriven { .. } => {
                 metrics::counter!("saga_redrives_total").increment(1);
             }
@@ -35,6 +31,18 @@ pub fn record(state: &Orders, events: &[OrderEvent]) {
                 metrics::counter!("saga_attention_needed_total").increment(1);
             }
             _ => {}
+        }
+    }
+}
+
+/// Records `saga_duration_seconds{outcome="failed"}` for a `Compensated` among committed
+/// events. Apart from [`record`] because `Compensated` settles the order: the state no longer
+/// holds its saga once the event applied, so the caller passes the placement time.
+pub fn record_failed(placed_at_ms: u64, events: &[OrderEvent]) {
+    for event in events {
+        if let OrderEvent::Compensated { at_ms, .. } = event {
+            metrics::histogram!("saga_duration_seconds", "outcome" => "failed")
+                .record(at_ms.saturating_sub(placed_at_ms) as f64 / 1_000.0);
         }
     }
 }

@@ -408,7 +408,8 @@ fn commands_already_answered_change_nothing() {
         ),
     ];
     for (history, command) in cases {
-        given::<Order>(history).when(command).then_nothing();
+        // OrderHistory keeps settled orders (the delivered one) in the state.
+        given::<OrderHistory>(history).when(command).then_nothing();
     }
 }
 
@@ -556,7 +557,7 @@ fn the_last_compensation_marks_the_order_failed() {
         compensated(Participant::Stock, 4_100),
         compensated(Participant::Coupon, 4_200),
     ];
-    let scenario = given::<Order>(then_also(failed_history(), compensations));
+    let scenario = given::<OrderHistory>(then_also(failed_history(), compensations));
     // When
     let when = scenario.when(compensation(Participant::Point, 4_300));
     // Then
@@ -611,7 +612,7 @@ fn the_last_compensation_after_a_failed_one_leaves_the_order_needing_attention()
 #[test]
 fn an_operator_retry_followed_by_the_compensation_fails_the_order() {
     // Given
-    let scenario = given::<Order>(needs_attention_history());
+    let scenario = given::<OrderHistory>(needs_attention_history());
     // When
     let retried_state = scenario
         .when(ask(Ask::Retry, 7_000))
@@ -626,7 +627,7 @@ fn an_operator_retry_followed_by_the_compensation_fails_the_order() {
     // Given the retry is in the log
     let history = then_also(needs_attention_history(), [retried(1, 7_000)]);
     // When
-    let when = given::<Order>(history).when(compensation(Participant::Point, 8_000));
+    let when = given::<OrderHistory>(history).when(compensation(Participant::Point, 8_000));
     // Then
     let state = when.then([
         compensated(Participant::Point, 8_000),
@@ -695,7 +696,7 @@ fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participa
     // Given
     let history = then_also(point_silent_history(), [redrives_exhausted(10_000)]);
     // When
-    let retried_state = given::<Order>(history.clone())
+    let retried_state = given::<OrderHistory>(history.clone())
         .when(ask(Ask::Retry, 11_000))
         // Then
         .then([retried(2, 11_000)]);
@@ -708,7 +709,7 @@ fn an_operator_retry_after_exhausted_redrives_fails_the_order_once_the_participa
     // Given the retry is in the log
     let history = then_also(history, [retried(2, 11_000)]);
     // When point finally answers
-    let when = given::<Order>(history).when(compensation(Participant::Point, 12_000));
+    let when = given::<OrderHistory>(history).when(compensation(Participant::Point, 12_000));
     // Then
     let state = when.then([
         compensated(Participant::Point, 12_000),
@@ -751,7 +752,7 @@ fn delivering_a_completed_order_records_it_and_unparks_it() {
         then_also(completed_history(), [parked(5_000)]),
     ] {
         // Given
-        let scenario = given::<Order>(history);
+        let scenario = given::<OrderHistory>(history);
         // When
         let state = scenario
             .when(ask(Ask::MarkDelivered, 8_000))
