@@ -30,6 +30,9 @@ pub const DEFAULT_SLED_CACHE_MB: u64 = 64;
 /// Default number of dedup keys the Bloom filter is sized for (`DEDUP_FILTER_KEYS`); at open it
 /// is grown to twice the keys on disk if that is more. ~1.2 bytes per key.
 pub const DEFAULT_DEDUP_FILTER_KEYS: usize = 10_000_000;
+/// Stream heads the writer caches by default: streams are mostly one per order, written a few
+/// times within seconds and never again, so a small cache serves nearly every append.
+pub const DEFAULT_STREAM_CACHE_ENTRIES: usize = 16_384;
 /// Default number of recent dedup records kept in memory (`DEDUP_CACHE_ENTRIES`).
 pub const DEFAULT_DEDUP_CACHE_ENTRIES: usize = 16_384;
 
@@ -81,6 +84,9 @@ pub struct StoreConfig {
     pub dedup_filter_keys: usize,
     /// Recent dedup records kept in memory (0: none).
     pub dedup_cache_entries: usize,
+    /// Stream heads the writer keeps in memory before it empties its cache (see
+    /// [`DEFAULT_STREAM_CACHE_ENTRIES`]).
+    pub stream_cache_entries: usize,
 }
 
 impl StoreConfig {
@@ -92,6 +98,7 @@ impl StoreConfig {
             cache_capacity_bytes: DEFAULT_SLED_CACHE_MB * 1024 * 1024,
             dedup_filter_keys: DEFAULT_DEDUP_FILTER_KEYS,
             dedup_cache_entries: DEFAULT_DEDUP_CACHE_ENTRIES,
+            stream_cache_entries: DEFAULT_STREAM_CACHE_ENTRIES,
         }
     }
 
@@ -315,6 +322,7 @@ impl EventStore {
             durable: durable_tx,
             answered_ticket: 0,
             streams: HashMap::new(),
+            stream_cache_entries: config.stream_cache_entries.max(1),
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -1143,9 +1151,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Stream versions the writer keeps in memory at most.
-const STREAM_CACHE_CAPACITY: usize = 16_384;
-
 struct Writer {
     db: sled::Db,
     trees: Trees,
@@ -1156,8 +1161,9 @@ struct Writer {
     /// Ticket of the last request answered.
     answered_ticket: u64,
     /// Cache of stream versions, filled on first use from the heads tree; emptied when it
-    /// reaches [`STREAM_CACHE_CAPACITY`], so it does not grow with the number of orders.
+    /// reaches `stream_cache_entries` (between groups), so it does not grow with the orders.
     streams: HashMap<String, u64>,
+    stream_cache_entries: usize,
 }
 
 impl Writer {
@@ -1194,6 +1200,12 @@ impl Writer {
                     let _ = request.reply.send(Err(Error::Storage(err.clone())));
                 }
                 return None;
+            }
+            if self.streams.len() >= self.stream_cache_entries {
+                // Only between groups: heads planned by the group are in the cache alone until
+                // its batch is applied, and a miss reads the heads tree. A miss costs one read;
+                // most streams (one per order) are written a few times within seconds, then never.
+                self.streams.clear();
             }
             let flushing = std::time::Instant::now();
             #[cfg(any(test, feature = "test-util"))]
@@ -1244,11 +1256,7 @@ impl Writer {
         if let Some(v) = self.streams.get(stream) {
             return Ok(*v);
         }
-        if self.streams.len() >= STREAM_CACHE_CAPACITY {
-            // A miss costs one read of the heads tree; most streams (one per order) are
-            // written a few times within seconds and never again.
-            self.streams.clear();
-        }
+
         let v = self
             .trees
             .heads

@@ -113,3 +113,52 @@ async fn an_index_entry_of_a_stream_that_has_no_records_is_named() {
         verify_error(&store)
     );
 }
+
+#[tokio::test]
+async fn appends_at_the_end_through_a_tiny_stream_cache_keep_every_stream_gapless() {
+    // Given a writer that caches 2 stream heads, and 400 appends at the end of 10 streams,
+    // queued at once so that groups hold several appends to one stream
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = EventStore::open(StoreConfig {
+        stream_cache_entries: 2,
+        ..StoreConfig::new(dir.path())
+    })
+    .expect("the store opens");
+    let mut commits = tokio::task::JoinSet::new();
+    for i in 0..400u64 {
+        let store = store.clone();
+        commits.spawn(async move {
+            store
+                .commit(Commit {
+                    appends: vec![StreamAppend {
+                        stream: format!("s-{}", i % 10),
+                        expected_version: eventlog::ANY_VERSION,
+                        events: vec![NewEvent {
+                            event_type: "Happened".into(),
+                            schema_version: 1,
+                            payload: i.to_be_bytes().to_vec(),
+                        }],
+                    }],
+                    ..Commit::default()
+                })
+                .await
+                .expect("commits")
+        });
+    }
+    while let Some(done) = commits.join_next().await {
+        done.expect("a commit task");
+    }
+
+    // When verified / Then every stream is gapless and its index names exactly its records
+    let report = store.verify().expect("the log verifies");
+    assert_eq!((report.records, report.streams), (400, 10));
+    for stream in 0..10 {
+        let seqs: Vec<u64> = store
+            .read_stream(&format!("s-{stream}"))
+            .expect("reads")
+            .iter()
+            .map(|r| r.stream_seq)
+            .collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "s-{stream}");
+    }
+}
