@@ -48,7 +48,7 @@ pub async fn build(settings: Settings) -> servicekit::Result<App> {
         }
         let sink = match &settings.dataplatform_url {
             Some(url) => DataPlatformSink::http(url.clone(), &settings.dataplatform)?,
-            None => DataPlatformSink::file(parts.data_dir.join("dataplatform.jsonl"))?,
+            None => DataPlatformSink::file(parts.data_dir.join(contract::DATAPLATFORM_FILE))?,
         };
         let retry = settings.dataplatform.retry;
         let forwarder = Arc::new(DataPlatformForwarder {

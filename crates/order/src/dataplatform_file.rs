@@ -93,7 +93,7 @@ impl FileSink {
                 lines.next();
             }
             for line in lines {
-                if let Some(id) = order_id_of(&String::from_utf8_lossy(&line?)) {
+                if let Some(id) = contract::feed_line_order_id(&String::from_utf8_lossy(&line?)) {
                     recent.insert(id);
                 }
             }
@@ -127,15 +127,6 @@ impl FileSink {
             .await
             .map_err(|_| "data platform file writer stopped".to_owned())?
     }
-}
-
-fn order_id_of(line: &str) -> Option<Uuid> {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()?
-        .get("orderId")?
-        .as_str()?
-        .parse()
-        .ok()
 }
 
 /// The writer thread: one write and one sync per group of queued appends. The file is opened
@@ -200,7 +191,7 @@ mod tests {
         let mut counts = std::collections::HashMap::new();
         for l in text.lines() {
             *counts
-                .entry(order_id_of(l).expect("every line has an orderId"))
+                .entry(contract::feed_line_order_id(l).expect("every line has an orderId"))
                 .or_insert(0) += 1;
         }
         counts

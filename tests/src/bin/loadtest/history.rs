@@ -20,7 +20,7 @@ use e2e::procs::{Api, ProcSystem};
 use e2e::SERVICES;
 
 use crate::procstat;
-use crate::{stats, Load, Phase};
+use crate::{closed_loop, stats, Load, Until};
 
 /// Default checkpoints, cut at the number of orders asked for.
 const CHECKPOINTS: [u64; 5] = [10_000, 100_000, 250_000, 500_000, 1_000_000];
@@ -74,36 +74,6 @@ async fn probe(api: Api, users: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
         tokio::time::sleep(PROBE_PAUSE).await;
     }
     latencies
-}
-
-/// `connections` loops placing orders until `until` orders have been numbered.
-async fn closed_loop_until(load: &Load, connections: usize, until: u64) -> Phase {
-    let started = Instant::now();
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let load = load.clone();
-        loops.spawn(async move {
-            let mut phase = Phase::default();
-            loop {
-                let n = load.counter.fetch_add(1, Ordering::Relaxed);
-                if n >= until {
-                    // Numbers past the checkpoint are handed back for the next segment.
-                    load.counter.fetch_sub(1, Ordering::Relaxed);
-                    break;
-                }
-                let sent = Instant::now();
-                let reply = load.place(n).await;
-                phase.record(sent.elapsed(), reply);
-            }
-            phase
-        });
-    }
-    let mut total = Phase::default();
-    while let Some(joined) = loops.join_next().await {
-        total.merge(joined.expect("a load loop"));
-    }
-    total.elapsed = started.elapsed();
-    total
 }
 
 /// Total size of the files below `dir`.
@@ -382,7 +352,7 @@ pub(crate) async fn run(
     for mark in marks {
         let stop = Arc::new(AtomicBool::new(false));
         let prober = tokio::spawn(probe(api.clone(), args.users, stop.clone()));
-        let phase = closed_loop_until(load, args.connections, mark).await;
+        let phase = closed_loop(load, args.connections, Until::Orders(mark)).await;
         stop.store(true, Ordering::Relaxed);
         let mut latencies = prober.await.unwrap_or_default();
         ok &= phase.errors == 0;

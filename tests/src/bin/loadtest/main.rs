@@ -240,18 +240,39 @@ impl Load {
     }
 }
 
+/// When a closed loop stops.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// At this time.
+    Time(Instant),
+    /// Once this many orders have been numbered (across phases).
+    Orders(u64),
+}
+
 /// `connections` loops, each placing its next order once the previous one answered.
-async fn closed_loop(load: &Load, connections: usize, duration: Duration) -> Phase {
+async fn closed_loop(load: &Load, connections: usize, until: Until) -> Phase {
     let started = Instant::now();
-    let until = started + duration;
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let load = load.clone();
         loops.spawn(async move {
             let mut phase = Phase::default();
-            while Instant::now() < until {
+            loop {
+                let n = match until {
+                    Until::Time(end) if Instant::now() >= end => break,
+                    Until::Time(_) => load.counter.fetch_add(1, Ordering::Relaxed),
+                    Until::Orders(last) => {
+                        let n = load.counter.fetch_add(1, Ordering::Relaxed);
+                        if n >= last {
+                            // Handed back: the next phase numbers from here.
+                            load.counter.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                        n
+                    }
+                };
                 let sent = Instant::now();
-                let reply = load.place_next().await;
+                let reply = load.place(n).await;
                 phase.record(sent.elapsed(), reply);
             }
             phase
@@ -449,7 +470,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let mut placed = 0u64;
     if !args.warmup.is_zero() {
-        let w = closed_loop(&load, args.connections, args.warmup).await;
+        let w = closed_loop(
+            &load,
+            args.connections,
+            Until::Time(Instant::now() + args.warmup),
+        )
+        .await;
         placed += w.terminal() + w.waited_out;
         println!(
             "warm-up: {} orders in {:.1} s",
@@ -461,7 +487,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut ok = true;
     if !args.closed.is_zero() {
         let before = CpuSnapshot::take(&pids);
-        let mut phase = closed_loop(&load, args.connections, args.closed).await;
+        let mut phase = closed_loop(
+            &load,
+            args.connections,
+            Until::Time(Instant::now() + args.closed),
+        )
+        .await;
         let after = CpuSnapshot::take(&pids);
         placed += phase.terminal() + phase.waited_out;
         let rate = phase.terminal() as f64 / phase.elapsed.as_secs_f64();
