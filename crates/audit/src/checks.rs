@@ -122,7 +122,7 @@ pub fn stock(
             _ => {}
         }
     }
-    for (id, entry) in by_id(&state.orders) {
+    for (id, entry) in by_id(state.orders.iter()) {
         if !orders.orders.contains_key(&id) && holds(entry.status) {
             push(
                 out,
@@ -191,7 +191,7 @@ pub fn points(
             _ => {}
         }
     }
-    for (id, entry) in by_id(&state.orders) {
+    for (id, entry) in by_id(state.orders.iter()) {
         if !orders.orders.contains_key(&id) && holds(entry.status) {
             push(
                 out,
@@ -291,7 +291,7 @@ pub fn payments(orders: &Orders, state: &payment::domain::PaymentState, out: &mu
             push(out, CHECK_PAYMENTS, format!("order {id} is {problem}"));
         }
     }
-    for (id, p) in by_id(&state.payments) {
+    for (id, p) in by_id(state.payments.iter()) {
         let charged = matches!(p.status, P::Approved | P::CancelFailed | P::Requested);
         if charged && !orders.orders.contains_key(&id) {
             push(
@@ -453,8 +453,8 @@ fn sorted(orders: &Orders) -> Vec<(Uuid, &OrderSaga)> {
 }
 
 /// A participant's per-order map in id order, so reports are stable.
-fn by_id<T>(map: &std::collections::HashMap<Uuid, T>) -> Vec<(Uuid, &T)> {
-    let mut all: Vec<(Uuid, &T)> = map.iter().map(|(id, v)| (*id, v)).collect();
+fn by_id<'a, T: 'a>(entries: impl Iterator<Item = (&'a Uuid, &'a T)>) -> Vec<(Uuid, &'a T)> {
+    let mut all: Vec<(Uuid, &T)> = entries.map(|(id, v)| (*id, v)).collect();
     all.sort_by_key(|(id, _)| *id);
     all
 }

@@ -2,7 +2,7 @@
 //!
 //! No I/O, clock or randomness: the time travels inside commands as `now_ms`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 pub use contract::ledger::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
@@ -81,13 +81,14 @@ impl CouponEntry {
     }
 }
 
-/// The folded state: every coupon and every order seen.
+/// The folded state: every coupon and the orders still open here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CouponState {
     /// Coupons by id.
     pub coupons: BTreeMap<String, CouponEntry>,
-    /// Orders by id.
-    pub orders: HashMap<Uuid, OrderEntry>,
+    /// Open orders by id (coupon used or rejected, not yet failed), the most recent
+    /// [`ledger::OPEN_WINDOW`]; the others are in the log (see [`ledger::Orders`]).
+    pub orders: ledger::Orders<OrderEntry>,
 }
 
 impl CouponState {
@@ -96,10 +97,43 @@ impl CouponState {
         self.coupons.get(id)
     }
 
-    /// Where an order stands; `None` for an order never seen (or placed without a coupon).
+    /// Where an order stands; `None` for an order never seen (or placed without a coupon), or
+    /// not in memory.
     pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
         self.orders.get(&order_id).map(|entry| entry.status)
     }
+}
+
+/// An order's entry moved on by one of its events, as the whole history would leave it
+/// (coupons aside): what [`Domain::hydrate`] folds the order's own events with.
+fn replay_entry(
+    entry: Option<OrderEntry>,
+    order_id: Uuid,
+    event: &CouponEvent,
+) -> Option<OrderEntry> {
+    let (status, coupon_id) = match event {
+        CouponEvent::Used {
+            order_id: id,
+            coupon_id,
+        } if *id == order_id => (ParticipantOrderStatus::Succeeded, Some(coupon_id.clone())),
+        CouponEvent::UseRejected {
+            order_id: id,
+            coupon_id,
+            ..
+        } if *id == order_id => (ParticipantOrderStatus::Rejected, Some(coupon_id.clone())),
+        CouponEvent::Tombstoned { order_id: id } if *id == order_id => {
+            (ParticipantOrderStatus::Tombstoned, None)
+        }
+        CouponEvent::Released { order_id: id, .. }
+        | CouponEvent::CompensationSkipped { order_id: id, .. }
+            if *id == order_id =>
+        {
+            let coupon_id = entry.and_then(|e| e.coupon_id);
+            (ParticipantOrderStatus::Compensated, coupon_id)
+        }
+        _ => return entry,
+    };
+    Some(OrderEntry { status, coupon_id })
 }
 
 /// A fact the coupon service recorded.
@@ -383,10 +417,6 @@ fn record_new_order(state: &mut CouponState, order_id: Uuid, entry: OrderEntry) 
     ledger::record_new_order(&mut state.orders, order_id, entry);
 }
 
-fn order_mut(state: &mut CouponState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "coupon")
-}
-
 fn coupon_mut<'a>(state: &'a mut CouponState, coupon_id: &str) -> &'a mut CouponEntry {
     match state.coupons.get_mut(coupon_id) {
         Some(coupon) => coupon,
@@ -467,17 +497,16 @@ impl Domain for Coupon {
                 order_id,
                 coupon_id,
             } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "coupon of order {order_id} released while {:?}",
-                    entry.status
+                ledger::settle_order(
+                    &mut state.orders,
+                    *order_id,
+                    &[
+                        ParticipantOrderStatus::Succeeded,
+                        ParticipantOrderStatus::CompensationFailed,
+                    ],
+                    "coupon released",
                 );
-                entry.status = ParticipantOrderStatus::Compensated;
+                // The coupon is named by the event: the entry may have left memory long ago.
                 let coupon = coupon_mut(state, coupon_id);
                 assert_eq!(
                     coupon.used_by,
@@ -490,13 +519,36 @@ impl Domain for Coupon {
                 ledger::evolve_tombstoned(&mut state.orders, *order_id)
             }
             CouponEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "coupon")
+                ledger::evolve_compensation_skipped(&mut state.orders, *order_id)
             }
             CouponEvent::PlacementIgnored { order_id, .. } => {
                 ledger::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }
+
+    fn cold_key(command: &CouponCommand) -> Option<String> {
+        match command {
+            CouponCommand::Issue { .. } => None,
+            CouponCommand::HandlePlaced { placed, .. } => ledger::cold_key(placed.order_id),
+            CouponCommand::HandleFailed { order_id } => ledger::cold_key(*order_id),
+        }
+    }
+
+    fn is_resident(state: &CouponState, key: &str) -> bool {
+        ledger::is_resident(&state.orders, key)
+    }
+
+    fn hydrate(state: &mut CouponState, key: &str, events: &[CouponEvent]) {
+        ledger::hydrate(&mut state.orders, key, events, replay_entry);
+    }
+
+    fn retire(state: &mut CouponState, key: &str) {
+        ledger::retire(&mut state.orders, key);
+    }
+
+    // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &CouponEvent) -> &'static str {
         event.into()
@@ -740,10 +792,8 @@ mod tests {
         // Then
         let state = when.then([released(order(1), "c-1")]);
         assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
         let next = given::<Coupon>([
             issued("c-1", None, None),
             used(order(1), "c-1"),
@@ -761,10 +811,8 @@ mod tests {
         let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
         // Then
         let state = when.then([CouponEvent::Tombstoned { order_id: order(1) }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
     }
 
     #[test]
@@ -798,10 +846,8 @@ mod tests {
             order_id: order(1),
             reason: "rejected, nothing to undo".into(),
         }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
     }
 
     #[test]
@@ -855,8 +901,76 @@ mod tests {
             let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
             // Then
             let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
+            assert_eq!(
+                state.order_status(order(1)),
+                None,
+                "{settled:?} is settled: only the log keeps it"
+            );
         }
+    }
+
+    /// `OPEN_WINDOW` newer orders (rejected: no coupon moves), enough to push order(1) out.
+    fn newer_orders() -> impl Iterator<Item = CouponEvent> {
+        (2..=u128::from(ledger::OPEN_WINDOW) + 1)
+            .map(|n| use_rejected(order(n), "c-9", "coupon c-9: unknown coupon"))
+    }
+
+    #[test]
+    fn an_evicted_use_that_fails_releases_the_coupon_exactly_once() {
+        // Given coupon c-1 used by order 1 long ago: its entry is no longer in memory
+        let history: Vec<CouponEvent> = [issued("c-1", None, None), used(order(1), "c-1")]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Coupon>(history.clone());
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        assert_eq!(
+            scenario.state().coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Used)
+        );
+        // When order.failed arrives for it
+        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+        // Then the coupon is released (and the state is the fold of the log)
+        let state = when.then([released(order(1), "c-1")]);
+        assert_eq!(
+            state.coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Available)
+        );
+        assert_eq!(state.order_status(order(1)), None);
+        // And a re-drive releases nothing more, while another order may now use it
+        let after: Vec<CouponEvent> = history
+            .into_iter()
+            .chain([released(order(1), "c-1")])
+            .collect();
+        given::<Coupon>(after.clone())
+            .when(CouponCommand::HandleFailed { order_id: order(1) })
+            .then_nothing();
+        given::<Coupon>(after)
+            .when(place(order(u128::MAX), "user-2", Some("c-1")))
+            .then([used(order(u128::MAX), "c-1")]);
+    }
+
+    #[test]
+    fn a_late_placement_after_an_evicted_tombstone_is_ignored() {
+        // Given a tombstone (never kept in memory) and many orders since
+        let history: Vec<CouponEvent> = [
+            issued("c-1", None, None),
+            CouponEvent::Tombstoned { order_id: order(1) },
+        ]
+        .into_iter()
+        .chain(newer_orders())
+        .collect();
+        // When the order's placement arrives at last
+        let when = given::<Coupon>(history).when(place(order(1), "user-1", Some("c-1")));
+        // Then it is ignored: the coupon stays available
+        let state = when.then([CouponEvent::PlacementIgnored {
+            order_id: order(1),
+            reason: LATE_PLACEMENT.into(),
+        }]);
+        assert_eq!(
+            state.coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Available)
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
         "{result:?}"
     );
     let status = live
-        .read(|s| s.status(order_id))
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
         .await
         .expect("a durable read");
     assert_eq!(status, Some(PaymentStatus::Requested));
@@ -118,7 +118,7 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
 
     // Then: the PG was asked to cancel and payment.cancelled is published
     let status = live
-        .read(|s| s.status(order_id))
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
         .await
         .expect("a durable read");
     assert_eq!(status, Some(PaymentStatus::Cancelled));
@@ -138,7 +138,7 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
 
     // Then: it is ignored, nothing is published, the state is unchanged
     let status = live
-        .read(|s| s.status(order_id))
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
         .await
         .expect("a durable read");
     assert_eq!(status, Some(PaymentStatus::Cancelled));
@@ -148,7 +148,14 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
     );
     let rebuilt = Live::<Payment>::open(store.clone()).expect("the state rebuilds");
     let state = rebuilt.read(|s| s.clone()).await.expect("a durable read");
-    assert_eq!(state.status(order_id), Some(PaymentStatus::Cancelled));
+    assert!(state == live.read(|s| s.clone()).await.expect("a durable read"));
+    // Settled: only the log keeps the payment, and a read of the order brings it back.
+    assert_eq!(state.status(order_id), None);
+    let status = rebuilt
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
+        .await
+        .expect("a durable read");
+    assert_eq!(status, Some(PaymentStatus::Cancelled));
 }
 
 #[tokio::test]
@@ -222,7 +229,7 @@ async fn a_re_drive_after_a_retried_cancellation_re_publishes_the_recorded_cance
     let again: Vec<String> = drain(&store).into_iter().map(|m| m.subject).collect();
     assert_eq!(again, ["payment.cancelled"]);
     let status = live
-        .read(|s| s.status(order_id))
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
         .await
         .expect("a durable read");
     assert_eq!(status, Some(PaymentStatus::Cancelled));

@@ -2,7 +2,7 @@
 //!
 //! No I/O, clock or randomness: everything a decision needs travels inside the command.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 pub use contract::ledger::{
     ParticipantOrderStatus, LATE_PLACEMENT, NOTHING_TO_UNDO, TOMBSTONE_REASON,
@@ -52,13 +52,14 @@ impl ledger::OrderEntry for OrderEntry {
     }
 }
 
-/// The folded state: every balance and every order seen.
+/// The folded state: every balance and the orders still open here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointState {
     /// Balances by user; a user is known once credited.
     pub balances: BTreeMap<String, u64>,
-    /// Orders by id.
-    pub orders: HashMap<Uuid, OrderEntry>,
+    /// Open orders by id (deducted or rejected, not yet failed), the most recent
+    /// [`ledger::OPEN_WINDOW`]; the others are in the log (see [`ledger::Orders`]).
+    pub orders: ledger::Orders<OrderEntry>,
 }
 
 impl PointState {
@@ -72,10 +73,52 @@ impl PointState {
         self.balances.contains_key(user)
     }
 
-    /// Where an order stands; `None` for an order never seen (or placed without points).
+    /// Where an order stands; `None` for an order never seen (or placed without points), or
+    /// not in memory.
     pub fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
         self.orders.get(&order_id).map(|entry| entry.status)
     }
+}
+
+/// An order's entry moved on by one of its events, as the whole history would leave it
+/// (balances aside): what [`Domain::hydrate`] folds the order's own events with.
+fn replay_entry(
+    entry: Option<OrderEntry>,
+    order_id: Uuid,
+    event: &PointEvent,
+) -> Option<OrderEntry> {
+    let status = match event {
+        PointEvent::Deducted {
+            order_id: id,
+            user_id,
+            points,
+        } if *id == order_id => {
+            return Some(OrderEntry {
+                status: ParticipantOrderStatus::Succeeded,
+                user_id: user_id.clone(),
+                points: *points,
+            })
+        }
+        PointEvent::DeductRejected { order_id: id, .. } if *id == order_id => {
+            ParticipantOrderStatus::Rejected
+        }
+        PointEvent::Tombstoned { order_id: id } if *id == order_id => {
+            ParticipantOrderStatus::Tombstoned
+        }
+        PointEvent::Refunded { order_id: id, .. }
+        | PointEvent::CompensationSkipped { order_id: id, .. }
+            if *id == order_id =>
+        {
+            ParticipantOrderStatus::Compensated
+        }
+        _ => return entry,
+    };
+    let (user_id, points) = entry.map(|e| (e.user_id, e.points)).unwrap_or_default();
+    Some(OrderEntry {
+        status,
+        user_id,
+        points,
+    })
 }
 
 /// A fact the point service recorded.
@@ -307,10 +350,6 @@ fn record_new_order(state: &mut PointState, order_id: Uuid, entry: OrderEntry) {
     ledger::record_new_order(&mut state.orders, order_id, entry);
 }
 
-fn order_mut(state: &mut PointState, order_id: Uuid) -> &mut OrderEntry {
-    ledger::order_mut(&mut state.orders, order_id, "point")
-}
-
 fn add_points(state: &mut PointState, user_id: &str, points: u64) {
     let balance = state.balances.entry(user_id.to_owned()).or_insert(0);
     *balance = match balance.checked_add(points) {
@@ -371,30 +410,52 @@ impl Domain for Point {
                 user_id,
                 points,
             } => {
-                let entry = order_mut(state, *order_id);
-                assert!(
-                    matches!(
-                        entry.status,
-                        ParticipantOrderStatus::Succeeded
-                            | ParticipantOrderStatus::CompensationFailed
-                    ),
-                    "order {order_id} refunded while {:?}",
-                    entry.status
+                ledger::settle_order(
+                    &mut state.orders,
+                    *order_id,
+                    &[
+                        ParticipantOrderStatus::Succeeded,
+                        ParticipantOrderStatus::CompensationFailed,
+                    ],
+                    "refunded",
                 );
-                entry.status = ParticipantOrderStatus::Compensated;
+                // Who and how much come from the event: the entry may have left memory.
                 add_points(state, user_id, *points);
             }
             PointEvent::Tombstoned { order_id } => {
                 ledger::evolve_tombstoned(&mut state.orders, *order_id)
             }
             PointEvent::CompensationSkipped { order_id, .. } => {
-                ledger::evolve_compensation_skipped(&mut state.orders, *order_id, "point")
+                ledger::evolve_compensation_skipped(&mut state.orders, *order_id)
             }
             PointEvent::PlacementIgnored { order_id, .. } => {
                 ledger::evolve_placement_ignored(&state.orders, *order_id)
             }
         }
     }
+
+    fn cold_key(command: &PointCommand) -> Option<String> {
+        match command {
+            PointCommand::Credit { .. } => None,
+            PointCommand::HandlePlaced { placed } => ledger::cold_key(placed.order_id),
+            PointCommand::HandleFailed { order_id } => ledger::cold_key(*order_id),
+        }
+    }
+
+    fn is_resident(state: &PointState, key: &str) -> bool {
+        ledger::is_resident(&state.orders, key)
+    }
+
+    fn hydrate(state: &mut PointState, key: &str, events: &[PointEvent]) {
+        ledger::hydrate(&mut state.orders, key, events, replay_entry);
+    }
+
+    fn retire(state: &mut PointState, key: &str) {
+        ledger::retire(&mut state.orders, key);
+    }
+
+    // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &PointEvent) -> &'static str {
         event.into()
@@ -601,10 +662,8 @@ mod tests {
         // Then
         let state = when.then([refunded(order(1), "user-1", 4)]);
         assert_eq!(state.balance("user-1"), 110);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
     }
 
     #[test]
@@ -615,10 +674,8 @@ mod tests {
         let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
         // Then
         let state = when.then([PointEvent::Tombstoned { order_id: order(1) }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Tombstoned)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
     }
 
     #[test]
@@ -654,10 +711,8 @@ mod tests {
             order_id: order(1),
             reason: "rejected, nothing to undo".into(),
         }]);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
     }
 
     #[test]
@@ -714,8 +769,64 @@ mod tests {
             let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
             // Then
             let state = when.then_nothing();
-            assert_eq!(state.order_status(order(1)), Some(settled));
+            assert_eq!(
+                state.order_status(order(1)),
+                None,
+                "{settled:?} is settled: only the log keeps it"
+            );
         }
+    }
+
+    /// `OPEN_WINDOW` newer orders (rejected: no points move), enough to push order(1) out.
+    fn newer_orders() -> impl Iterator<Item = PointEvent> {
+        (2..=u128::from(ledger::OPEN_WINDOW) + 1)
+            .map(|n| deduct_rejected(order(n), "insufficient points: balance 0, wanted 1"))
+    }
+
+    #[test]
+    fn an_evicted_deduction_that_fails_is_refunded_exactly_once() {
+        // Given 30 points of user-1 deducted by order 1 long ago: no longer in memory
+        let history: Vec<PointEvent> = [credited("user-1", 100), deducted(order(1), "user-1", 30)]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Point>(history.clone());
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        assert_eq!(scenario.state().balance("user-1"), 70);
+        // When order.failed arrives for it
+        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
+        // Then the points come back (and the state is the fold of the log)
+        let state = when.then([refunded(order(1), "user-1", 30)]);
+        assert_eq!(state.balance("user-1"), 100);
+        // And a re-drive refunds nothing more
+        let again = given::<Point>(
+            history
+                .into_iter()
+                .chain([refunded(order(1), "user-1", 30)]),
+        )
+        .when(PointCommand::HandleFailed { order_id: order(1) })
+        .then_nothing();
+        assert_eq!(again.balance("user-1"), 100);
+    }
+
+    #[test]
+    fn a_late_placement_after_an_evicted_tombstone_is_ignored() {
+        // Given a tombstone (never kept in memory) and many orders since
+        let history: Vec<PointEvent> = [
+            credited("user-1", 100),
+            PointEvent::Tombstoned { order_id: order(1) },
+        ]
+        .into_iter()
+        .chain(newer_orders())
+        .collect();
+        // When the order's placement arrives at last
+        let when = given::<Point>(history).when(place(order(1), "user-1", 30));
+        // Then it is ignored: nothing deducted
+        let state = when.then([PointEvent::PlacementIgnored {
+            order_id: order(1),
+            reason: LATE_PLACEMENT.into(),
+        }]);
+        assert_eq!(state.balance("user-1"), 100);
     }
 
     #[test]
