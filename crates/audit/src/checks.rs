@@ -4,7 +4,7 @@
 //! still in flight (`PENDING`, `COMPENSATING`, `NEEDS_ATTENTION`) are reported as unsettled
 //! instead: what participants hold for them is counted as held, not judged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contract::ledger::{OrderEntry, ParticipantOrderStatus};
 use order::domain::{OrderSaga, OrderStatus, Orders};
@@ -280,7 +280,7 @@ pub fn payments(orders: &Orders, state: &payment::domain::PaymentState, out: &mu
             push(out, CHECK_PAYMENTS, format!("order {id} is {problem}"));
         }
     }
-    for (id, p) in by_id(&state.payments) {
+    for (id, p) in by_id(state.payments.iter()) {
         let charged = matches!(p.status, P::Approved | P::CancelFailed | P::Requested);
         if charged && !orders.orders.contains_key(&id) {
             push(
@@ -442,8 +442,8 @@ fn sorted(orders: &Orders) -> Vec<(Uuid, &OrderSaga)> {
 }
 
 /// A participant's per-order map in id order, so reports are stable.
-fn by_id<T>(map: &HashMap<Uuid, T>) -> Vec<(Uuid, &T)> {
-    let mut all: Vec<(Uuid, &T)> = map.iter().map(|(id, v)| (*id, v)).collect();
+fn by_id<'a, T: 'a>(entries: impl Iterator<Item = (&'a Uuid, &'a T)>) -> Vec<(Uuid, &'a T)> {
+    let mut all: Vec<(Uuid, &T)> = entries.map(|(id, v)| (*id, v)).collect();
     all.sort_by_key(|(id, _)| *id);
     all
 }
@@ -460,9 +460,9 @@ fn holds(status: ParticipantOrderStatus) -> bool {
 /// in id order.
 fn held_for_unknown_orders<'a, E: OrderEntry>(
     orders: &Orders,
-    entries: &'a HashMap<Uuid, E>,
+    entries: &'a contract::ledger::Orders<E>,
 ) -> Vec<(Uuid, &'a E)> {
-    by_id(entries)
+    by_id(entries.iter())
         .into_iter()
         .filter(|(id, entry)| !orders.orders.contains_key(id) && holds(entry.status()))
         .collect()

@@ -71,36 +71,60 @@ where
     D::Command: Clone,
 {
     /// Checks every shared rule: undo, tombstone, ignored late placement, skipped compensation,
-    /// idempotent repeats, and the outcome each of them publishes.
+    /// idempotent repeats, and the outcome each of them publishes. A settled order leaves memory
+    /// (only the log keeps it, see [`ledger::Orders`]): its status is checked as a reader of the
+    /// order sees it (brought back from the log), and its absence from memory besides. Every
+    /// decision is also checked against the fold of its history from scratch (the scenario
+    /// does).
     #[track_caller]
     pub fn check(&self) {
         let id = order(1);
+        let key = id.to_string();
         let tombstoned = ledger::tombstoned::<D::Event>(id);
         let skipped = ledger::compensation_skipped::<D::Event>(id);
         let after = |events: &[&D::Event]| {
             given::<D>(self.setup.iter().chain(events.iter().copied()).cloned())
         };
 
+        // An order it decided is open: in memory until settled.
+        let state = after(&[])
+            .when(self.place.clone())
+            .then([self.succeeded.clone()]);
+        assert_eq!(state.order_status(id), Some(Status::Succeeded));
+        let state = after(&[&self.rejected]).state().clone();
+        assert_eq!(state.order_status(id), Some(Status::Rejected));
         // A failed order gets its part undone.
         let state = after(&[&self.succeeded])
             .when(self.fail.clone())
-            .then([self.undone.clone()]);
+            .then_read(&key, [self.undone.clone()]);
         assert_eq!(state.order_status(id), Some(Status::Compensated));
         // A failure before the placement leaves a tombstone, and the late placement is ignored.
         let state = after(&[])
             .when(self.fail.clone())
-            .then([tombstoned.clone()]);
+            .then_read(&key, [tombstoned.clone()]);
         assert_eq!(state.order_status(id), Some(Status::Tombstoned));
         let ignored = ledger::placement_ignored::<D::Event>(id, ledger::LATE_PLACEMENT);
         let state = after(&[&tombstoned])
             .when(self.place.clone())
-            .then([ignored.clone()]);
+            .then_read(&key, [ignored.clone()]);
         assert_eq!(state.order_status(id), Some(Status::Tombstoned));
         // Compensating a rejected order is skipped.
         let state = after(&[&self.rejected])
             .when(self.fail.clone())
-            .then([skipped.clone()]);
+            .then_read(&key, [skipped.clone()]);
         assert_eq!(state.order_status(id), Some(Status::Compensated));
+        // Settled orders leave memory: the log keeps them.
+        for (history, command, decided) in [
+            (vec![&self.succeeded], &self.fail, &self.undone),
+            (vec![], &self.fail, &tombstoned),
+            (vec![&tombstoned], &self.place, &ignored),
+            (vec![&self.rejected], &self.fail, &skipped),
+        ] {
+            let state = after(&history)
+                .when(command.clone())
+                .then([decided.clone()]);
+            assert_eq!(state.order_status(id), None, "{decided:?}");
+        }
         // A repeated placement is a no-op.
         for history in [
             vec![&self.succeeded],
@@ -115,8 +139,14 @@ where
             (vec![&self.rejected, &skipped], Status::Compensated),
             (vec![&tombstoned], Status::Tombstoned),
         ] {
-            let state = after(&history).when(self.fail.clone()).then_nothing();
-            assert_eq!(state.order_status(id), Some(settled));
+            let scenario = after(&history);
+            assert_eq!(scenario.read_key(&key).order_status(id), Some(settled));
+            let state = scenario.when(self.fail.clone()).then_nothing();
+            assert_eq!(
+                state.order_status(id),
+                None,
+                "{settled:?} is settled: only the log keeps it"
+            );
         }
         // What each publishes.
         let rejected_reason = match self.rejected.step() {

@@ -1,9 +1,9 @@
 //! The participants' ledger rules: what stock, coupon and point remember about each order
 //! (tombstones, skipped compensations, ignored late placements), shared so each domain's
-//! `evolve` applies them the same way. Pure: no I/O.
+//! `evolve` applies them the same way, and which entries stay in memory ([`Orders`]). Pure: no
+//! I/O.
 
-use std::collections::HashMap;
-
+use eventlog::resident::Resident;
 use uuid::Uuid;
 
 use eventlog::domain::Domain;
@@ -42,6 +42,21 @@ pub trait OrderEntry {
     /// The entry of an order whose `order.failed` came before its `order.placed`.
     fn tombstone() -> Self;
 }
+
+/// A participant's per-order entries: in memory while the order is open (succeeded or rejected,
+/// waiting for a possible `order.failed`) and among the last [`OPEN_WINDOW`] orders opened here;
+/// settled orders (undone, nothing to undo, tombstones) and older ones live in the log only and
+/// come back from it for the one command that needs them (see `eventlog::resident`).
+pub type Orders<E> = Resident<Uuid, E>;
+
+/// How many of the most recently opened orders a participant keeps in memory.
+///
+/// Counted in orders, not time, so the fold of the log retires the same entries at the same
+/// point on every replay. An order that fails after this many newer ones is answered from the
+/// log instead (one read), exactly as from memory. At ~200 bytes an entry this bounds the
+/// entries to a few MB, and still covers every order still inside a 30 s saga deadline below
+/// ~600 orders per second.
+pub const OPEN_WINDOW: u64 = 20_000;
 
 /// `order.failed` arrived before `order.placed`: nothing to undo, remember the order failed.
 ///
@@ -236,9 +251,10 @@ pub fn decide_placed<E: LedgerEvent>(
 
 /// Decides `order.failed`: a tombstone for an order never seen, a skipped compensation for a
 /// rejected one, nothing for a settled one; `undo` undoes the part it did (a failed undo, not
-/// produced today, is retried like a fresh one).
+/// produced today, is retried like a fresh one). `orders` holds the order's entry if it has one:
+/// a command about an order that left memory is decided on its entry brought back from the log.
 pub fn decide_failed<E: LedgerEvent, En: OrderEntry>(
-    orders: &HashMap<Uuid, En>,
+    orders: &Orders<En>,
     order_id: Uuid,
     undo: impl FnOnce(&En) -> Vec<E>,
 ) -> Vec<E> {
@@ -256,8 +272,14 @@ pub fn decide_failed<E: LedgerEvent, En: OrderEntry>(
 
 /// Moves an order's entry on for an event (`domain` names the participant in the panics that
 /// catch a `decide` bug); `entry` builds the entry of an order it succeeded or refused.
+///
+/// Retention happens here, inside `evolve`, so the fold of the log, the live state and a
+/// snapshot keep the same entries: a success or refusal opens the order's entry (the oldest
+/// leaves once [`OPEN_WINDOW`] newer ones opened); an undo, a skipped compensation and a
+/// tombstone settle it, and it leaves. An event about an order whose entry is no longer in
+/// memory has nothing to check or change here: the event itself carries what the balances need.
 pub fn evolve_order<E: OrderEntry>(
-    orders: &mut HashMap<Uuid, E>,
+    orders: &mut Orders<E>,
     step: Step<'_>,
     domain: &str,
     entry: impl FnOnce(ParticipantOrderStatus) -> E,
@@ -270,29 +292,79 @@ pub fn evolve_order<E: OrderEntry>(
         Step::Rejected(id, _) => {
             record_new_order(orders, id, entry(ParticipantOrderStatus::Rejected))
         }
-        Step::Undone(id) => settle(orders, id, domain, ParticipantOrderStatus::Compensated),
-        Step::UndoFailed(id, _) => settle(
+        Step::Undone(id) => settle_order(
             orders,
             id,
+            &[
+                ParticipantOrderStatus::Succeeded,
+                ParticipantOrderStatus::CompensationFailed,
+            ],
             domain,
-            ParticipantOrderStatus::CompensationFailed,
+            "undone",
         ),
-        Step::Tombstoned(id) => record_new_order(orders, id, E::tombstone()),
-        Step::CompensationSkipped(id, _) => {
-            let entry = order_mut(orders, id, domain);
-            assert_eq!(
-                entry.status(),
-                ParticipantOrderStatus::Rejected,
-                "compensation of order {id} skipped although it was not rejected"
-            );
-            entry.set_status(ParticipantOrderStatus::Compensated);
+        Step::UndoFailed(id, _) => {
+            // Not settled: an operator's retry may still undo it, so it stays while in memory.
+            if let Some(entry) = orders.get_mut(&id) {
+                assert!(
+                    matches!(
+                        entry.status(),
+                        ParticipantOrderStatus::Succeeded
+                            | ParticipantOrderStatus::CompensationFailed
+                    ),
+                    "{domain}: order {id} undo failed while {:?}",
+                    entry.status()
+                );
+                entry.set_status(ParticipantOrderStatus::CompensationFailed);
+            }
         }
-        Step::PlacementIgnored(id) => assert_eq!(
-            orders.get(&id).map(E::status),
-            Some(ParticipantOrderStatus::Tombstoned),
-            "placement of order {id} ignored without a tombstone"
+        // Settled at once, so only the log keeps it; a late `order.placed` brings it back.
+        Step::Tombstoned(id) => assert!(
+            !orders.contains_key(&id),
+            "{domain}: order {id} tombstoned after a decision about it"
         ),
+        Step::CompensationSkipped(id, _) => settle_order(
+            orders,
+            id,
+            &[ParticipantOrderStatus::Rejected],
+            domain,
+            "compensation skipped although it was not rejected",
+        ),
+        Step::PlacementIgnored(id) => {
+            if let Some(entry) = orders.get(&id) {
+                assert_eq!(
+                    entry.status(),
+                    ParticipantOrderStatus::Tombstoned,
+                    "{domain}: placement of order {id} ignored without a tombstone"
+                );
+            }
+        }
     }
+}
+
+/// An order's entry moved on by one of its events, as the whole history would leave it
+/// (balances aside): what [`hydrate`] folds the order's own events with. `entry` builds the
+/// entry of an order the event succeeded or refused (as for [`evolve_order`]).
+pub fn replay_entry<E: OrderEntry, Ev: LedgerEvent>(
+    current: Option<E>,
+    order_id: Uuid,
+    event: &Ev,
+    entry: impl FnOnce(&Ev, ParticipantOrderStatus) -> E,
+) -> Option<E> {
+    let step = event.step();
+    if step.order_id() != Some(order_id) {
+        return current;
+    }
+    let status = match step {
+        Step::Own(..) | Step::Recorded(_) | Step::PlacementIgnored(_) => return current,
+        Step::Succeeded(_) => return Some(entry(event, ParticipantOrderStatus::Succeeded)),
+        Step::Rejected(..) => return Some(entry(event, ParticipantOrderStatus::Rejected)),
+        Step::Tombstoned(_) => return Some(E::tombstone()),
+        Step::Undone(_) | Step::CompensationSkipped(..) => ParticipantOrderStatus::Compensated,
+        Step::UndoFailed(..) => ParticipantOrderStatus::CompensationFailed,
+    };
+    let mut current = current?;
+    current.set_status(status);
+    Some(current)
 }
 
 /// A participant's folded state (stock, coupon, point), as far as the shared rules see it.
@@ -300,10 +372,11 @@ pub trait LedgerState {
     /// What it remembers about one order.
     type Entry: OrderEntry;
 
-    /// Every order seen, by id.
-    fn orders(&self) -> &HashMap<Uuid, Self::Entry>;
+    /// The orders in memory, by id (see [`Orders`]).
+    fn orders(&self) -> &Orders<Self::Entry>;
 
-    /// Where an order stands; `None` for an order never seen (or one that did not involve it).
+    /// Where an order stands; `None` for an order never seen (or one that did not involve it),
+    /// or one not in memory (a command or `Live::read_key` about it brings it back first).
     fn order_status(&self, order_id: Uuid) -> Option<ParticipantOrderStatus> {
         self.orders().get(&order_id).map(OrderEntry::status)
     }
@@ -326,40 +399,72 @@ pub trait ParticipantCore: Domain<State: LedgerState, Event: LedgerEvent> {
     fn render_state(state: &Self::State) -> serde_json::Value;
 }
 
-/// Records the first decision about an order; a second one is a bug in `decide`.
-fn record_new_order<E>(orders: &mut HashMap<Uuid, E>, order_id: Uuid, entry: E) {
-    let previous = orders.insert(order_id, entry);
+/// Records the first decision about an order, opening its entry; a second one is a bug in
+/// `decide` (which sees the order's whole history, from memory or from the log).
+pub fn record_new_order<E>(orders: &mut Orders<E>, order_id: Uuid, entry: E) {
+    let previous = orders.open(order_id, entry, OPEN_WINDOW);
     assert!(
         previous.is_none(),
         "order {order_id} decided twice: decide must turn a repeat into a no-op"
     );
 }
 
-/// The entry of an order an event is about; a missing one is a bug in `decide`.
-fn order_mut<'a, E>(orders: &'a mut HashMap<Uuid, E>, order_id: Uuid, domain: &str) -> &'a mut E {
-    match orders.get_mut(&order_id) {
-        Some(entry) => entry,
-        None => panic!("event about order {order_id}, which {domain} has never seen"),
+/// Settles an order whose part is over: its entry, if in memory, must be in one of `from` and
+/// leaves. An entry no longer in memory has nothing to check: the event itself carries what the
+/// balances need.
+fn settle_order<E: OrderEntry>(
+    orders: &mut Orders<E>,
+    order_id: Uuid,
+    from: &[ParticipantOrderStatus],
+    domain: &str,
+    what: &str,
+) {
+    if let Some(entry) = orders.get(&order_id) {
+        let status = entry.status();
+        assert!(
+            from.contains(&status),
+            "{domain}: order {order_id}: {what} while {status:?}"
+        );
+        orders.settle(&order_id);
     }
 }
 
-/// Settles the undo of an order whose part was done (or whose undo failed before).
-fn settle<E: OrderEntry>(
-    orders: &mut HashMap<Uuid, E>,
-    order_id: Uuid,
-    domain: &str,
-    status: ParticipantOrderStatus,
+/// The cold key of a command about an order: its id, under which its records are in the log.
+pub fn cold_key(order_id: Uuid) -> Option<String> {
+    Some(order_id.to_string())
+}
+
+/// Whether the order of a cold key has its entry in memory (a key that is no order id has
+/// nothing to bring back).
+pub fn is_resident<E>(orders: &Orders<E>, key: &str) -> bool {
+    key.parse::<Uuid>()
+        .map_or(true, |order_id| orders.contains_key(&order_id))
+}
+
+/// Brings an order's entry back from its own events: `step` moves the entry on by one event
+/// (leaving it as it is for an event about another order or none).
+pub fn hydrate<E, Ev>(
+    orders: &mut Orders<E>,
+    key: &str,
+    events: &[Ev],
+    step: impl Fn(Option<E>, Uuid, &Ev) -> Option<E>,
 ) {
-    let entry = order_mut(orders, order_id, domain);
-    assert!(
-        matches!(
-            entry.status(),
-            ParticipantOrderStatus::Succeeded | ParticipantOrderStatus::CompensationFailed
-        ),
-        "{domain}: order {order_id} undone while {:?}",
-        entry.status()
-    );
-    entry.set_status(status);
+    let Ok(order_id) = key.parse::<Uuid>() else {
+        return;
+    };
+    let entry = events
+        .iter()
+        .fold(None, |entry, event| step(entry, order_id, event));
+    if let Some(entry) = entry {
+        orders.hydrate(order_id, entry);
+    }
+}
+
+/// Drops an entry brought back by [`hydrate`].
+pub fn retire<E>(orders: &mut Orders<E>, key: &str) {
+    if let Ok(order_id) = key.parse::<Uuid>() {
+        orders.retire(&order_id);
+    }
 }
 
 /// The compensation outcome a participant (stock, coupon, point) recorded for a settled order:

@@ -2,7 +2,7 @@
 //!
 //! No I/O, clock or randomness: the time travels inside commands as `now_ms`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
@@ -83,13 +83,14 @@ impl CouponEntry {
     }
 }
 
-/// The folded state: every coupon and every order seen.
+/// The folded state: every coupon and the orders still open here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CouponState {
     /// Coupons by id.
     pub coupons: BTreeMap<String, CouponEntry>,
-    /// Orders by id.
-    pub orders: HashMap<Uuid, OrderEntry>,
+    /// Open orders by id (coupon used or rejected, not yet failed), the most recent
+    /// [`ledger::OPEN_WINDOW`]; the others are in the log (see [`ledger::Orders`]).
+    pub orders: ledger::Orders<OrderEntry>,
 }
 
 impl CouponState {
@@ -102,9 +103,20 @@ impl CouponState {
 impl LedgerState for CouponState {
     type Entry = OrderEntry;
 
-    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+    fn orders(&self) -> &ledger::Orders<OrderEntry> {
         &self.orders
     }
+}
+
+/// The entry of an order an event used its coupon for or refused (`status` says which).
+fn entry_of(event: &CouponEvent, status: ParticipantOrderStatus) -> OrderEntry {
+    let coupon_id = match event {
+        CouponEvent::Used { coupon_id, .. } | CouponEvent::UseRejected { coupon_id, .. } => {
+            Some(coupon_id.clone())
+        }
+        _ => None,
+    };
+    OrderEntry { status, coupon_id }
 }
 
 /// A fact the coupon service recorded.
@@ -383,14 +395,8 @@ impl Domain for Coupon {
     }
 
     fn evolve(state: &mut CouponState, event: &CouponEvent) {
-        let coupon_id = match event {
-            CouponEvent::Used { coupon_id, .. } | CouponEvent::UseRejected { coupon_id, .. } => {
-                Some(coupon_id.clone())
-            }
-            _ => None,
-        };
         ledger::evolve_order(&mut state.orders, event.step(), "coupon", |status| {
-            OrderEntry { status, coupon_id }
+            entry_of(event, status)
         });
         match event {
             CouponEvent::Issued {
@@ -424,6 +430,7 @@ impl Domain for Coupon {
                 order_id,
                 coupon_id,
             } => {
+                // The coupon is named by the event: the entry may have left memory long ago.
                 let coupon = coupon_mut(state, coupon_id);
                 assert_eq!(
                     coupon.used_by,
@@ -438,6 +445,31 @@ impl Domain for Coupon {
             | CouponEvent::PlacementIgnored(_) => {}
         }
     }
+
+    fn cold_key(command: &CouponCommand) -> Option<String> {
+        match command {
+            CouponCommand::Issue { .. } => None,
+            CouponCommand::HandlePlaced { placed, .. } => ledger::cold_key(placed.order_id),
+            CouponCommand::HandleFailed { order_id } => ledger::cold_key(*order_id),
+        }
+    }
+
+    fn is_resident(state: &CouponState, key: &str) -> bool {
+        ledger::is_resident(&state.orders, key)
+    }
+
+    fn hydrate(state: &mut CouponState, key: &str, events: &[CouponEvent]) {
+        ledger::hydrate(&mut state.orders, key, events, |entry, order_id, event| {
+            ledger::replay_entry(entry, order_id, event, entry_of)
+        });
+    }
+
+    fn retire(state: &mut CouponState, key: &str) {
+        ledger::retire(&mut state.orders, key);
+    }
+
+    // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &CouponEvent) -> &'static str {
         event.into()
@@ -687,10 +719,8 @@ mod tests {
         // Then
         let state = when.then([released(order(1), "c-1")]);
         assert_eq!(state.coupon("c-1").expect("issued").used_by, None);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
         let next = given::<Coupon>([
             issued("c-1", None, None),
             used(order(1), "c-1"),
@@ -698,6 +728,64 @@ mod tests {
         ]);
         next.when(place(order(2), "user-1", Some("c-1")))
             .then([used(order(2), "c-1")]);
+    }
+
+    /// `OPEN_WINDOW` newer orders (rejected: no coupon moves), enough to push order(1) out.
+    fn newer_orders() -> impl Iterator<Item = CouponEvent> {
+        (2..=u128::from(ledger::OPEN_WINDOW) + 1)
+            .map(|n| use_rejected(order(n), "c-9", "coupon c-9: unknown coupon"))
+    }
+
+    #[test]
+    fn an_evicted_use_that_fails_releases_the_coupon_exactly_once() {
+        // Given coupon c-1 used by order 1 long ago: its entry is no longer in memory
+        let history: Vec<CouponEvent> = [issued("c-1", None, None), used(order(1), "c-1")]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Coupon>(history.clone());
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        assert_eq!(
+            scenario.state().coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Used)
+        );
+        // When order.failed arrives for it
+        let when = scenario.when(CouponCommand::HandleFailed { order_id: order(1) });
+        // Then the coupon is released (and the state is the fold of the log)
+        let state = when.then([released(order(1), "c-1")]);
+        assert_eq!(
+            state.coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Available)
+        );
+        assert_eq!(state.order_status(order(1)), None);
+        // And a re-drive releases nothing more, while another order may now use it
+        let after: Vec<CouponEvent> = history
+            .into_iter()
+            .chain([released(order(1), "c-1")])
+            .collect();
+        given::<Coupon>(after.clone())
+            .when(CouponCommand::HandleFailed { order_id: order(1) })
+            .then_nothing();
+        given::<Coupon>(after)
+            .when(place(order(u128::MAX), "user-2", Some("c-1")))
+            .then([used(order(u128::MAX), "c-1")]);
+    }
+
+    #[test]
+    fn a_late_placement_after_an_evicted_tombstone_is_ignored() {
+        // Given a tombstone (never kept in memory) and many orders since
+        let history: Vec<CouponEvent> = [issued("c-1", None, None), ledger::tombstoned(order(1))]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        // When the order's placement arrives at last
+        let when = given::<Coupon>(history).when(place(order(1), "user-1", Some("c-1")));
+        // Then it is ignored: the coupon stays available
+        let state = when.then([ledger::placement_ignored(order(1), LATE_PLACEMENT)]);
+        assert_eq!(
+            state.coupon("c-1").map(CouponEntry::status),
+            Some(CouponStatus::Available)
+        );
     }
 
     #[test]

@@ -41,12 +41,58 @@ pub trait Domain: 'static {
     /// The stream (aggregate) the event belongs to, e.g. `order-<uuid>` or `sku-<sku>`.
     fn stream_of(event: &Self::Event) -> String;
 
+    /// The key of the entry a command is about when that entry may have left memory (the order's
+    /// correlation id, under which its records are in the log); `None` when the command needs
+    /// only what is always in memory (balances). Every command whose events touch such an entry
+    /// must name it: [`crate::live::Live`] serialises cold reads against commits by this key.
+    fn cold_key(_command: &Self::Command) -> Option<String> {
+        None
+    }
+
+    /// Whether the entry of `key` is in memory. `false` too for a key never recorded: only the
+    /// log tells the two apart. By default everything is in memory.
+    fn is_resident(_state: &Self::State, _key: &str) -> bool {
+        true
+    }
+
+    /// Brings the entry of `key` back from its own events (every event recorded under the key,
+    /// in log order), without applying anything else again (balances already hold them).
+    fn hydrate(_state: &mut Self::State, _key: &str, _events: &[Self::Event]) {}
+
+    /// Drops what [`hydrate`](Self::hydrate) brought back, unless the events since put the entry
+    /// in memory for good: afterwards the state equals the fold of the log.
+    fn retire(_state: &mut Self::State, _key: &str) {}
+
     /// Schema version of the event encoding; bump it together with an upcaster.
     const EVENT_VERSION: u16 = 1;
 
     /// Version of the state's snapshot encoding. Bump it whenever `State` (or anything inside
     /// it) changes shape: snapshots of another version are ignored and the log is folded instead.
     const SNAPSHOT_VERSION: u32 = 1;
+}
+
+/// Decides and applies one command the way [`crate::live::Live`] does, the entry's history
+/// coming from `history` when the command is about an entry not in memory: hydrate, decide,
+/// evolve, retire. Pure; for tests and tools that hold the history in memory.
+pub fn execute_with_history<D: Domain>(
+    state: &mut D::State,
+    command: D::Command,
+    history: impl FnOnce(&str) -> Vec<D::Event>,
+) -> Result<Vec<D::Event>, D::Rejection> {
+    let cold = D::cold_key(&command).filter(|key| !D::is_resident(state, key));
+    if let Some(key) = &cold {
+        D::hydrate(state, key, &history(key));
+    }
+    let decided = D::decide(state, command);
+    if let Ok(events) = &decided {
+        for event in events {
+            D::evolve(state, event);
+        }
+    }
+    if let Some(key) = &cold {
+        D::retire(state, key);
+    }
+    decided
 }
 
 /// Folds a sequence of events into a state, starting from the default.

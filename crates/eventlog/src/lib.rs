@@ -9,6 +9,8 @@
 //!   commit, answer once durable).
 //! - [`snapshot`]: versioned snapshots of a domain's state, taken off the hot path, loaded at
 //!   open (never trusted blindly) and checked by `verify`.
+//! - [`resident`]: per-order entries kept in memory only while open and recent; the rest is
+//!   brought back from the log for the one command that needs it.
 //! - [`dedup`]: the Bloom filter and recent cache in front of the on-disk dedup records.
 //! - [`clock`]: wall-clock milliseconds, for shells.
 //! - `scenario` (feature `test-util`): the given/when/then helper for domain tests.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod event_store;
 pub mod live;
 pub mod record;
+pub mod resident;
 #[cfg(any(test, feature = "test-util"))]
 pub mod scenario;
 pub mod snapshot;

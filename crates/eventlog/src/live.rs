@@ -5,7 +5,7 @@
 //! Decisions are serialised by one lock; the lock is released before waiting for the flush, so
 //! many decisions share one group commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,9 @@ struct Inner<D: Domain> {
     state: D::State,
     /// Dedup keys of commits queued but not yet durable.
     pending: HashSet<String>,
+    /// Cold keys ([`Domain::cold_key`]) of commits queued but not yet durable, with the ticket
+    /// of the last one: the log cannot be read for such a key until that ticket is durable.
+    in_flight: HashMap<String, u64>,
 }
 
 /// A state rebuilt from the log, and how.
@@ -140,6 +143,31 @@ fn fold_from<D: Domain>(
         folded,
         snapshot_seq,
     })
+}
+
+/// Brings every entry that left memory back into a folded state, from the log (see
+/// [`crate::resident`]): the state then holds an entry for every key ever recorded, as a state
+/// without retention would. For offline tools (the audit) that judge every order; a service never
+/// does this. Events are grouped by their records' correlation id, the key hydration reads by.
+pub fn hydrate_all<D: Domain>(store: &EventStore, state: &mut D::State) -> Result<()> {
+    let mut by_key: HashMap<String, Vec<D::Event>> = HashMap::new();
+    for record in store.read_all(1, ReplayBound::default()) {
+        let record = record?;
+        if record.event_type == NOTE_EVENT_TYPE {
+            continue;
+        }
+        let event = decode_event::<D>(&record)?;
+        by_key
+            .entry(record.meta.correlation_id.clone())
+            .or_default()
+            .push(event);
+    }
+    for (key, events) in &by_key {
+        if !D::is_resident(state, key) {
+            D::hydrate(state, key, events);
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a record's payload as the domain's event, refusing unknown schema versions.
@@ -222,6 +250,7 @@ impl<D: Domain> Live<D> {
             inner: Arc::new(tokio::sync::Mutex::new(Inner {
                 state,
                 pending: HashSet::new(),
+                in_flight: HashMap::new(),
             })),
             fatal: CancellationToken::new(),
         })
@@ -341,6 +370,54 @@ impl<D: Domain> Live<D> {
         Ok(value)
     }
 
+    /// [`read`](Self::read) of what concerns one cold key ([`Domain::cold_key`]): an entry that
+    /// left memory is brought back from the log for the read and retired again, so `f` sees it
+    /// exactly as if it had stayed.
+    pub async fn read_key<R>(&self, key: &str, f: impl FnOnce(&D::State) -> R) -> Result<R> {
+        let mut inner = self.lock_with(key).await?;
+        let cold = !D::is_resident(&inner.state, key);
+        if cold {
+            let events = self.history_of(key)?;
+            D::hydrate(&mut inner.state, key, &events);
+        }
+        let value = f(&inner.state);
+        if cold {
+            D::retire(&mut inner.state, key);
+        }
+        let ticket = self.store.last_ticket();
+        drop(inner);
+        self.settle(ticket).await?;
+        Ok(value)
+    }
+
+    /// Takes the decision lock at a moment when the log holds everything about `key` that the
+    /// state does: no commit naming the key is still on its way to the disk (the log's readers
+    /// see durable records only). Waits for such a commit outside the lock.
+    async fn lock_with(&self, key: &str) -> Result<tokio::sync::MutexGuard<'_, Inner<D>>> {
+        loop {
+            let inner = self.inner.lock().await;
+            match inner.in_flight.get(key) {
+                Some(&ticket) if !D::is_resident(&inner.state, key) => {
+                    drop(inner);
+                    self.settle(ticket).await?;
+                }
+                _ => return Ok(inner),
+            }
+        }
+    }
+
+    /// Every event recorded under `key` (its correlation id), in log order.
+    fn history_of(&self, key: &str) -> Result<Vec<D::Event>> {
+        let mut events = Vec::new();
+        for record in self.store.read_correlated(key)? {
+            if record.event_type != NOTE_EVENT_TYPE {
+                events.push(decode_event::<D>(&record)?);
+            }
+        }
+        metrics::counter!("store_cold_reads_total").increment(1);
+        Ok(events)
+    }
+
     /// Waits until every commit queued up to `ticket` is durable; a writer that stopped first
     /// means the state may hold commits the disk never got, so the service must stop.
     async fn settle(&self, ticket: u64) -> Result<()> {
@@ -367,8 +444,12 @@ impl<D: Domain> Live<D> {
         if self.fatal.is_cancelled() {
             return Err(Error::WriterGone);
         }
-        let (durable, events, outbox, key) = {
-            let mut inner = self.inner.lock().await;
+        let cold_key = D::cold_key(&command);
+        let (durable, events, outbox, key, ticket) = {
+            let mut inner = match &cold_key {
+                Some(key) => self.lock_with(key).await?,
+                None => self.inner.lock().await,
+            };
             if let Some(key) = &execution.dedup_key {
                 if inner.pending.contains(key) {
                     return Err(Error::Busy(key.clone()));
@@ -377,9 +458,21 @@ impl<D: Domain> Live<D> {
                     return Ok(Ok(Executed::Duplicate(record)));
                 }
             }
-            let events = match D::decide(&inner.state, command) {
-                Ok(events) => events,
-                Err(rejection) => {
+            // An entry that left memory comes back from the log for this one decision, and
+            // leaves again once its events are applied (see `crate::resident`).
+            let cold = cold_key
+                .clone()
+                .filter(|key| !D::is_resident(&inner.state, key));
+            if let Some(key) = &cold {
+                let events = self.history_of(key)?;
+                D::hydrate(&mut inner.state, key, &events);
+            }
+            let decided = self.decide_in(&mut inner, command, publish);
+            if let Some(key) = &cold {
+                D::retire(&mut inner.state, key);
+            }
+            let (events, outbox, appends) = match decided? {
+                Decided::Rejected(rejection) => {
                     // A rejection may rest on commits not yet durable (an Idempotency-Key
                     // placed a moment ago): answer it only once they are.
                     let ticket = self.store.last_ticket();
@@ -387,21 +480,7 @@ impl<D: Domain> Live<D> {
                     self.settle(ticket).await?;
                     return Ok(Err(rejection));
                 }
-            };
-            // Encode the events before the state moves, so an encoding error changes nothing.
-            let appends = plan_appends::<D>(&events)?;
-            // Evolve in place: cloning the whole state per command would make every decision
-            // cost the size of the history.
-            for event in &events {
-                D::evolve(&mut inner.state, event);
-            }
-            let outbox = match publish(&inner.state, &events) {
-                Ok(outbox) => outbox,
-                Err(err) => {
-                    // The state moved but nothing was written: it no longer equals the log.
-                    self.fatal.cancel();
-                    return Err(err);
-                }
+                Decided::Commit(events, outbox, appends) => (events, outbox, appends),
             };
             if events.is_empty() && outbox.is_empty() && execution.dedup_key.is_none() {
                 // Nothing to write, but "nothing to do" was decided on the state as it is.
@@ -424,14 +503,27 @@ impl<D: Domain> Live<D> {
                     return Err(err);
                 }
             };
+            // At least this commit's ticket: waiting for it covers the commit.
+            let ticket = self.store.last_ticket();
             if let Some(key) = &execution.dedup_key {
                 inner.pending.insert(key.clone());
             }
-            (durable, events, outbox, execution.dedup_key)
+            if let Some(key) = &cold_key {
+                inner.in_flight.insert(key.clone(), ticket);
+            }
+            (durable, events, outbox, execution.dedup_key, ticket)
         };
         let result = durable.await;
-        if let Some(key) = key {
-            self.inner.lock().await.pending.remove(&key);
+        if key.is_some() || cold_key.is_some() {
+            let mut inner = self.inner.lock().await;
+            if let Some(key) = key {
+                inner.pending.remove(&key);
+            }
+            if let Some(cold_key) = cold_key {
+                if inner.in_flight.get(&cold_key) == Some(&ticket) {
+                    inner.in_flight.remove(&cold_key);
+                }
+            }
         }
         match result {
             Ok(CommitOutcome::Committed { .. }) => Ok(Ok(Executed::Committed { events, outbox })),
@@ -440,6 +532,38 @@ impl<D: Domain> Live<D> {
                 tracing::error!(error = ?result.err(), "commit failed after the state moved on; stopping");
                 self.fatal.cancel();
                 Err(Error::WriterGone)
+            }
+        }
+    }
+
+    /// Decides and applies a command under the lock: the events, the outbox `publish` makes of
+    /// them, and the appends to write.
+    fn decide_in<F>(
+        &self,
+        inner: &mut Inner<D>,
+        command: D::Command,
+        publish: F,
+    ) -> Result<Decided<D>>
+    where
+        F: FnOnce(&D::State, &[D::Event]) -> Result<Vec<OutboxMessage>>,
+    {
+        let events = match D::decide(&inner.state, command) {
+            Ok(events) => events,
+            Err(rejection) => return Ok(Decided::Rejected(rejection)),
+        };
+        // Encode the events before the state moves, so an encoding error changes nothing.
+        let appends = plan_appends::<D>(&events)?;
+        // Evolve in place: cloning the whole state per command would make every decision
+        // cost the size of the history.
+        for event in &events {
+            D::evolve(&mut inner.state, event);
+        }
+        match publish(&inner.state, &events) {
+            Ok(outbox) => Ok(Decided::Commit(events, outbox, appends)),
+            Err(err) => {
+                // The state moved but nothing was written: it no longer equals the log.
+                self.fatal.cancel();
+                Err(err)
             }
         }
     }
@@ -495,6 +619,14 @@ impl<D: Domain> Live<D> {
             .await?;
         Ok(())
     }
+}
+
+/// What a decision under the lock came to.
+enum Decided<D: Domain> {
+    /// The domain refused; nothing moved.
+    Rejected(D::Rejection),
+    /// The events (already applied), the outbox made of them, and the appends to write.
+    Commit(Vec<D::Event>, Vec<OutboxMessage>, Vec<StreamAppend>),
 }
 
 /// Groups events into per-stream appends, keeping their order.

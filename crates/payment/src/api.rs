@@ -47,8 +47,9 @@ async fn payment(
     } else {
         false
     };
+    // A settled or old payment is no longer in memory: read_key answers it from the log.
     api.live
-        .read(|s| {
+        .read_key(&order_id.to_string(), |s| {
             s.payment(order_id).map(|p| {
                 let mut body = serde_json::json!({
                     "orderId": p.order_id,

@@ -3,8 +3,6 @@
 //! No I/O, clock or randomness: the I/O shell asks the payment gateway and hands its answer in
 //! with the command ([`GatewayDecision`], [`CancelResult`]).
 
-use std::collections::HashMap;
-
 use contract::ledger::{self, LedgerEvent, Step};
 pub use contract::ledger::{
     IgnoredPlacement, SkippedCompensation, Tombstone, LATE_PLACEMENT, NOTHING_TO_UNDO,
@@ -78,15 +76,18 @@ pub struct PaymentEntry {
     pub compensation_skipped: bool,
 }
 
-/// The folded state: every order's payment.
+/// The folded state: the payments still open.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentState {
-    /// Payments by order id.
-    pub payments: HashMap<Uuid, PaymentEntry>,
+    /// Open payments by order id (requested, approved, declined, cancel failed: an
+    /// `order.failed` may still need them), the most recent [`ledger::OPEN_WINDOW`]. Settled
+    /// ones (cancelled, skipped, tombstones) and older ones are in the log and come back from it
+    /// for the command or read that needs them ([`eventlog::live::Live::read_key`]).
+    pub payments: ledger::Orders<PaymentEntry>,
 }
 
 impl PaymentState {
-    /// An order's payment; `None` for an order never seen.
+    /// An order's payment; `None` for an order never seen, or not in memory.
     pub fn payment(&self, id: Uuid) -> Option<&PaymentEntry> {
         self.payments.get(&id)
     }
@@ -364,19 +365,79 @@ fn handle_failed(
     }
 }
 
+/// A payment's entry moved on by one of its events, as the whole history would leave it: what
+/// [`Domain::hydrate`] folds the order's own events with.
+fn replay_entry(
+    entry: Option<PaymentEntry>,
+    order_id: Uuid,
+    event: &PaymentEvent,
+) -> Option<PaymentEntry> {
+    if event.step().order_id() != Some(order_id) {
+        return entry;
+    }
+    let fresh = |amount, status| PaymentEntry {
+        order_id,
+        amount,
+        status,
+        authorization: None,
+        reason: None,
+        compensation_skipped: false,
+    };
+    let mut entry = match event {
+        PaymentEvent::ApprovalRequested { amount, .. } => {
+            return Some(fresh(*amount, PaymentStatus::Requested))
+        }
+        PaymentEvent::Approved {
+            amount,
+            authorization,
+            ..
+        } => {
+            return Some(PaymentEntry {
+                authorization: Some(authorization.clone()),
+                ..fresh(*amount, PaymentStatus::Approved)
+            })
+        }
+        PaymentEvent::Declined { amount, reason, .. } => {
+            return Some(PaymentEntry {
+                reason: Some(reason.clone()),
+                ..fresh(*amount, PaymentStatus::Declined)
+            })
+        }
+        PaymentEvent::Tombstoned { .. } => return Some(fresh(0, PaymentStatus::Tombstoned)),
+        PaymentEvent::PlacementIgnored { .. } => return entry,
+        PaymentEvent::Cancelled { .. }
+        | PaymentEvent::CancelFailed { .. }
+        | PaymentEvent::CompensationSkipped { .. } => entry?,
+    };
+    match event {
+        PaymentEvent::Cancelled { .. } => {
+            entry.status = PaymentStatus::Cancelled;
+            entry.reason = None;
+        }
+        PaymentEvent::CancelFailed { reason, .. } => {
+            entry.status = PaymentStatus::CancelFailed;
+            entry.reason = Some(reason.clone());
+        }
+        _ => entry.compensation_skipped = true,
+    }
+    Some(entry)
+}
+
 fn record_new_payment(state: &mut PaymentState, entry: PaymentEntry) {
     let order_id = entry.order_id;
-    let previous = state.payments.insert(order_id, entry);
+    let previous = state.payments.open(order_id, entry, ledger::OPEN_WINDOW);
     assert!(
         previous.is_none(),
         "payment of order {order_id} decided twice: decide must turn a repeat into a no-op"
     );
 }
 
-/// Records the gateway's answer to a charge: for a new order, or one whose charge was requested.
+/// Records the gateway's answer to a charge: for a new order, or one whose charge was requested
+/// (in memory, or gone from it: the answer then opens the payment afresh either way, so the
+/// fold and a decision on an entry brought back from the log agree).
 fn record_answer(state: &mut PaymentState, entry: PaymentEntry) {
     let order_id = entry.order_id;
-    let previous = state.payments.insert(order_id, entry);
+    let previous = state.payments.open(order_id, entry, ledger::OPEN_WINDOW);
     assert!(
         matches!(
             &previous,
@@ -390,15 +451,10 @@ fn record_answer(state: &mut PaymentState, entry: PaymentEntry) {
     );
 }
 
-fn payment_mut(state: &mut PaymentState, order_id: Uuid) -> &mut PaymentEntry {
-    match state.payments.get_mut(&order_id) {
-        Some(entry) => entry,
-        None => panic!("event about order {order_id}, which payment has never seen"),
-    }
-}
-
-fn cancellable_mut(state: &mut PaymentState, order_id: Uuid) -> &mut PaymentEntry {
-    let entry = payment_mut(state, order_id);
+/// The payment a cancellation is recorded for, if still in memory (one that left has nothing
+/// to check or change: the log holds it).
+fn cancellable_mut(state: &mut PaymentState, order_id: Uuid) -> Option<&mut PaymentEntry> {
+    let entry = state.payments.get_mut(&order_id)?;
     assert!(
         matches!(
             entry.status,
@@ -407,7 +463,7 @@ fn cancellable_mut(state: &mut PaymentState, order_id: Uuid) -> &mut PaymentEntr
         "cancellation of order {order_id} recorded while {}",
         entry.status
     );
-    entry
+    Some(entry)
 }
 
 impl Domain for Payment {
@@ -464,46 +520,42 @@ impl Domain for Payment {
                 },
             ),
             PaymentEvent::Cancelled { order_id } => {
-                let entry = cancellable_mut(state, *order_id);
-                entry.status = PaymentStatus::Cancelled;
-                // A reason left over from a failed attempt no longer describes the payment.
-                entry.reason = None;
+                // Settled: the payment leaves memory (the log answers for it from now on).
+                if cancellable_mut(state, *order_id).is_some() {
+                    state.payments.settle(order_id);
+                }
             }
             PaymentEvent::CancelFailed { order_id, reason } => {
-                let entry = cancellable_mut(state, *order_id);
-                entry.status = PaymentStatus::CancelFailed;
-                entry.reason = Some(reason.clone());
+                if let Some(entry) = cancellable_mut(state, *order_id) {
+                    entry.status = PaymentStatus::CancelFailed;
+                    entry.reason = Some(reason.clone());
+                }
             }
-            PaymentEvent::Tombstoned(Tombstone { order_id }) => record_new_payment(
-                state,
-                PaymentEntry {
-                    order_id: *order_id,
-                    amount: 0,
-                    status: PaymentStatus::Tombstoned,
-                    authorization: None,
-                    reason: None,
-                    compensation_skipped: false,
-                },
-            ),
-            PaymentEvent::CompensationSkipped(SkippedCompensation { order_id, .. }) => {
-                let entry = payment_mut(state, *order_id);
+            PaymentEvent::Tombstoned(Tombstone { order_id }) => {
+                // Settled at once: a late `order.placed` brings it back from the log.
                 assert!(
-                    entry.status == PaymentStatus::Declined && !entry.compensation_skipped,
-                    "compensation of order {order_id} skipped while {} (skipped before: {})",
-                    entry.status,
-                    entry.compensation_skipped
+                    !state.payments.contains_key(order_id),
+                    "payment of order {order_id} tombstoned after a decision about it"
                 );
-                entry.compensation_skipped = true;
+            }
+            PaymentEvent::CompensationSkipped(SkippedCompensation { order_id, .. }) => {
+                if let Some(entry) = state.payments.get(order_id) {
+                    assert!(
+                        entry.status == PaymentStatus::Declined && !entry.compensation_skipped,
+                        "compensation of order {order_id} skipped while {} (skipped before: {})",
+                        entry.status,
+                        entry.compensation_skipped
+                    );
+                    state.payments.settle(order_id);
+                }
             }
             PaymentEvent::PlacementIgnored(IgnoredPlacement { order_id, .. }) => {
-                let status = state.status(*order_id);
-                assert!(
-                    matches!(
-                        status,
-                        Some(PaymentStatus::Tombstoned | PaymentStatus::Cancelled)
-                    ),
-                    "placement of order {order_id} ignored while {status:?}"
-                );
+                if let Some(status) = state.status(*order_id) {
+                    assert!(
+                        matches!(status, PaymentStatus::Tombstoned | PaymentStatus::Cancelled),
+                        "placement of order {order_id} ignored while {status:?}"
+                    );
+                }
             }
             PaymentEvent::ApprovalRequested { order_id, amount } => record_new_payment(
                 state,
@@ -518,6 +570,30 @@ impl Domain for Payment {
             ),
         }
     }
+
+    fn cold_key(command: &PaymentCommand) -> Option<String> {
+        let order_id = match command {
+            PaymentCommand::RequestApproval { placed }
+            | PaymentCommand::HandlePlaced { placed, .. } => placed.order_id,
+            PaymentCommand::HandleFailed { order_id, .. } => *order_id,
+        };
+        ledger::cold_key(order_id)
+    }
+
+    fn is_resident(state: &PaymentState, key: &str) -> bool {
+        ledger::is_resident(&state.payments, key)
+    }
+
+    fn hydrate(state: &mut PaymentState, key: &str, events: &[PaymentEvent]) {
+        ledger::hydrate(&mut state.payments, key, events, replay_entry);
+    }
+
+    fn retire(state: &mut PaymentState, key: &str) {
+        ledger::retire(&mut state.payments, key);
+    }
+
+    // 2: open payments only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &PaymentEvent) -> &'static str {
         event.into()

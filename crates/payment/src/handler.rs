@@ -48,8 +48,9 @@ impl ParticipantDomain for PaymentParticipant {
         meta: &EventMeta,
     ) -> Result<Option<PaymentCommand>, HandleError> {
         let order_id = placed.order_id;
+        // The payment may have left memory (a redelivery long after): read_key brings it back.
         let (needed, unrecorded) = live
-            .read(|s| {
+            .read_key(&order_id.to_string(), |s| {
                 (
                     domain::needs_gateway_approval(s, order_id),
                     domain::needs_approval_request(s, order_id),
@@ -90,7 +91,7 @@ impl ParticipantDomain for PaymentParticipant {
         let order_id = failed.order_id;
         // `Some(None)`: a charge was requested but its answer is unknown; cancelled by order id.
         let authorization = live
-            .read(|s| {
+            .read_key(&order_id.to_string(), |s| {
                 domain::needs_gateway_cancel(s, order_id)
                     .then(|| s.payment(order_id).and_then(|p| p.authorization.clone()))
             })

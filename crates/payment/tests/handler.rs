@@ -61,9 +61,10 @@ async fn handled(handler: &impl Handler, message: SagaMessage, msg_id: &str) {
     assert!(result.is_ok(), "{msg_id}: {result:?}");
 }
 
-/// Where the order's payment stands, read durably.
+/// Where the order's payment stands, read durably as a reader of the order sees it: a settled or
+/// old payment is no longer in memory, and `read_key` brings it back from the log.
 async fn status(live: &Live<Payment>, order_id: Uuid) -> Option<PaymentStatus> {
-    live.read(|s| s.status(order_id))
+    live.read_key(&order_id.to_string(), |s| s.status(order_id))
         .await
         .expect("a durable read")
 }
@@ -155,7 +156,14 @@ async fn a_charge_request_without_an_answer_is_cancelled_when_the_order_fails() 
     );
     let rebuilt = Live::<Payment>::open(store.clone()).expect("the state rebuilds");
     let state = rebuilt.read(|s| s.clone()).await.expect("a durable read");
-    assert_eq!(state.status(order_id), Some(PaymentStatus::Cancelled));
+    assert!(state == live.read(|s| s.clone()).await.expect("a durable read"));
+    // Settled: only the log keeps the payment, and a read of the order brings it back.
+    assert_eq!(state.status(order_id), None);
+    let status = rebuilt
+        .read_key(&order_id.to_string(), |s| s.status(order_id))
+        .await
+        .expect("a durable read");
+    assert_eq!(status, Some(PaymentStatus::Cancelled));
 }
 
 #[tokio::test]

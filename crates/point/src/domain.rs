@@ -2,7 +2,7 @@
 //!
 //! No I/O, clock or randomness: everything a decision needs travels inside the command.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
@@ -54,13 +54,14 @@ impl ledger::OrderEntry for OrderEntry {
     }
 }
 
-/// The folded state: every balance and every order seen.
+/// The folded state: every balance and the orders still open here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointState {
     /// Balances by user; a user is known once credited.
     pub balances: BTreeMap<String, u64>,
-    /// Orders by id.
-    pub orders: HashMap<Uuid, OrderEntry>,
+    /// Open orders by id (deducted or rejected, not yet failed), the most recent
+    /// [`ledger::OPEN_WINDOW`]; the others are in the log (see [`ledger::Orders`]).
+    pub orders: ledger::Orders<OrderEntry>,
 }
 
 impl PointState {
@@ -78,8 +79,23 @@ impl PointState {
 impl LedgerState for PointState {
     type Entry = OrderEntry;
 
-    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+    fn orders(&self) -> &ledger::Orders<OrderEntry> {
         &self.orders
+    }
+}
+
+/// The entry of an order an event deducted points for or refused (`status` says which).
+fn entry_of(event: &PointEvent, status: ParticipantOrderStatus) -> OrderEntry {
+    let (user_id, points) = match event {
+        PointEvent::Deducted {
+            user_id, points, ..
+        } => (user_id.clone(), *points),
+        _ => (String::new(), 0),
+    };
+    OrderEntry {
+        status,
+        user_id,
+        points,
     }
 }
 
@@ -296,20 +312,11 @@ impl Domain for Point {
     }
 
     fn evolve(state: &mut PointState, event: &PointEvent) {
-        let (user_id, points) = match event {
-            PointEvent::Deducted {
-                user_id, points, ..
-            } => (user_id.clone(), *points),
-            _ => (String::new(), 0),
-        };
         ledger::evolve_order(&mut state.orders, event.step(), "point", |status| {
-            OrderEntry {
-                status,
-                user_id,
-                points,
-            }
+            entry_of(event, status)
         });
         match event {
+            // A refund's user and points come from the event: the entry may have left memory.
             PointEvent::Credited { user_id, points }
             | PointEvent::Refunded {
                 user_id, points, ..
@@ -333,6 +340,31 @@ impl Domain for Point {
             | PointEvent::PlacementIgnored(_) => {}
         }
     }
+
+    fn cold_key(command: &PointCommand) -> Option<String> {
+        match command {
+            PointCommand::Credit { .. } => None,
+            PointCommand::HandlePlaced { placed } => ledger::cold_key(placed.order_id),
+            PointCommand::HandleFailed { order_id } => ledger::cold_key(*order_id),
+        }
+    }
+
+    fn is_resident(state: &PointState, key: &str) -> bool {
+        ledger::is_resident(&state.orders, key)
+    }
+
+    fn hydrate(state: &mut PointState, key: &str, events: &[PointEvent]) {
+        ledger::hydrate(&mut state.orders, key, events, |entry, order_id, event| {
+            ledger::replay_entry(entry, order_id, event, entry_of)
+        });
+    }
+
+    fn retire(state: &mut PointState, key: &str) {
+        ledger::retire(&mut state.orders, key);
+    }
+
+    // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &PointEvent) -> &'static str {
         event.into()
@@ -531,10 +563,54 @@ mod tests {
         // Then
         let state = when.then([refunded(order(1), "user-1", 4)]);
         assert_eq!(state.balance("user-1"), 110);
-        assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
-        );
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
+    }
+
+    /// `OPEN_WINDOW` newer orders (rejected: no points move), enough to push order(1) out.
+    fn newer_orders() -> impl Iterator<Item = PointEvent> {
+        (2..=u128::from(ledger::OPEN_WINDOW) + 1)
+            .map(|n| deduct_rejected(order(n), "insufficient points: balance 0, wanted 1"))
+    }
+
+    #[test]
+    fn an_evicted_deduction_that_fails_is_refunded_exactly_once() {
+        // Given 30 points of user-1 deducted by order 1 long ago: no longer in memory
+        let history: Vec<PointEvent> = [credited("user-1", 100), deducted(order(1), "user-1", 30)]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Point>(history.clone());
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        assert_eq!(scenario.state().balance("user-1"), 70);
+        // When order.failed arrives for it
+        let when = scenario.when(PointCommand::HandleFailed { order_id: order(1) });
+        // Then the points come back (and the state is the fold of the log)
+        let state = when.then([refunded(order(1), "user-1", 30)]);
+        assert_eq!(state.balance("user-1"), 100);
+        // And a re-drive refunds nothing more
+        let again = given::<Point>(
+            history
+                .into_iter()
+                .chain([refunded(order(1), "user-1", 30)]),
+        )
+        .when(PointCommand::HandleFailed { order_id: order(1) })
+        .then_nothing();
+        assert_eq!(again.balance("user-1"), 100);
+    }
+
+    #[test]
+    fn a_late_placement_after_an_evicted_tombstone_is_ignored() {
+        // Given a tombstone (never kept in memory) and many orders since
+        let history: Vec<PointEvent> = [credited("user-1", 100), ledger::tombstoned(order(1))]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        // When the order's placement arrives at last
+        let when = given::<Point>(history).when(place(order(1), "user-1", 30));
+        // Then it is ignored: nothing deducted
+        let state = when.then([ledger::placement_ignored(order(1), LATE_PLACEMENT)]);
+        assert_eq!(state.balance("user-1"), 100);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! No I/O, clock or randomness: everything a decision needs travels inside the command.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contract::ledger::{self, LedgerEvent, ParticipantCore, Step};
 pub use contract::ledger::{
@@ -51,13 +51,14 @@ impl ledger::OrderEntry for OrderEntry {
     }
 }
 
-/// The folded state: availability per SKU and every order seen.
+/// The folded state: availability per SKU and the orders still open here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockState {
     /// Units available per SKU; a SKU is known once restocked.
     pub available: BTreeMap<String, u64>,
-    /// Orders by id.
-    pub orders: HashMap<Uuid, OrderEntry>,
+    /// Open orders by id (reserved or insufficient, not yet failed), the most recent
+    /// [`ledger::OPEN_WINDOW`]; the others are in the log (see [`ledger::Orders`]).
+    pub orders: ledger::Orders<OrderEntry>,
 }
 
 impl StockState {
@@ -70,9 +71,18 @@ impl StockState {
 impl LedgerState for StockState {
     type Entry = OrderEntry;
 
-    fn orders(&self) -> &HashMap<Uuid, OrderEntry> {
+    fn orders(&self) -> &ledger::Orders<OrderEntry> {
         &self.orders
     }
+}
+
+/// The entry of an order an event reserved for or refused (`status` says which).
+fn entry_of(event: &StockEvent, status: ParticipantOrderStatus) -> OrderEntry {
+    let lines = match event {
+        StockEvent::Reserved { lines, .. } => lines.clone(),
+        _ => Vec::new(),
+    };
+    OrderEntry { status, lines }
 }
 
 /// A fact the stock service recorded.
@@ -288,12 +298,8 @@ impl Domain for Stock {
     }
 
     fn evolve(state: &mut StockState, event: &StockEvent) {
-        let lines = match event {
-            StockEvent::Reserved { lines, .. } => lines.clone(),
-            _ => Vec::new(),
-        };
         ledger::evolve_order(&mut state.orders, event.step(), "stock", |status| {
-            OrderEntry { status, lines }
+            entry_of(event, status)
         });
         match event {
             StockEvent::Restocked { sku, qty } => put_back(&mut state.available, sku, *qty),
@@ -309,6 +315,7 @@ impl Domain for Stock {
                 }
             }
             StockEvent::Restored { lines, .. } => {
+                // The lines come from the event: the entry may have left memory long ago.
                 for (sku, qty) in lines {
                     put_back(&mut state.available, sku, *qty);
                 }
@@ -319,6 +326,31 @@ impl Domain for Stock {
             | StockEvent::PlacementIgnored(_) => {}
         }
     }
+
+    fn cold_key(command: &StockCommand) -> Option<String> {
+        match command {
+            StockCommand::Restock { .. } => None,
+            StockCommand::HandlePlaced { placed } => ledger::cold_key(placed.order_id),
+            StockCommand::HandleFailed { order_id } => ledger::cold_key(*order_id),
+        }
+    }
+
+    fn is_resident(state: &StockState, key: &str) -> bool {
+        ledger::is_resident(&state.orders, key)
+    }
+
+    fn hydrate(state: &mut StockState, key: &str, events: &[StockEvent]) {
+        ledger::hydrate(&mut state.orders, key, events, |entry, order_id, event| {
+            ledger::replay_entry(entry, order_id, event, entry_of)
+        });
+    }
+
+    fn retire(state: &mut StockState, key: &str) {
+        ledger::retire(&mut state.orders, key);
+    }
+
+    // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn event_type(event: &StockEvent) -> &'static str {
         event.into()
@@ -521,10 +553,118 @@ mod tests {
             lines: vec![("sku-1".into(), 4)],
         }]);
         assert_eq!(state.available("sku-1"), Some(15));
+        // Settled: the entry left memory; the log keeps it.
+        assert_eq!(state.order_status(order(1)), None);
+    }
+
+    /// `OPEN_WINDOW` newer orders (rejected: no stock moves), enough to push order(1) out.
+    fn newer_orders() -> impl Iterator<Item = StockEvent> {
+        (2..=u128::from(ledger::OPEN_WINDOW) + 1)
+            .map(|n| insufficient(order(n), "sku-9: unknown sku"))
+    }
+
+    #[test]
+    fn a_settled_order_leaves_memory_and_the_balance_stays() {
+        // Given an order reserved then restored, and one only reserved
+        let scenario = given::<Stock>([
+            restocked("sku-1", 5),
+            reserved(order(1), &[("sku-1", 2)]),
+            reserved(order(2), &[("sku-1", 1)]),
+        ]);
+        // When order 1 fails
+        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
+        // Then its entry left, the open one stayed, and the shelf holds what it should
+        let state = when.then([restored(order(1), &[("sku-1", 2)])]);
+        assert_eq!(state.orders.len(), 1);
         assert_eq!(
-            state.order_status(order(1)),
-            Some(ParticipantOrderStatus::Compensated)
+            state.order_status(order(2)),
+            Some(ParticipantOrderStatus::Succeeded)
         );
+        assert_eq!(state.available("sku-1"), Some(4));
+    }
+
+    #[test]
+    fn an_open_order_leaves_memory_once_the_window_of_newer_orders_passed() {
+        // Given order 1 reserved, then OPEN_WINDOW - 1 newer orders
+        let history: Vec<StockEvent> = [restocked("sku-1", 5), reserved(order(1), &[("sku-1", 2)])]
+            .into_iter()
+            .chain(newer_orders().take(usize::try_from(ledger::OPEN_WINDOW).expect("fits") - 1))
+            .collect();
+        let mut state = given::<Stock>(history).state().clone();
+        assert!(state.order_status(order(1)).is_some());
+        // When one more order opens
+        Stock::evolve(
+            &mut state,
+            &insufficient(order(u128::MAX), "sku-9: unknown sku"),
+        );
+        // Then order 1 left memory, and the window holds OPEN_WINDOW entries
+        assert_eq!(state.order_status(order(1)), None);
+        assert_eq!(
+            state.orders.len(),
+            usize::try_from(ledger::OPEN_WINDOW).expect("fits")
+        );
+        assert_eq!(state.available("sku-1"), Some(3));
+    }
+
+    #[test]
+    fn an_evicted_reservation_that_fails_is_restored_exactly_once() {
+        // Given order 1 reserved long ago: its entry is no longer in memory
+        let history: Vec<StockEvent> = [restocked("sku-1", 5), reserved(order(1), &[("sku-1", 2)])]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Stock>(history.clone());
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        // When order.failed arrives for it
+        let when = scenario.when(StockCommand::HandleFailed { order_id: order(1) });
+        // Then its lines come back from the log and are restored (and the state is the fold)
+        let restored = restored(order(1), &[("sku-1", 2)]);
+        let state = when.then([restored.clone()]);
+        assert_eq!(state.available("sku-1"), Some(5));
+        assert_eq!(state.order_status(order(1)), None);
+        // And a re-drive restores nothing more
+        let again = given::<Stock>(history.into_iter().chain([restored]))
+            .when(StockCommand::HandleFailed { order_id: order(1) })
+            .then_nothing();
+        assert_eq!(again.available("sku-1"), Some(5));
+    }
+
+    #[test]
+    fn a_late_placement_after_an_evicted_tombstone_is_ignored() {
+        // Given a tombstone (never kept in memory) and many orders since
+        let history: Vec<StockEvent> = [restocked("sku-1", 5), ledger::tombstoned(order(1))]
+            .into_iter()
+            .chain(newer_orders())
+            .collect();
+        let scenario = given::<Stock>(history);
+        assert_eq!(scenario.state().order_status(order(1)), None);
+        // When the order's placement arrives at last
+        let when = scenario.when(StockCommand::HandlePlaced {
+            placed: placed(order(1), &[("sku-1", 1)]),
+        });
+        // Then it is ignored: nothing reserved
+        let state = when.then([ledger::placement_ignored(order(1), LATE_PLACEMENT)]);
+        assert_eq!(state.available("sku-1"), Some(5));
+    }
+
+    #[test]
+    fn memory_holds_the_window_however_many_orders_went_by() {
+        // Given 100,000 orders (five windows), every tenth failed and restored
+        let mut state = StockState::default();
+        Stock::evolve(&mut state, &restocked("sku-1", 1_000_000));
+        for n in 1..=100_000u128 {
+            Stock::evolve(&mut state, &reserved(order(n), &[("sku-1", 1)]));
+            if n % 10 == 0 {
+                Stock::evolve(&mut state, &restored(order(n), &[("sku-1", 1)]));
+            }
+        }
+        // Then memory holds the open orders of the last window only, balances are exact, and a
+        // snapshot of it is a few hundred KB
+        let window = usize::try_from(ledger::OPEN_WINDOW).expect("fits");
+        assert_eq!(state.orders.len(), window - window / 10);
+        assert_eq!(state.available("sku-1"), Some(1_000_000 - 90_000));
+        let bytes = postcard::to_stdvec(&state).expect("encodes").len();
+        assert!(bytes < 100 * window, "{bytes} bytes for {window} orders");
     }
 
     #[test]

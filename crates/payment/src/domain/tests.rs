@@ -79,6 +79,11 @@ fn skipped(order_id: Uuid) -> PaymentEvent {
     ledger::compensation_skipped(order_id)
 }
 
+/// The cold key of an order: what a reader of it asks `Live::read_key` for.
+fn key(order_id: Uuid) -> String {
+    order_id.to_string()
+}
+
 #[test]
 fn a_fresh_charge_is_recorded_with_what_the_gateway_may_hold() {
     // The command, what it records, its status and authorization, whether the PG is to be asked.
@@ -187,7 +192,10 @@ fn a_failed_order_has_its_charge_cancelled_at_the_gateway() {
         // When
         let when = scenario.when(fail(order(1), CancelResult::Cancelled));
         // Then
-        let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+        let state = when.then_read(
+            &key(order(1)),
+            [PaymentEvent::Cancelled { order_id: order(1) }],
+        );
         assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
         assert!(!needs_gateway_approval(&state, order(1)));
         assert!(!needs_gateway_cancel(&state, order(1)));
@@ -240,7 +248,10 @@ fn a_failed_cancellation_can_be_retried() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::Cancelled));
     // Then
-    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+    let state = when.then_read(
+        &key(order(1)),
+        [PaymentEvent::Cancelled { order_id: order(1) }],
+    );
     let payment = state.payment(order(1)).expect("recorded");
     assert_eq!(payment.status, PaymentStatus::Cancelled);
     assert_eq!(payment.reason, None);
@@ -271,11 +282,14 @@ fn a_retried_cancellation_may_fail_again() {
 fn a_failure_before_the_placement_leaves_a_tombstone() {
     // Given
     let scenario = given::<Payment>([]);
-    assert!(!needs_gateway_cancel(scenario.state(), order(1)));
+    assert!(!needs_gateway_cancel(
+        &scenario.read_key(&key(order(1))),
+        order(1)
+    ));
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([ledger::tombstoned(order(1))]);
+    let state = when.then_read(&key(order(1)), [ledger::tombstoned(order(1))]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
     assert!(!needs_gateway_approval(&state, order(1)));
 }
@@ -292,7 +306,7 @@ fn a_late_placement_after_a_tombstone_is_ignored() {
         reason: "order already failed (tombstone)".into(),
     });
     assert_eq!(outcome(&ignored), None);
-    let state = when.then([ignored]);
+    let state = when.then_read(&key(order(1)), [ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Tombstoned));
 }
 
@@ -303,7 +317,7 @@ fn compensating_a_declined_order_is_skipped() {
     // When
     let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
     // Then
-    let state = when.then([ledger::compensation_skipped(order(1))]);
+    let state = when.then_read(&key(order(1)), [ledger::compensation_skipped(order(1))]);
     let payment = state.payment(order(1)).expect("recorded");
     assert_eq!(payment.status, PaymentStatus::Declined);
     assert!(payment.compensation_skipped);
@@ -340,7 +354,7 @@ fn a_repeated_failure_is_a_no_op() {
         // When
         let when = scenario.when(fail(order(1), CancelResult::NotNeeded));
         // Then
-        let state = when.then_nothing();
+        let state = when.then_read(&key(order(1)), []);
         assert_eq!(state.status(order(1)), Some(settled));
     }
 }
@@ -366,13 +380,16 @@ fn a_late_placement_after_a_cancelled_request_is_ignored_without_asking_the_gate
         requested(order(1), 700),
         PaymentEvent::Cancelled { order_id: order(1) },
     ]);
-    assert!(!needs_gateway_approval(scenario.state(), order(1)));
+    assert!(!needs_gateway_approval(
+        &scenario.read_key(&key(order(1))),
+        order(1)
+    ));
     // When: even an approval the gateway gave before the cancel reached it
     let when = scenario.when(approve(order(1), 700));
     // Then
     let ignored = ledger::placement_ignored(order(1), CANCELLED_PLACEMENT);
     assert_eq!(outcome(&ignored), None);
-    let state = when.then([ignored]);
+    let state = when.then_read(&key(order(1)), [ignored]);
     assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
 }
 
@@ -392,7 +409,10 @@ fn a_failed_or_cancelled_order_never_asks_the_gateway_to_charge() {
         // Given
         let scenario = given::<Payment>(history);
         // Then
-        assert!(!needs_gateway_approval(scenario.state(), order(1)));
+        assert!(!needs_gateway_approval(
+            &scenario.read_key(&key(order(1))),
+            order(1)
+        ));
     }
 }
 
@@ -429,7 +449,7 @@ fn a_settled_order_reports_its_recorded_compensation() {
         // Given
         let scenario = given::<Payment>(history.clone());
         // When
-        let settled = settled_outcome(scenario.state(), order(1));
+        let settled = settled_outcome(&scenario.read_key(&key(order(1))), order(1));
         // Then
         let got = settled.as_ref().map(|e| (e.subject(), e.reason.as_deref()));
         let expected = expected.map(|(s, r)| (s.to_owned(), r));
@@ -439,6 +459,99 @@ fn a_settled_order_reports_its_recorded_compensation() {
             assert_eq!(event.participant, Participant::Payment);
         }
     }
+}
+
+/// `OPEN_WINDOW` newer payments (declined: nothing to cancel), enough to push order(1) out.
+fn newer_payments() -> impl Iterator<Item = PaymentEvent> {
+    (2..=u128::from(ledger::OPEN_WINDOW) + 1).map(|n| declined(order(n), 2_000_000))
+}
+
+#[test]
+fn a_settled_payment_leaves_memory_and_a_read_of_it_comes_from_the_log() {
+    // Given an approval cancelled after its order failed
+    let history = [approved(order(1), 700)];
+    // When
+    let when = given::<Payment>(history).when(fail(order(1), CancelResult::Cancelled));
+    // Then memory holds nothing for it, and a reader of the order still sees it
+    let state = when.then([PaymentEvent::Cancelled { order_id: order(1) }]);
+    assert!(state.payments.is_empty());
+    let read = given::<Payment>(cancelled_after_approval()).read_key(&key(order(1)));
+    assert_eq!(read.status(order(1)), Some(PaymentStatus::Cancelled));
+    assert_eq!(read.payment(order(1)).map(|p| p.amount), Some(700));
+}
+
+#[test]
+fn an_evicted_approval_is_cancelled_at_the_gateway_when_its_order_fails() {
+    // Given an approval long ago: no longer in memory
+    let history: Vec<PaymentEvent> = [approved(order(1), 700)]
+        .into_iter()
+        .chain(newer_payments())
+        .collect();
+    let scenario = given::<Payment>(history.clone());
+    assert_eq!(scenario.state().status(order(1)), None);
+    // Then the handler's read of the order (from the log) says the PG must cancel, with the
+    // authorization it needs
+    let read = scenario.read_key(&key(order(1)));
+    assert!(needs_gateway_cancel(&read, order(1)));
+    assert_eq!(
+        read.payment(order(1)).and_then(|p| p.authorization.clone()),
+        Some("auth-1".to_owned())
+    );
+    // And deciding without the PG's answer is refused, as from memory
+    given::<Payment>(history.clone())
+        .when(fail(order(1), CancelResult::NotNeeded))
+        .then_rejected(PaymentRejection::GatewayCancelRequired { order_id: order(1) });
+    // When the PG cancelled it
+    let when = scenario.when(fail(order(1), CancelResult::Cancelled));
+    // Then the cancellation is recorded once (the state is the fold of the log)
+    let state = when.then_read(
+        &key(order(1)),
+        [PaymentEvent::Cancelled { order_id: order(1) }],
+    );
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Cancelled));
+    given::<Payment>(
+        history
+            .into_iter()
+            .chain([PaymentEvent::Cancelled { order_id: order(1) }]),
+    )
+    .when(fail(order(1), CancelResult::NotNeeded))
+    .then_nothing();
+}
+
+#[test]
+fn an_evicted_charge_request_gets_its_answer_recorded_on_redelivery() {
+    // Given a charge requested long ago whose answer was never recorded
+    let history: Vec<PaymentEvent> = [requested(order(1), 700)]
+        .into_iter()
+        .chain(newer_payments())
+        .collect();
+    let scenario = given::<Payment>(history);
+    let read = scenario.read_key(&key(order(1)));
+    assert!(needs_gateway_approval(&read, order(1)));
+    assert!(!needs_approval_request(&read, order(1)));
+    // When the redelivered order.placed brings the PG's answer
+    let when = scenario.when(approve(order(1), 700));
+    // Then it is recorded and the payment is open again (the fold agrees)
+    let state = when.then([approved(order(1), 700)]);
+    assert_eq!(state.status(order(1)), Some(PaymentStatus::Approved));
+}
+
+#[test]
+fn a_late_placement_after_an_evicted_tombstone_never_reaches_the_gateway() {
+    // Given a tombstone (never kept in memory) and many payments since
+    let history: Vec<PaymentEvent> = [ledger::tombstoned(order(1))]
+        .into_iter()
+        .chain(newer_payments())
+        .collect();
+    let scenario = given::<Payment>(history);
+    // Then the handler's read says: do not charge, do not record a request
+    let read = scenario.read_key(&key(order(1)));
+    assert!(!needs_gateway_approval(&read, order(1)));
+    assert!(!needs_approval_request(&read, order(1)));
+    // When the placement is decided anyway
+    let when = scenario.when(approve(order(1), 700));
+    // Then it is ignored
+    when.then([ledger::placement_ignored(order(1), LATE_PLACEMENT)]);
 }
 
 #[test]
