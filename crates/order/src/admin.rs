@@ -18,6 +18,7 @@ use eventlog::clock::now_ms;
 use eventlog::live::{Execution, Live};
 use serde::Deserialize;
 use servicekit::http::{check_admin, ApiError};
+use servicekit::openapi::{AdminWriteErrors, NotFound};
 
 use crate::domain::{Order, OrderCommand};
 use crate::handler::{execute_or_archived, find_saga, own_meta};
@@ -87,42 +88,29 @@ async fn list(
 }
 
 /// `GET /admin/dlq/{seq}`: one DLQ entry.
+// A read, but with an admin write's errors: no token is a 401 here, not a lesser view.
 #[utoipa::path(get, path = "/admin/dlq/{seq}", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
-    responses((status = 200, description = "The entry", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+    responses((status = 200, description = "The entry", body = Object), AdminWriteErrors, NotFound))]
 async fn show(
     State(api): State<AdminState>,
     headers: HeaderMap,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
-    let seq = parse_seq(&seq)?;
-    let detail = dlq::inspect(&api.js, seq)
-        .await?
-        .ok_or_else(|| missing(seq))?;
+    let seq = admin_seq(&api, &headers, &seq)?;
+    let detail = inspect(&api, seq).await?;
     Ok(Json(detail).into_response())
 }
 
 #[tracing::instrument(skip_all, fields(dlq_seq = %seq))]
 #[utoipa::path(post, path = "/admin/dlq/{seq}/redrive", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
-    responses((status = 200, description = "Re-driven", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+    responses((status = 200, description = "Re-driven", body = Object), AdminWriteErrors, NotFound))]
 async fn redrive(
     State(api): State<AdminState>,
     headers: HeaderMap,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
-    let seq = parse_seq(&seq)?;
-    let detail = dlq::inspect(&api.js, seq)
-        .await?
-        .ok_or_else(|| missing(seq))?;
+    let seq = admin_seq(&api, &headers, &seq)?;
+    let detail = inspect(&api, seq).await?;
     if let Some(why) = dlq::not_redrivable(&detail.entry) {
         return Err(ApiError::client(
             StatusCode::CONFLICT,
@@ -161,18 +149,13 @@ async fn redrive(
 #[tracing::instrument(skip_all, fields(dlq_seq = %seq))]
 /// `POST /admin/dlq/{seq}/discard`: drops a DLQ entry, recording it.
 #[utoipa::path(post, path = "/admin/dlq/{seq}/discard", tag = "admin", params(("seq" = u64, Path, description = "The DLQ entry's stream sequence")), security(("admin" = [])),
-    responses((status = 200, description = "Discarded", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+    responses((status = 200, description = "Discarded", body = Object), AdminWriteErrors, NotFound))]
 async fn discard(
     State(api): State<AdminState>,
     headers: HeaderMap,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
-    let seq = parse_seq(&seq)?;
+    let seq = admin_seq(&api, &headers, &seq)?;
     let entry = dlq::discard(&api.js, seq)
         .await?
         .ok_or_else(|| missing(seq))?;
@@ -253,6 +236,20 @@ async fn record(
         .await
         .map_err(ApiError::internal)?;
     Ok(true)
+}
+
+/// The DLQ sequence a route on one entry names, once the caller is known to be an admin (the
+/// 401/403 come before a 400 for a bad sequence).
+fn admin_seq(api: &AdminState, headers: &HeaderMap, seq: &str) -> Result<u64, ApiError> {
+    check_admin(headers, api.admin_token.as_deref())?;
+    parse_seq(seq)
+}
+
+/// DLQ entry `seq` with its message, or a 404 naming it.
+async fn inspect(api: &AdminState, seq: u64) -> Result<dlq::DlqDetail, ApiError> {
+    dlq::inspect(&api.js, seq)
+        .await?
+        .ok_or_else(|| missing(seq))
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {

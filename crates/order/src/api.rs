@@ -16,6 +16,7 @@ use servicekit::http::{
     check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
     RequestBody, ValidJson, ValidPath,
 };
+use servicekit::openapi::{AdminReadErrors, AdminWriteErrors, NotFound};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -418,7 +419,7 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
     responses(
         (status = 200, description = "The order", body = Object),
         (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+        NotFound))]
 async fn get_order(
     State(api): State<ApiState>,
     ValidPath(order_id): ValidPath<String>,
@@ -669,9 +670,7 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
     security((), ("admin" = [])),
     responses(
         (status = 200, description = "The timeline (full payloads for the admin)", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+        AdminReadErrors))]
 async fn order_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
@@ -688,9 +687,7 @@ async fn order_timeline(
     security((), ("admin" = [])),
     responses(
         (status = 200, description = "The timeline (full payloads for the admin)", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody)))]
+        AdminReadErrors))]
 async fn trace_timeline(
     State(api): State<ApiState>,
     headers: HeaderMap,
@@ -820,10 +817,8 @@ fn domain_rank(domain: &str) -> u8 {
     security(("admin" = [])),
     responses(
         (status = 202, description = "`{orderId, status: COMPENSATING}`", body = Object),
-        (status = 400, description = "Bad input, naming the field", body = servicekit::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody),
-        (status = 404, description = "Not found (a JSON error naming it)", body = servicekit::openapi::ErrorBody),
+        AdminWriteErrors,
+        NotFound,
         (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn retry_compensation(
     State(api): State<ApiState>,

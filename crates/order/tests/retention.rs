@@ -103,6 +103,14 @@ impl Service {
             .expect("accepted")
     }
 
+    /// Records `steps` on `order_id` in turn, each as its own message.
+    async fn outcomes(&self, order_id: Uuid, steps: &[(Participant, OutcomeKind)]) {
+        for (n, &(participant, kind)) in steps.iter().enumerate() {
+            self.outcome(order_id, participant, kind, &format!("m{}", n + 1))
+                .await;
+        }
+    }
+
     async fn deliver(&self, order_id: Uuid) {
         let execution = Execution {
             meta: EventMeta {
@@ -167,6 +175,18 @@ fn history(live: &Live<Order>) -> Orders {
         .state
 }
 
+/// Payment rejected and both participants compensated: the order fails and settles.
+const FAILING: [(Participant, OutcomeKind); 3] = [
+    (Participant::Payment, OutcomeKind::Rejected),
+    (Participant::Payment, OutcomeKind::Compensated),
+    (Participant::Stock, OutcomeKind::Compensated),
+];
+/// Payment and stock in: the order completes.
+const COMPLETING: [(Participant, OutcomeKind); 2] = [
+    (Participant::Payment, OutcomeKind::Succeeded),
+    (Participant::Stock, OutcomeKind::Succeeded),
+];
+
 type Wanted = Box<dyn Fn(&OrderSaga) -> bool>;
 
 #[tokio::test]
@@ -187,28 +207,12 @@ async fn settled_orders_leave_memory_and_answer_as_before() {
     for (i, (id, _, _)) in placed.iter().enumerate() {
         let id = *id;
         match i % 4 {
-            0 => {
-                service
-                    .outcome(id, Participant::Payment, OutcomeKind::Rejected, "m1")
-                    .await;
-                service
-                    .outcome(id, Participant::Payment, OutcomeKind::Compensated, "m2")
-                    .await;
-                service
-                    .outcome(id, Participant::Stock, OutcomeKind::Compensated, "m3")
-                    .await;
+            0 => service.outcomes(id, &FAILING).await,
+            1 => {
+                service.outcomes(id, &COMPLETING).await;
+                service.deliver(id).await;
             }
-            1 | 2 => {
-                service
-                    .outcome(id, Participant::Payment, OutcomeKind::Succeeded, "m1")
-                    .await;
-                service
-                    .outcome(id, Participant::Stock, OutcomeKind::Succeeded, "m2")
-                    .await;
-                if i % 4 == 1 {
-                    service.deliver(id).await;
-                }
-            }
+            2 => service.outcomes(id, &COMPLETING).await,
             _ => {}
         }
     }
@@ -269,28 +273,22 @@ async fn settled_orders_leave_memory_and_answer_as_before() {
     assert_eq!(history(&service.live).orders.len(), 48);
 
     // When a late compensation with a new message id reaches the evicted failed order
-    let late = service
-        .outcome(
+    let late_compensation = || {
+        service.outcome(
             *evicted,
             Participant::Stock,
             OutcomeKind::Compensated,
             "late-1",
         )
-        .await;
+    };
+    let late = late_compensation().await;
     // Then it is recorded as a duplicate, as before; the same message again is a dedup hit
     assert!(
         matches!(&late, Executed::Committed { events, .. }
             if matches!(events[..], [OrderEvent::DuplicateIgnored { .. }])),
         "{late:?}"
     );
-    let repeat = service
-        .outcome(
-            *evicted,
-            Participant::Stock,
-            OutcomeKind::Compensated,
-            "late-1",
-        )
-        .await;
+    let repeat = late_compensation().await;
     assert!(matches!(repeat, Executed::Duplicate(_)), "{repeat:?}");
     // ... and delivering an evicted, delivered order again is a no-op, as before
     service.deliver(placed[1].0).await;
@@ -378,17 +376,10 @@ async fn a_restart_after_snapshots_is_the_fold_from_scratch() {
             let body = service.place("u", None, 100 + i).await;
             let id = id_of(&body);
             if i % 2 == 0 {
-                service
-                    .outcome(id, Participant::Payment, OutcomeKind::Rejected, "a")
-                    .await;
-                service
-                    .outcome(id, Participant::Payment, OutcomeKind::Compensated, "b")
-                    .await;
-                if i % 4 == 0 || round == 2 {
-                    service
-                        .outcome(id, Participant::Stock, OutcomeKind::Compensated, "c")
-                        .await;
-                }
+                // Stock's compensation still missing leaves the order compensating.
+                let settles = i % 4 == 0 || round == 2;
+                let steps = if settles { &FAILING[..] } else { &FAILING[..2] };
+                service.outcomes(id, steps).await;
             }
         }
         service.live.snapshot(2).await.expect("a snapshot");

@@ -54,46 +54,41 @@ fn run<D: Domain<State = Orders, Event = OrderEvent, Command = OrderCommand>>(
     (state, log)
 }
 
+/// `order_id`'s outcomes in turn, each `(participant, kind, at_ms)`.
+fn outcomes(order_id: Uuid, steps: &[(Participant, OutcomeKind, u64)]) -> Vec<OrderCommand> {
+    steps
+        .iter()
+        .map(|&(participant, kind, at_ms)| outcome(order_id, participant, kind, at_ms))
+        .collect()
+}
+
 /// One order failed and compensated by both participants.
 fn failing(order_id: Uuid) -> Vec<OrderCommand> {
-    vec![
-        outcome(
-            order_id,
-            Participant::Payment,
-            OutcomeKind::Succeeded,
-            2_000,
-        ),
-        outcome(order_id, Participant::Stock, OutcomeKind::Rejected, 2_100),
-        outcome(
-            order_id,
-            Participant::Payment,
-            OutcomeKind::Compensated,
-            2_200,
-        ),
-        outcome(
-            order_id,
-            Participant::Stock,
-            OutcomeKind::Compensated,
-            2_300,
-        ),
-    ]
+    outcomes(
+        order_id,
+        &[
+            (Participant::Payment, OutcomeKind::Succeeded, 2_000),
+            (Participant::Stock, OutcomeKind::Rejected, 2_100),
+            (Participant::Payment, OutcomeKind::Compensated, 2_200),
+            (Participant::Stock, OutcomeKind::Compensated, 2_300),
+        ],
+    )
 }
 
 /// One order completed and delivered to the data platform.
 fn completing(order_id: Uuid) -> Vec<OrderCommand> {
-    vec![
-        outcome(
-            order_id,
-            Participant::Payment,
-            OutcomeKind::Succeeded,
-            2_000,
-        ),
-        outcome(order_id, Participant::Stock, OutcomeKind::Succeeded, 2_100),
-        OrderCommand::MarkDelivered {
-            order_id,
-            now_ms: 2_200,
-        },
-    ]
+    let mut commands = outcomes(
+        order_id,
+        &[
+            (Participant::Payment, OutcomeKind::Succeeded, 2_000),
+            (Participant::Stock, OutcomeKind::Succeeded, 2_100),
+        ],
+    );
+    commands.push(OrderCommand::MarkDelivered {
+        order_id,
+        now_ms: 2_200,
+    });
+    commands
 }
 
 #[test]
@@ -145,17 +140,15 @@ fn needs_attention_and_pending_orders_stay() {
     let other = Uuid::from_u128(7);
     let (state, _) = run::<Order>(
         vec![placed(ORDER, "a"), placed(other, "b")],
-        vec![
-            outcome(ORDER, Participant::Payment, OutcomeKind::Rejected, 2_000),
-            outcome(ORDER, Participant::Stock, OutcomeKind::Succeeded, 2_000),
-            outcome(ORDER, Participant::Payment, OutcomeKind::Compensated, 2_100),
-            outcome(
-                ORDER,
-                Participant::Stock,
-                OutcomeKind::CompensationFailed,
-                2_200,
-            ),
-        ],
+        outcomes(
+            ORDER,
+            &[
+                (Participant::Payment, OutcomeKind::Rejected, 2_000),
+                (Participant::Stock, OutcomeKind::Succeeded, 2_000),
+                (Participant::Payment, OutcomeKind::Compensated, 2_100),
+                (Participant::Stock, OutcomeKind::CompensationFailed, 2_200),
+            ],
+        ),
     );
     // Then both are still in memory with their lookups
     assert_eq!(state.orders[&ORDER].status, OrderStatus::NeedsAttention);
@@ -244,16 +237,16 @@ fn a_command_about_a_settled_order_is_decided_as_when_it_was_in_memory() {
     let archived =
         |id: Uuid| saga_of(log.iter().filter(|e| e.order_id() == id)).expect("in the log");
     let asks = |id: Uuid| {
-        vec![
-            outcome(id, Participant::Stock, OutcomeKind::Compensated, 9_000),
-            outcome(id, Participant::Payment, OutcomeKind::Succeeded, 9_000),
-            outcome(id, Participant::Coupon, OutcomeKind::Succeeded, 9_000),
-            outcome(
-                id,
-                Participant::Payment,
-                OutcomeKind::CompensationFailed,
-                9_000,
-            ),
+        let mut asks = outcomes(
+            id,
+            &[
+                (Participant::Stock, OutcomeKind::Compensated, 9_000),
+                (Participant::Payment, OutcomeKind::Succeeded, 9_000),
+                (Participant::Coupon, OutcomeKind::Succeeded, 9_000),
+                (Participant::Payment, OutcomeKind::CompensationFailed, 9_000),
+            ],
+        );
+        asks.extend([
             OrderCommand::Expire {
                 order_id: id,
                 now_ms: 99_000,
@@ -285,7 +278,8 @@ fn a_command_about_a_settled_order_is_decided_as_when_it_was_in_memory() {
                 order_id: id,
                 now_ms: 9_000,
             },
-        ]
+        ]);
+        asks
     };
     for id in [failed, delivered] {
         for command in asks(id) {
