@@ -203,7 +203,7 @@ pub fn stream_of<E: LedgerEvent>(event: &E) -> String {
     match event.step() {
         Step::Own(prefix, key) => format!("{prefix}-{key}"),
         step => match step.order_id() {
-            Some(order_id) => format!("order-{order_id}"),
+            Some(order_id) => eventlog::event_store::correlation_stream(&order_id.to_string()),
             None => unreachable!("only Own steps are about no order"),
         },
     }

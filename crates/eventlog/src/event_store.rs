@@ -19,6 +19,8 @@ use crate::record::{
     Commit, CommitOutcome, DedupRecord, OutboxMessage, Record, RecordView, GENESIS_HASH, HASH_LEN,
 };
 
+/// Prefix of the stream a correlation (an order) owns; see [`correlation_stream`].
+pub const CORRELATION_STREAM_PREFIX: &str = "order-";
 /// Most commits one flush covers.
 pub const GROUP_COMMIT_MAX_BATCH: usize = 1024;
 /// Queue of commits waiting for the writer.
@@ -47,6 +49,9 @@ const SNAPSHOT_TREE: &str = "snapshot";
 const LOG_TREE: &str = "log";
 const PREFIX_EVENTS: u8 = b'e';
 const PREFIX_STREAMS: u8 = b's';
+/// Stream heads, written by earlier versions; a stream's head is now derived from the stream
+/// index. Reserved so that old keys are never read as something else.
+#[allow(dead_code)]
 const PREFIX_HEADS: u8 = b'h';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_OUTBOX: u8 = b'o';
@@ -256,7 +261,6 @@ struct Trees {
     snapshots: sled::Tree,
     events: Keyspace,
     streams: Keyspace,
-    heads: Keyspace,
     dedup: Keyspace,
     outbox: Keyspace,
     correlation: Keyspace,
@@ -274,13 +278,29 @@ impl Trees {
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
             events: space(PREFIX_EVENTS),
             streams: space(PREFIX_STREAMS),
-            heads: space(PREFIX_HEADS),
             dedup: space(PREFIX_DEDUP),
             outbox: space(PREFIX_OUTBOX),
             correlation: space(PREFIX_CORRELATION),
             index: space(PREFIX_INDEX),
             log,
         })
+    }
+}
+
+impl Trees {
+    /// A stream's version: the seq of its last key in the stream index (0 when it has none).
+    /// Derived rather than stored, so an append writes one key fewer.
+    fn stream_head(&self, stream: &str) -> Result<u64> {
+        let mut prefix = stream.as_bytes().to_vec();
+        prefix.push(0);
+        let full = self.streams.key(&prefix);
+        match self.log.scan_prefix(&full).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                Ok(be_u64(&key[full.len()..]))
+            }
+            None => Ok(0),
+        }
     }
 }
 
@@ -432,13 +452,7 @@ impl EventStore {
 
     /// Number of events in a stream (its version).
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
-        Ok(self
-            .inner
-            .trees
-            .heads
-            .get(stream.as_bytes())?
-            .map(|v| be_u64(&v))
-            .unwrap_or(0))
+        self.inner.trees.stream_head(stream)
     }
 
     /// Every record of a stream, in order.
@@ -460,18 +474,29 @@ impl EventStore {
     /// (timelines, `/log`), and a reply must not show what a crash could still undo.
     pub fn read_correlated(&self, correlation_id: &str) -> Result<Vec<Record>> {
         let durable = self.head();
+        let mut seqs = Vec::new();
         let mut prefix = correlation_id.as_bytes().to_vec();
         prefix.push(0);
-        let mut out = Vec::new();
         for entry in self.inner.trees.correlation.scan_prefix(&prefix) {
             let (key, _) = entry?;
-            let seq = be_u64(&key[prefix.len()..]);
-            if seq > durable {
-                break;
-            }
-            out.push(self.get(seq)?);
+            seqs.push(be_u64(&key[prefix.len()..]));
         }
-        Ok(out)
+        let own = correlation_stream(correlation_id);
+        if validate_stream_id(&own).is_ok() {
+            let mut prefix = own.into_bytes();
+            prefix.push(0);
+            for entry in self.inner.trees.streams.scan_prefix(&prefix) {
+                let (_, global) = entry?;
+                seqs.push(be_u64(&global));
+            }
+        }
+        // Stores written before the own stream lost its correlation keys have both.
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.into_iter()
+            .take_while(|seq| *seq <= durable)
+            .map(|seq| self.get(seq))
+            .collect()
     }
 
     /// The value under `key` in a secondary index (see [`crate::record::IndexEntry`]).
@@ -785,7 +810,6 @@ impl EventStore {
             report.records += 1;
         }
         let mut index_digest = IndexDigest::default();
-        let mut heads = self.inner.trees.heads.iter();
         let mut current: Option<(Vec<u8>, u64)> = None;
         for entry in self.inner.trees.streams.iter() {
             let (key, value) = entry?;
@@ -806,8 +830,7 @@ impl EventStore {
                     *last = stream_seq;
                 }
                 _ => {
-                    if let Some((name, last)) = current.take() {
-                        check_head(&mut heads, &name, last)?;
+                    if current.take().is_some() {
                         report.streams += 1;
                     }
                     if stream_seq != 1 {
@@ -824,19 +847,8 @@ impl EventStore {
             }
             index_digest.add(stream, stream_seq, global_seq);
         }
-        if let Some((name, last)) = current {
-            check_head(&mut heads, &name, last)?;
+        if current.is_some() {
             report.streams += 1;
-        }
-        if let Some(extra) = heads.next() {
-            let (stream, _) = extra?;
-            return Err(corrupt(
-                0,
-                &format!(
-                    "stream head of {} has no records",
-                    String::from_utf8_lossy(&stream)
-                ),
-            ));
         }
         if records_digest != index_digest {
             return Err(corrupt(
@@ -1057,24 +1069,6 @@ fn split_stream_key(key: &[u8]) -> Option<(&[u8], u64)> {
     (rest[0] == 0 && !stream.is_empty()).then(|| (stream, be_u64(&rest[1..])))
 }
 
-/// The next stream head (heads are in the same order as the index's streams) must be this
-/// stream's, at its last seq.
-fn check_head(
-    heads: &mut impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>>,
-    stream: &[u8],
-    last: u64,
-) -> Result<()> {
-    let name = String::from_utf8_lossy(stream);
-    match heads.next().transpose()? {
-        Some((head_stream, head)) if head_stream == stream && be_u64(&head) == last => Ok(()),
-        Some((head_stream, _)) if head_stream == stream => Err(corrupt(
-            0,
-            &format!("stream head of {name} disagrees with its index"),
-        )),
-        _ => Err(corrupt(0, &format!("stream head of {name} is missing"))),
-    }
-}
-
 fn be_u64(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
     let n = bytes.len().min(8);
@@ -1119,6 +1113,18 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The stream a correlation owns, `order-<correlation id>`: its records are read through the
+/// stream index, so they need no correlation key of their own.
+pub fn correlation_stream(correlation_id: &str) -> String {
+    format!("{CORRELATION_STREAM_PREFIX}{correlation_id}")
+}
+
+fn is_correlation_stream(stream: &str, correlation_id: &str) -> bool {
+    stream
+        .strip_prefix(CORRELATION_STREAM_PREFIX)
+        .is_some_and(|rest| rest == correlation_id)
+}
+
 fn correlation_key(correlation_id: &str, seq: u64) -> Vec<u8> {
     stream_key(correlation_id, seq)
 }
@@ -1160,7 +1166,7 @@ struct Writer {
     durable: watch::Sender<Durable>,
     /// Ticket of the last request answered.
     answered_ticket: u64,
-    /// Cache of stream versions, filled on first use from the heads tree; emptied when it
+    /// Cache of stream versions, filled on first use from the stream index; emptied when it
     /// reaches `stream_cache_entries` (between groups), so it does not grow with the orders.
     streams: HashMap<String, u64>,
     stream_cache_entries: usize,
@@ -1203,7 +1209,7 @@ impl Writer {
             }
             if self.streams.len() >= self.stream_cache_entries {
                 // Only between groups: heads planned by the group are in the cache alone until
-                // its batch is applied, and a miss reads the heads tree. A miss costs one read;
+                // its batch is applied, and a miss reads the stream index. A miss costs one read;
                 // most streams (one per order) are written a few times within seconds, then never.
                 self.streams.clear();
             }
@@ -1257,12 +1263,7 @@ impl Writer {
             return Ok(*v);
         }
 
-        let v = self
-            .trees
-            .heads
-            .get(stream.as_bytes())?
-            .map(|v| be_u64(&v))
-            .unwrap_or(0);
+        let v = self.trees.stream_head(stream)?;
         self.streams.insert(stream.to_owned(), v);
         Ok(v)
     }
@@ -1287,7 +1288,7 @@ impl Writer {
         }
         // Plan every key and value outside the transaction; the closure only checks and writes.
         let recorded_at_ms = now_ms().max(self.head.recorded_at_ms);
-        let mut planned: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut planned: Vec<(u64, &str, Vec<u8>)> = Vec::new();
         let mut stream_index: Vec<(Vec<u8>, u64)> = Vec::new();
         let mut new_heads: Vec<(String, u64, u64)> = Vec::new();
         let mut seq = self.head.global_seq;
@@ -1327,7 +1328,7 @@ impl Writer {
                 };
                 let (bytes, next_hash) = record.seal()?;
                 hash = next_hash;
-                planned.push((seq, bytes));
+                planned.push((seq, append.stream.as_str(), bytes));
                 stream_index.push((stream_key(&append.stream, stream_seq), seq));
             }
             planned_versions.insert(append.stream.as_str(), stream_seq);
@@ -1355,9 +1356,10 @@ impl Writer {
         // The writer is the only one writing these keys, so the checks above (dedup record,
         // stream versions from its cache) cannot go stale before this batch lands.
         let batch = &mut group.batch;
-        for (seq, bytes) in &planned {
+        for (seq, stream, bytes) in &planned {
             batch.insert(t.events.key(&seq.to_be_bytes()), bytes.as_slice());
-            if !correlation.is_empty() {
+            // Records on the correlation's own stream are found through the stream index.
+            if !correlation.is_empty() && !is_correlation_stream(stream, correlation) {
                 batch.insert(
                     t.correlation.key(&correlation_key(correlation, *seq)),
                     &[] as &[u8],
@@ -1366,9 +1368,6 @@ impl Writer {
         }
         for (key, seq) in &stream_index {
             batch.insert(t.streams.key(key), &seq.to_be_bytes());
-        }
-        for (stream, _, head) in &new_heads {
-            batch.insert(t.heads.key(stream.as_bytes()), &head.to_be_bytes());
         }
         for (seq, bytes) in &outbox_rows {
             batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());

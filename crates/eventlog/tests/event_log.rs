@@ -188,6 +188,43 @@ async fn appended_events_read_back_in_order_with_all_their_metadata() {
 }
 
 #[tokio::test]
+async fn a_correlation_reads_its_own_stream_and_its_records_on_other_streams_in_log_order() {
+    // Given order X's events on its own stream (found through the stream index) and on an
+    // entity stream (found through a correlation key), interleaved with order Y's
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open_store(dir.path());
+    let mut mixed = appending("X", "order-X", 0, vec![event("Reserved", b"x1")]);
+    mixed
+        .appends
+        .push(append("sku-1", 0, vec![event("Taken", b"x2")]));
+    commit(&store, mixed).await;
+    commit(
+        &store,
+        appending("Y", "sku-1", 1, vec![event("Taken", b"y1")]),
+    )
+    .await;
+    commit(
+        &store,
+        appending("X", "order-X", 1, vec![event("Restored", b"x3")]),
+    )
+    .await;
+    commit(
+        &store,
+        appending("X", "sku-1", 2, vec![event("Returned", b"x4")]),
+    )
+    .await;
+
+    // When X's records are read / Then every one comes once, in log order, and none of Y's
+    assert_eq!(seqs(&store.read_correlated("X").expect("X")), [1, 2, 4, 5]);
+    assert_eq!(seqs(&store.read_correlated("Y").expect("Y")), [3]);
+    // And stream versions are derived from the index alone
+    assert_eq!(store.stream_version("sku-1").expect("reads"), 3);
+    assert_eq!(store.stream_version("order-X").expect("reads"), 2);
+    assert_eq!(store.stream_version("order-Z").expect("reads"), 0);
+    store.verify().expect("the log verifies");
+}
+
+#[tokio::test]
 async fn an_append_with_a_stale_expected_version_is_a_conflict_and_writes_nothing() {
     // Given a stream at version 2 and one outbox entry waiting
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -948,7 +948,7 @@ impl Domain for Order {
 
 /// The stream holding an order's events.
 pub fn stream_of(order_id: Uuid) -> String {
-    format!("order-{order_id}")
+    eventlog::event_store::correlation_stream(&order_id.to_string())
 }
 
 impl Domain for OrderHistory {
