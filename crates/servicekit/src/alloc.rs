@@ -9,3 +9,21 @@
 /// The allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Turns transparent huge pages off for this process.
+///
+/// mimalloc asks the kernel for huge pages on its arenas (`madvise`), and a 2 MiB page stays
+/// resident while any small object on it lives: an idle service measured 84 MiB with them,
+/// 44 MiB without, and the gap grows with the objects a long history scatters. Called before
+/// the runtime starts, so nearly every mapping is made after it. `MIMALLOC_ALLOW_THP=1` keeps
+/// them (mimalloc's own setting; trades memory for fewer page faults).
+pub fn disable_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
+        // Only costs memory: say so and go on.
+        eprintln!("warning: could not turn transparent huge pages off: {err}");
+    }
+}

@@ -132,9 +132,11 @@ pub fn main_for<S: Service>() -> ExitCode {
     block_on(run::<S>(cli.command, cli.common, cli.service))
 }
 
-/// Runs a binary's future on a multi-threaded runtime; a runtime that cannot start fails the
+/// Runs a binary's future on a multi-threaded runtime, transparent huge pages off (see
+/// [`crate::alloc::disable_transparent_huge_pages`]); a runtime that cannot start fails the
 /// process.
 pub fn block_on(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    crate::alloc::disable_transparent_huge_pages();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,7 +15,8 @@
 //! - [`observe`]: `/metrics` with gauges refreshed on scrape, and the HTTP metrics and span middleware.
 //! - [`openapi`]: `/openapi.json`, the common routes' OpenAPI paths merged into a service's.
 //! - [`error`]: the crate's error type.
-//! - [`alloc`]: the global allocator (mimalloc) of every binary that links this crate.
+//! - [`alloc`]: the global allocator (mimalloc) of every binary that links this crate, and
+//!   transparent huge pages turned off.
 
 pub mod alloc;
 pub mod app;
