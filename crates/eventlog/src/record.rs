@@ -214,15 +214,17 @@ pub struct EventMetaView<'a> {
 }
 
 impl<'a> RecordView<'a> {
-    /// Reads a stored value in place, checking it against its own hash; also returns the hash.
-    pub(crate) fn open(seq: u64, bytes: &'a [u8]) -> Result<(Self, [u8; HASH_LEN])> {
-        let body = checked_body(seq, bytes)?;
+    /// Reads a stored value in place, once [`check_record_hash`] checked it (on another
+    /// thread, see `event_store::read_records_ahead`); also returns the hash.
+    pub(crate) fn open_checked(seq: u64, bytes: &'a [u8]) -> Result<(Self, [u8; HASH_LEN])> {
+        let split = bytes.len().saturating_sub(HASH_LEN);
+        let (body, stored) = bytes.split_at(split);
         let view: RecordView<'a> = postcard::from_bytes(body).map_err(|e| Error::Corrupt {
             seq,
             reason: format!("undecodable record: {e}"),
         })?;
         let mut hash = [0u8; HASH_LEN];
-        hash.copy_from_slice(&bytes[body.len()..]);
+        hash.copy_from_slice(stored);
         Ok((view, hash))
     }
 
@@ -230,6 +232,11 @@ impl<'a> RecordView<'a> {
     pub fn decode<E: serde::de::Deserialize<'a>>(&self) -> Result<E> {
         Ok(postcard::from_bytes(self.payload)?)
     }
+}
+
+/// Checks a stored value against its own trailing hash.
+pub(crate) fn check_record_hash(seq: u64, bytes: &[u8]) -> Result<()> {
+    checked_body(seq, bytes).map(|_| ())
 }
 
 /// The part of a stored value its trailing hash covers, once the hash is checked.

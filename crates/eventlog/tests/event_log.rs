@@ -570,6 +570,17 @@ async fn verify_names_the_record_whose_byte_was_flipped() {
         assert_eq!(store.get(7).expect("record 7").stream_seq, 7);
         let replay: Vec<_> = store.read_all(1, ReplayBound::default()).collect();
         assert!(matches!(replay[5], Err(Error::Corrupt { seq: 6, .. })));
+        // And the fold's read (hash-checked on its read-ahead thread) stops there
+        let mut folded = 0;
+        let fold = store.for_each_record(1, ReplayBound::default(), |_| {
+            folded += 1;
+            Ok(())
+        });
+        assert!(
+            matches!(fold, Err(Error::Corrupt { seq: 6, .. })),
+            "{fold:?}"
+        );
+        assert_eq!(folded, 5);
 
         // And flipping it back restores a log that verifies
         store.corrupt_record_for_test(6, byte).expect("flip back");
