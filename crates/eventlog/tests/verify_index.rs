@@ -33,7 +33,14 @@ async fn log_of_three_streams(dir: &std::path::Path) -> EventStore {
     store
 }
 
-fn verify_error(store: &EventStore) -> String {
+/// What `verify` says of the log of three streams once the index entry of `stream`'s event
+/// `version` is tampered with: pointed at record `seq`, or removed (`None`).
+async fn verify_error_with_index_entry(stream: &str, version: u64, seq: Option<u64>) -> String {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = log_of_three_streams(dir.path()).await;
+    store
+        .tamper_stream_index_for_test(stream, version, seq)
+        .expect("tampers");
     match store.verify() {
         Ok(report) => panic!("verify passed a tampered index: {report:?}"),
         Err(err) => err.to_string(),
@@ -51,67 +58,26 @@ async fn an_intact_log_verifies_with_its_record_and_stream_counts() {
 }
 
 #[tokio::test]
-async fn an_index_entry_pointing_at_another_record_is_named() {
-    // Given the index entry of s-1's first event pointing at s-2's first record (seq 3)
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = log_of_three_streams(dir.path()).await;
-    store
-        .tamper_stream_index_for_test("s-1", 1, Some(3))
-        .expect("tampers");
-    // When verified / Then the digests of the two passes differ
-    assert!(
-        verify_error(&store).contains("does not point at exactly the records"),
-        "{}",
-        verify_error(&store)
-    );
-}
-
-#[tokio::test]
-async fn a_missing_index_entry_is_named() {
-    // Given s-0's second index entry removed
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = log_of_three_streams(dir.path()).await;
-    store
-        .tamper_stream_index_for_test("s-0", 2, None)
-        .expect("tampers");
-    // When verified / Then its head (2) disagrees with the index (ends at 1)
-    assert!(
-        verify_error(&store).contains("stream head of s-0 disagrees"),
-        "{}",
-        verify_error(&store)
-    );
-}
-
-#[tokio::test]
-async fn a_gap_inside_a_stream_is_named() {
-    // Given s-2's first index entry removed (the stream then starts at 2)
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = log_of_three_streams(dir.path()).await;
-    store
-        .tamper_stream_index_for_test("s-2", 1, None)
-        .expect("tampers");
-    // When verified / Then
-    assert!(
-        verify_error(&store).contains("stream s-2 starts at 2"),
-        "{}",
-        verify_error(&store)
-    );
-}
-
-#[tokio::test]
-async fn an_index_entry_of_a_stream_that_has_no_records_is_named() {
-    // Given an index entry for a stream the log never wrote (and no head for it)
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let store = log_of_three_streams(dir.path()).await;
-    store
-        .tamper_stream_index_for_test("s-9", 1, Some(1))
-        .expect("tampers");
-    // When verified / Then
-    assert!(
-        verify_error(&store).contains("stream head of s-9 is missing"),
-        "{}",
-        verify_error(&store)
-    );
+async fn every_way_the_index_can_disagree_with_the_log_is_named() {
+    // (the index entry tampered with: stream, event, record it points at or None for removed;
+    // what verify names)
+    let cases = [
+        // s-1's first event pointing at s-2's first record (seq 3): the two passes' digests differ
+        ("s-1", 1, Some(3), "does not point at exactly the records"),
+        // s-0's second entry removed: its head (2) disagrees with the index (ends at 1)
+        ("s-0", 2, None, "stream head of s-0 disagrees"),
+        // s-2's first entry removed: the stream then starts at 2
+        ("s-2", 1, None, "stream s-2 starts at 2"),
+        // an entry for a stream the log never wrote (and no head for it)
+        ("s-9", 1, Some(1), "stream head of s-9 is missing"),
+    ];
+    for (stream, version, seq, named) in cases {
+        // Given the log of three streams with that index entry tampered with
+        // When verified
+        let error = verify_error_with_index_entry(stream, version, seq).await;
+        // Then
+        assert!(error.contains(named), "{stream} {version} {seq:?}: {error}");
+    }
 }
 
 #[tokio::test]
