@@ -186,8 +186,9 @@ mod tests {
         type State = Total;
         type Event = Added;
         type Command = u64;
-        type Rejection = ();
-        fn decide(_: &Total, n: u64) -> Result<Vec<Added>, ()> {
+        // A tally takes every number.
+        type Rejection = std::convert::Infallible;
+        fn decide(_: &Total, n: u64) -> Result<Vec<Added>, Self::Rejection> {
             Ok(vec![Added(n)])
         }
         fn evolve(state: &mut Total, event: &Added) {
