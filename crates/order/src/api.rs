@@ -13,8 +13,8 @@ use eventlog::live::{render_record, Executed, Execution, Live};
 use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
-    RequestBody, ValidJson, ValidPath,
+    idempotency_key, parse_json, AdminGate, AdminOnly, ApiError, Bounded, BoundedVec, Id,
+    MaybeAdmin, Object, RequestBody, ValidJson, ValidPath,
 };
 use servicekit::openapi::{AdminReadErrors, AdminWriteErrors, NotFound};
 use utoipa_axum::router::OpenApiRouter;
@@ -59,6 +59,12 @@ pub struct ApiState {
     pub admin_token: Option<String>,
     /// `?wait=` requests, woken by the outcome handler when their order changes.
     pub waiters: crate::waiters::OrderWaiters,
+}
+
+impl AdminGate for ApiState {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
 }
 
 /// The order service's routes.
@@ -673,10 +679,9 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
         AdminReadErrors))]
 async fn order_timeline(
     State(api): State<ApiState>,
-    headers: HeaderMap,
     ValidPath(order_id): ValidPath<String>,
+    MaybeAdmin(admin): MaybeAdmin,
 ) -> Result<Response, ApiError> {
-    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
     timeline(&api, order_id, admin).await
 }
@@ -690,10 +695,9 @@ async fn order_timeline(
         AdminReadErrors))]
 async fn trace_timeline(
     State(api): State<ApiState>,
-    headers: HeaderMap,
     ValidPath(trace_id): ValidPath<String>,
+    MaybeAdmin(admin): MaybeAdmin,
 ) -> Result<Response, ApiError> {
-    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let live = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
@@ -704,17 +708,6 @@ async fn trace_timeline(
     }
     .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
     timeline(&api, order_id, admin).await
-}
-
-/// Whether a read route is asked by an admin: no `Authorization` header is an ordinary reader;
-/// a header that is given must carry the right token (401/403 otherwise).
-fn optional_admin(headers: &HeaderMap, token: Option<&str>) -> Result<bool, ApiError> {
-    if headers.contains_key(axum::http::header::AUTHORIZATION) {
-        check_admin(headers, token)?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
 }
 
 /// Payload fields only an admin may read: a PG authorization is what cancels a charge.
@@ -822,10 +815,9 @@ fn domain_rank(domain: &str) -> u8 {
         (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn retry_compensation(
     State(api): State<ApiState>,
-    headers: HeaderMap,
     ValidPath(order_id): ValidPath<String>,
+    _: AdminOnly,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
     let order_id = parse_order_id(&order_id)?;
     let saga = find_saga(&api.live, order_id)
         .await?
