@@ -14,7 +14,7 @@ use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
     idempotency_key, parse_json, AdminGate, AdminOnly, ApiError, Bounded, BoundedVec, Id,
-    MaybeAdmin, Object, RequestBody, ValidJson, ValidPath,
+    MaybeAdmin, Object, OrderIdPath, RequestBody, ValidJson, ValidPath,
 };
 use servicekit::openapi::{AdminReadErrors, AdminWriteErrors, NotFound};
 use utoipa_axum::router::OpenApiRouter;
@@ -414,11 +414,6 @@ fn summary(saga: &OrderSaga) -> OrderSummary<'_> {
     }
 }
 
-fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
-}
-
 /// `GET /orders/{orderId}`: an order's saga state.
 #[utoipa::path(get, path = "/orders/{order_id}", tag = "order",
     params(("order_id" = String, Path, description = "The order's id (a UUID)")),
@@ -428,9 +423,8 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
         NotFound))]
 async fn get_order(
     State(api): State<ApiState>,
-    ValidPath(order_id): ValidPath<String>,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
     let saga = find_saga(&api.live, order_id).await?;
     match saga {
         Some(saga) => Ok(Json(order_json(&saga)).into_response()),
@@ -679,10 +673,9 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
         AdminReadErrors))]
 async fn order_timeline(
     State(api): State<ApiState>,
-    ValidPath(order_id): ValidPath<String>,
     MaybeAdmin(admin): MaybeAdmin,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
     timeline(&api, order_id, admin).await
 }
 
@@ -815,10 +808,9 @@ fn domain_rank(domain: &str) -> u8 {
         (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn retry_compensation(
     State(api): State<ApiState>,
-    ValidPath(order_id): ValidPath<String>,
     _: AdminOnly,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
     let saga = find_saga(&api.live, order_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;

@@ -485,6 +485,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
     }
 }
 
+/// Extractor of the order id a route's path names (`/orders/{orderId}`, `/payments/{orderId}`):
+/// a 400 naming `orderId` when it is not a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderIdPath(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ValidPath(order_id) = ValidPath::<String>::from_request_parts(parts, state).await?;
+        order_id
+            .parse()
+            .map(OrderIdPath)
+            .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
+    }
+}
+
 /// Deserializes a JSON body as [`ValidJson`] does; the error names the field's path.
 pub fn parse_json<T: RequestBody>(body: &[u8]) -> std::result::Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
