@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use counter::{CountEvent, Counter};
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live::{self, Live};
-use eventlog::{snapshot, Commit, NewEvent, StreamAppend};
 use eventlog::testing_hooks::env_number;
+use eventlog::{snapshot, Commit, NewEvent, StreamAppend};
 
 /// The services' allocator (servicekit::alloc), so the figures are those of `replay`/`verify`.
 #[global_allocator]
@@ -42,8 +42,8 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let cache_mb = env_number("REPLAY_BENCH_CACHE_MB")
-        .unwrap_or(eventlog::event_store::DEFAULT_SLED_CACHE_MB);
+    let cache_mb =
+        env_number("REPLAY_BENCH_CACHE_MB").unwrap_or(eventlog::event_store::DEFAULT_SLED_CACHE_MB);
     let store = EventStore::open(StoreConfig {
         cache_capacity_bytes: cache_mb * 1024 * 1024,
         ..StoreConfig::new(dir.path())

@@ -142,11 +142,7 @@ fn a_sigkill_after_the_filter_was_loaded_leaves_no_stale_filter() {
     });
 
     // When a process loads that filter, handles 50 more inputs and is SIGKILLed
-    let mut child = spawn_child_test(
-        "child_handles_inputs_then_hangs",
-        CHILD_DIR_ENV,
-        dir.path(),
-    );
+    let mut child = spawn_child_test("child_handles_inputs_then_hangs", CHILD_DIR_ENV, dir.path());
     let stdout = child.stdout.take().expect("piped stdout");
     let committed = BufReader::new(stdout)
         .lines()

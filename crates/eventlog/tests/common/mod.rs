@@ -49,7 +49,13 @@ pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
 /// `dir` in the environment variable `dir_env`; its stdout is piped for the parent to read.
 pub(crate) fn spawn_child_test(name: &str, dir_env: &str, dir: &Path) -> Child {
     Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(dir_env, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
