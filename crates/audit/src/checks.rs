@@ -4,13 +4,16 @@
 //! still in flight (`PENDING`, `COMPENSATING`, `NEEDS_ATTENTION`) are reported as unsettled
 //! instead: what participants hold for them is counted as held, not judged.
 
-use std::collections::BTreeMap;
-
 use contract::ledger::{OrderEntry, ParticipantOrderStatus};
+use coupon::domain::CouponState;
 use order::domain::{OrderSaga, OrderStatus, Orders};
+use payment::domain::PaymentState;
+use point::domain::PointState;
+use stock::domain::StockState;
 use uuid::Uuid;
 
 use crate::dataplatform::{Received, DATAPLATFORM_FILE};
+use crate::logs::Amounts;
 use crate::report::{OrderCounts, Unsettled, Violation};
 
 /// Check name: stock per SKU and per order.
@@ -76,12 +79,7 @@ pub fn unsettled(orders: &Orders, now_ms: u64) -> Vec<Unsettled> {
 }
 
 /// Stock: per order against the order log, and per SKU against the restocks.
-pub fn stock(
-    orders: &Orders,
-    state: &stock::domain::StockState,
-    restocked: &BTreeMap<String, u64>,
-    out: &mut Vec<Violation>,
-) {
+pub fn stock(orders: &Orders, state: &StockState, restocked: &Amounts, out: &mut Vec<Violation>) {
     use stock::domain::ParticipantOrderStatus as S;
     let mut ledger = Ledger::default();
     for (id, saga) in sorted(orders) {
@@ -134,12 +132,7 @@ pub fn stock(
 }
 
 /// Points: per order against the order log, and per user against the credits.
-pub fn points(
-    orders: &Orders,
-    state: &point::domain::PointState,
-    credited: &BTreeMap<String, u64>,
-    out: &mut Vec<Violation>,
-) {
+pub fn points(orders: &Orders, state: &PointState, credited: &Amounts, out: &mut Vec<Violation>) {
     use point::domain::ParticipantOrderStatus as S;
     let mut ledger = Ledger::default();
     for (id, saga) in sorted(orders) {
@@ -197,7 +190,7 @@ pub fn points(
 }
 
 /// Coupons: a coupon is used exactly by the completed order that asked for it.
-pub fn coupons(orders: &Orders, state: &coupon::domain::CouponState, out: &mut Vec<Violation>) {
+pub fn coupons(orders: &Orders, state: &CouponState, out: &mut Vec<Violation>) {
     for (code, coupon) in &state.coupons {
         let Some(user) = coupon.used_by else { continue };
         let problem = match orders.orders.get(&user) {
@@ -247,7 +240,7 @@ pub fn coupons(orders: &Orders, state: &coupon::domain::CouponState, out: &mut V
 }
 
 /// Payments: approved for the order's amount iff the order completed; settled iff it failed.
-pub fn payments(orders: &Orders, state: &payment::domain::PaymentState, out: &mut Vec<Violation>) {
+pub fn payments(orders: &Orders, state: &PaymentState, out: &mut Vec<Violation>) {
     use payment::domain::PaymentStatus as P;
     for (id, saga) in sorted(orders) {
         let payment = state.payment(id);
@@ -365,8 +358,8 @@ const POINT_LABELS: Labels = Labels {
 /// What left each key's shelf or balance: for completed orders, and held by orders in flight.
 #[derive(Debug, Default)]
 struct Ledger {
-    taken: BTreeMap<String, u64>,
-    held: BTreeMap<String, u64>,
+    taken: Amounts,
+    held: Amounts,
 }
 
 impl Ledger {
@@ -394,8 +387,8 @@ impl Ledger {
     fn compare(
         &self,
         labels: &Labels,
-        credited: &BTreeMap<String, u64>,
-        actual: &BTreeMap<String, u64>,
+        credited: &Amounts,
+        actual: &Amounts,
         out: &mut Vec<Violation>,
     ) {
         let mut keys: Vec<&String> = credited
@@ -407,7 +400,7 @@ impl Ledger {
         keys.sort();
         keys.dedup();
         for key in keys {
-            let get = |map: &BTreeMap<String, u64>| i128::from(map.get(key).copied().unwrap_or(0));
+            let get = |map: &Amounts| i128::from(map.get(key).copied().unwrap_or(0));
             let (credited, taken, held) = (get(credited), get(&self.taken), get(&self.held));
             let (actual, expected) = (get(actual), credited - taken - held);
             if actual != expected {
@@ -420,14 +413,14 @@ impl Ledger {
     }
 }
 
-fn add(map: &mut BTreeMap<String, u64>, key: &str, amount: u64) {
+fn add(map: &mut Amounts, key: &str, amount: u64) {
     let total = map.entry(key.to_owned()).or_insert(0);
     *total = total.saturating_add(amount);
 }
 
 /// The order's items as stock records a reservation: per SKU, summed, sorted by SKU.
 fn lines_of(saga: &OrderSaga) -> Vec<(String, u64)> {
-    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines = Amounts::new();
     for item in &saga.order.items {
         add(&mut lines, &item.sku, u64::from(item.qty));
     }

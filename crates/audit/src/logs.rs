@@ -29,6 +29,9 @@ pub const POINT: &str = "point";
 /// Picks the `(key, amount)` an event adds to a raw total, if any.
 pub type Tally<E> = fn(&E) -> Option<(&str, u64)>;
 
+/// Amounts per key: units per SKU, points per user.
+pub type Amounts = BTreeMap<String, u64>;
+
 /// One domain's log as the audit sees it.
 #[derive(Debug)]
 pub struct Loaded<S> {
@@ -37,7 +40,7 @@ pub struct Loaded<S> {
     /// The folded state; `None` when the log cannot be trusted.
     pub state: Option<S>,
     /// Raw sums of the tallied events per key (e.g. units restocked per SKU).
-    pub totals: BTreeMap<String, u64>,
+    pub totals: Amounts,
 }
 
 /// Sums nothing.
@@ -157,11 +160,8 @@ fn fold<D: Domain>(store: &EventStore) -> std::result::Result<D::State, String> 
 }
 
 /// Sums the events `tally` picks, per key, straight from the records.
-fn sum<D: Domain>(
-    store: &EventStore,
-    tally: Tally<D::Event>,
-) -> eventlog::Result<BTreeMap<String, u64>> {
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+fn sum<D: Domain>(store: &EventStore, tally: Tally<D::Event>) -> eventlog::Result<Amounts> {
+    let mut totals = Amounts::new();
     for record in store.read_all(1, ReplayBound::default()) {
         let record = record?;
         if record.event_type == NOTE_EVENT_TYPE {

@@ -26,7 +26,7 @@ pub const LANES: usize = 64;
 /// Messages queued per lane.
 pub const LANE_CAPACITY: usize = 32;
 /// Delay before a message whose DLQ copy could not be published comes back.
-pub const DLQ_PUBLISH_RETRY_MS: u64 = 5_000;
+pub const DLQ_PUBLISH_RETRY: Duration = Duration::from_secs(5);
 /// First backoff while the consumer cannot be (re)created; doubles per failure.
 pub const RESUBSCRIBE_BACKOFF_MS_MIN: u64 = 50;
 /// Cap of the backoff while the consumer cannot be (re)created.
@@ -319,9 +319,7 @@ async fn dead_letter(
             // Without a DLQ copy the message must stay: nak it so it comes back later.
             tracing::error!(error = %err, "DLQ publish failed; message kept");
             let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(
-                    DLQ_PUBLISH_RETRY_MS,
-                ))))
+                .ack_with(AckKind::Nak(Some(DLQ_PUBLISH_RETRY)))
                 .await;
         }
     }

@@ -21,15 +21,15 @@ pub const CONNECT_BACKOFF_MS_MIN: u64 = 50;
 /// Cap of the start-up connect backoff.
 pub const CONNECT_BACKOFF_MS_MAX: u64 = 2_000;
 /// How long one connect attempt may take.
-pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server remembers a `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW_SECS: u64 = 120;
 /// How long saga streams keep messages (our own logs are the record; streams are transport).
-pub const STREAM_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+pub const STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most bytes a saga stream keeps (`STREAM_MAX_BYTES`); the oldest go first beyond it.
 pub const STREAM_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// How long the DLQ keeps messages for operators.
-pub const DLQ_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
+pub const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most bytes the DLQ and OPS streams keep each (`DLQ_MAX_BYTES`).
 pub const DLQ_MAX_BYTES: i64 = 256 * 1024 * 1024;
 
@@ -52,9 +52,9 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            saga_max_age: Duration::from_secs(STREAM_MAX_AGE_SECS),
+            saga_max_age: STREAM_MAX_AGE,
             saga_max_bytes: STREAM_MAX_BYTES,
-            dlq_max_age: Duration::from_secs(DLQ_MAX_AGE_SECS),
+            dlq_max_age: DLQ_MAX_AGE,
             dlq_max_bytes: DLQ_MAX_BYTES,
         }
     }
@@ -130,7 +130,7 @@ impl NatsSettings {
             .name(self.name.clone())
             // Reconnect forever: a broker restart must never take a service down.
             .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5)))
+            .connection_timeout(CONNECT_TIMEOUT))
     }
 }
 
@@ -142,11 +142,10 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client> {
         CONNECT_BACKOFF_MS_MAX,
     ))
     .with_max_attempts(CONNECT_ATTEMPTS_MAX);
-    let connect_timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
     loop {
         let attempt = u32::try_from(backoff.failures() + 1).unwrap_or(u32::MAX);
         let options = settings.options().await?;
-        let failure = match tokio::time::timeout(connect_timeout, options.connect(&settings.url))
+        let failure = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(&settings.url))
             .await
         {
             Ok(Ok(client)) => return Ok(client),
@@ -162,7 +161,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client> {
                 tracing::warn!(url = %settings.url, attempt, "NATS connect timed out");
                 Error::Timeout {
                     op: "connect to NATS",
-                    after: connect_timeout.saturating_mul(attempt),
+                    after: CONNECT_TIMEOUT.saturating_mul(attempt),
                 }
             }
         };

@@ -467,6 +467,44 @@ pub fn retire<E>(orders: &mut Orders<E>, key: &str) {
     }
 }
 
+/// Writes, inside a participant's `impl Domain`, the hooks its order entries leave memory and come
+/// back from the log by (`is_resident`, `hydrate`, `retire`: see [`Orders`]), and how its events
+/// are named and filed (`event_type`, the strum name; `stream_of`, [`stream_of`]). `orders` is
+/// the state's field holding the entries; `entry_of` builds the entry of an order an event
+/// succeeded or refused (as for [`replay_entry`]), or `replay` moves an entry on by one event (as
+/// [`hydrate`] takes it). Which command names which order (`cold_key`) stays the participant's.
+///
+/// A macro because `Domain` is eventlog's trait: the logic is in the functions it calls.
+#[macro_export]
+macro_rules! ledger_hooks {
+    (orders: $orders:ident, entry_of: $entry_of:path) => {
+        $crate::ledger_hooks!(orders: $orders, replay: |entry, order_id, event| {
+            $crate::ledger::replay_entry(entry, order_id, event, $entry_of)
+        });
+    };
+    (orders: $orders:ident, replay: $replay:expr) => {
+        fn is_resident(state: &Self::State, key: &str) -> bool {
+            $crate::ledger::is_resident(&state.$orders, key)
+        }
+
+        fn hydrate(state: &mut Self::State, key: &str, events: &[Self::Event]) {
+            $crate::ledger::hydrate(&mut state.$orders, key, events, $replay);
+        }
+
+        fn retire(state: &mut Self::State, key: &str) {
+            $crate::ledger::retire(&mut state.$orders, key);
+        }
+
+        fn event_type(event: &Self::Event) -> &'static str {
+            event.into()
+        }
+
+        fn stream_of(event: &Self::Event) -> String {
+            $crate::ledger::stream_of(event)
+        }
+    };
+}
+
 /// The compensation outcome a participant (stock, coupon, point) recorded for a settled order:
 /// `Compensated` once its part was undone (or there was nothing to undo), with the tombstone's
 /// reason for an order that failed before it was placed; `None` while the order is not settled.

@@ -454,30 +454,10 @@ impl Domain for Coupon {
         }
     }
 
-    fn is_resident(state: &CouponState, key: &str) -> bool {
-        ledger::is_resident(&state.orders, key)
-    }
-
-    fn hydrate(state: &mut CouponState, key: &str, events: &[CouponEvent]) {
-        ledger::hydrate(&mut state.orders, key, events, |entry, order_id, event| {
-            ledger::replay_entry(entry, order_id, event, entry_of)
-        });
-    }
-
-    fn retire(state: &mut CouponState, key: &str) {
-        ledger::retire(&mut state.orders, key);
-    }
-
     // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
     const SNAPSHOT_VERSION: u32 = 2;
 
-    fn event_type(event: &CouponEvent) -> &'static str {
-        event.into()
-    }
-
-    fn stream_of(event: &CouponEvent) -> String {
-        ledger::stream_of(event)
-    }
+    contract::ledger_hooks!(orders: orders, entry_of: entry_of);
 }
 
 impl ParticipantCore for Coupon {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use counter::{CountEvent, Counter};
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live::{self, Live};
+use eventlog::testing_hooks::env_number;
 use eventlog::{snapshot, Commit, NewEvent, StreamAppend};
 
 /// The services' allocator (servicekit::alloc), so the figures are those of `replay`/`verify`.
@@ -35,19 +36,14 @@ fn rate(events: u64, elapsed: Duration) -> String {
 }
 
 fn main() {
-    let total: u64 = std::env::var("REPLAY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_EVENTS);
+    let total = env_number("REPLAY_BENCH_EVENTS").unwrap_or(DEFAULT_EVENTS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let cache_mb: u64 = std::env::var("REPLAY_BENCH_CACHE_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(eventlog::event_store::DEFAULT_SLED_CACHE_MB);
+    let cache_mb =
+        env_number("REPLAY_BENCH_CACHE_MB").unwrap_or(eventlog::event_store::DEFAULT_SLED_CACHE_MB);
     let store = EventStore::open(StoreConfig {
         cache_capacity_bytes: cache_mb * 1024 * 1024,
         ..StoreConfig::new(dir.path())

@@ -94,6 +94,13 @@ pub struct StoreConfig {
     pub stream_cache_entries: usize,
 }
 
+/// The default config (see [`StoreConfig::new`]) of the store in a directory.
+impl<P: AsRef<Path>> From<P> for StoreConfig {
+    fn from(dir: P) -> Self {
+        Self::new(dir.as_ref())
+    }
+}
+
 impl StoreConfig {
     /// Group-commit store at `path` with the default cache and dedup sizes.
     pub fn new(path: impl Into<PathBuf>) -> Self {

@@ -55,6 +55,12 @@ where
     }
 }
 
+/// A number a measuring test or benchmark reads from the environment variable `name`: `None`
+/// when it is unset or not a number.
+pub fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// Opens a group-commit store in `dir`.
 pub fn open_store(dir: &Path) -> EventStore {
     EventStore::open(StoreConfig::new(dir)).expect("the store opens")

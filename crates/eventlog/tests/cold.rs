@@ -162,6 +162,22 @@ fn open(dir: &Path) -> Live<Shelf> {
     Live::open(EventStore::open(StoreConfig::new(dir)).expect("the store opens")).expect("opens")
 }
 
+/// A shelf of `units` in a fresh store, once this test's turn came (see [`SERIAL`]); the guard
+/// and the directory live as long as the test holds them.
+async fn shelf_of(
+    units: u64,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Live<Shelf>,
+) {
+    let serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let live = open(dir.path());
+    run(&live, ShelfCommand::Stock(units)).await;
+    (serial, dir, live)
+}
+
 /// Runs a command the way a handler does (correlation id = the order) and returns its events.
 async fn run(live: &Live<Shelf>, command: ShelfCommand) -> Vec<ShelfEvent> {
     let correlation_id = Shelf::cold_key(&command).unwrap_or_else(|| "admin".to_owned());
@@ -196,12 +212,8 @@ fn scratch(live: &Live<Shelf>) -> ShelfState {
 
 #[tokio::test]
 async fn a_command_on_an_evicted_entry_decides_as_if_it_had_stayed_and_the_state_equals_the_fold() {
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let live = open(dir.path());
-
     // Given five orders lent out of a shelf of 100: the first two left memory (window of 3)
-    run(&live, ShelfCommand::Stock(100)).await;
+    let (_serial, dir, live) = shelf_of(100).await;
     for i in 1..=5 {
         run(&live, ShelfCommand::Lend(format!("o{i}"), i)).await;
     }
@@ -272,10 +284,7 @@ async fn a_command_on_an_evicted_entry_decides_as_if_it_had_stayed_and_the_state
 #[tokio::test]
 async fn a_cold_read_waits_for_the_commit_that_just_settled_the_entry() {
     // Given an order in memory, settled by a commit the writer holds before its flush
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let live = open(dir.path());
-    run(&live, ShelfCommand::Stock(10)).await;
+    let (_serial, _dir, live) = shelf_of(10).await;
     run(&live, ShelfCommand::Lend("o1".into(), 4)).await;
     set_hold_flush(true);
     let held = held_groups();

@@ -1,6 +1,9 @@
 //! The dedup filter saved at a clean close: the next open loads it instead of scanning every
 //! dedup key, and answers exactly as a scanned one would, on a real sled directory.
 
+mod common;
+
+use common::spawn_child_test;
 use eventlog::{Commit, CommitOutcome, EventMeta, EventStore, NewEvent, StoreConfig, StreamAppend};
 
 fn open(dir: &std::path::Path) -> EventStore {
@@ -124,7 +127,6 @@ async fn child_handles_inputs_then_hangs() {
 #[test]
 fn a_sigkill_after_the_filter_was_loaded_leaves_no_stale_filter() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
 
     // Given a store closed cleanly after 100 inputs (its filter saved)
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -140,17 +142,7 @@ fn a_sigkill_after_the_filter_was_loaded_leaves_no_stale_filter() {
     });
 
     // When a process loads that filter, handles 50 more inputs and is SIGKILLed
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "child_handles_inputs_then_hangs",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the child starts");
+    let mut child = spawn_child_test("child_handles_inputs_then_hangs", CHILD_DIR_ENV, dir.path());
     let stdout = child.stdout.take().expect("piped stdout");
     let committed = BufReader::new(stdout)
         .lines()

@@ -5,10 +5,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{handler_commit, placed_entry, placed_msg_id};
+use common::{handler_commit, placed_entry, placed_msg_id, spawn_child_test};
 use eventlog::record::GENESIS_HASH;
 use eventlog::testing_hooks::{event, eventually, meta_for, open_store};
 use eventlog::{
@@ -475,19 +475,7 @@ impl Drop for KillOnDrop {
 fn an_append_that_returned_survives_a_sigkill_of_its_process() {
     // Given a child process that committed and acknowledged some events, then hangs
     let dir = tempfile::tempdir().expect("a temp dir");
-    let child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the child starts");
+    let child = spawn_child_test(CHILD_TEST, CHILD_DIR_ENV, dir.path());
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().expect("piped stdout");
     let acked: u64 = BufReader::new(stdout)

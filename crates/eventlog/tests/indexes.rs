@@ -68,25 +68,18 @@ async fn a_duplicate_commit_writes_no_entries() {
     // Given a commit recorded under a dedup key
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = open_store(dir.path());
-    let first = Commit {
+    // (the input under dedup key `k`, writing entry `key` -> `value` of index `i`)
+    let input = |key: &[u8], value: &[u8]| Commit {
         dedup_key: Some("k".into()),
         ..commit(
             "o-1",
             "E",
-            vec![IndexEntry::new("i", b"a".to_vec(), b"1".to_vec())],
+            vec![IndexEntry::new("i", key.to_vec(), value.to_vec())],
         )
     };
-    store.commit(first).await.expect("durable");
+    store.commit(input(b"a", b"1")).await.expect("durable");
     // When the same input comes again with other entries
-    let again = Commit {
-        dedup_key: Some("k".into()),
-        ..commit(
-            "o-1",
-            "E",
-            vec![IndexEntry::new("i", b"b".to_vec(), b"2".to_vec())],
-        )
-    };
-    let outcome = store.commit(again).await.expect("answered");
+    let outcome = store.commit(input(b"b", b"2")).await.expect("answered");
     // Then nothing of it is written
     assert!(matches!(outcome, CommitOutcome::Duplicate(_)));
     assert_eq!(store.index_get("i", b"b").expect("reads"), None);

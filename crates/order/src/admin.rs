@@ -7,7 +7,7 @@
 //! `DeliveryResumed` first, so the forwarder and the supervisor take the order up again.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use contract::{Participant, DATAPLATFORM_CONSUMER, OPS_STREAM, ORDER_STREAM};
 use eventlog::clock::now_ms;
 use eventlog::live::{Execution, Live};
 use serde::Deserialize;
-use servicekit::http::{check_admin, ApiError};
+use servicekit::http::{AdminGate, AdminOnly, ApiError};
 use servicekit::openapi::{AdminWriteErrors, NotFound};
 
 use crate::domain::{Order, OrderCommand};
@@ -41,6 +41,12 @@ pub struct AdminState {
     pub participant_urls: Vec<(Participant, String)>,
     /// HTTP client for health.
     pub client: reqwest::Client,
+}
+
+impl AdminGate for AdminState {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
 }
 
 /// The admin routes.
@@ -72,10 +78,9 @@ struct ListQuery {
         (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn list(
     State(api): State<AdminState>,
-    headers: HeaderMap,
+    _: AdminOnly,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
     let limit = query.limit.unwrap_or(dlq::LIST_LIMIT_DEFAULT);
     let entries = dlq::list(&api.js, limit).await?;
     let summary = dlq::summary(&entries);
@@ -93,10 +98,10 @@ async fn list(
     responses((status = 200, description = "The entry", body = Object), AdminWriteErrors, NotFound))]
 async fn show(
     State(api): State<AdminState>,
-    headers: HeaderMap,
+    _: AdminOnly,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    let seq = admin_seq(&api, &headers, &seq)?;
+    let seq = parse_seq(&seq)?;
     let detail = inspect(&api, seq).await?;
     Ok(Json(detail).into_response())
 }
@@ -106,10 +111,10 @@ async fn show(
     responses((status = 200, description = "Re-driven", body = Object), AdminWriteErrors, NotFound))]
 async fn redrive(
     State(api): State<AdminState>,
-    headers: HeaderMap,
+    _: AdminOnly,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    let seq = admin_seq(&api, &headers, &seq)?;
+    let seq = parse_seq(&seq)?;
     let detail = inspect(&api, seq).await?;
     if let Some(why) = dlq::not_redrivable(&detail.entry) {
         return Err(ApiError::client(
@@ -152,10 +157,10 @@ async fn redrive(
     responses((status = 200, description = "Discarded", body = Object), AdminWriteErrors, NotFound))]
 async fn discard(
     State(api): State<AdminState>,
-    headers: HeaderMap,
+    _: AdminOnly,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    let seq = admin_seq(&api, &headers, &seq)?;
+    let seq = parse_seq(&seq)?;
     let entry = dlq::discard(&api.js, seq)
         .await?
         .ok_or_else(|| missing(seq))?;
@@ -238,13 +243,6 @@ async fn record(
     Ok(true)
 }
 
-/// The DLQ sequence a route on one entry names, once the caller is known to be an admin (the
-/// 401/403 come before a 400 for a bad sequence).
-fn admin_seq(api: &AdminState, headers: &HeaderMap, seq: &str) -> Result<u64, ApiError> {
-    check_admin(headers, api.admin_token.as_deref())?;
-    parse_seq(seq)
-}
-
 /// DLQ entry `seq` with its message, or a 404 naming it.
 async fn inspect(api: &AdminState, seq: u64) -> Result<dlq::DlqDetail, ApiError> {
     dlq::inspect(&api.js, seq)
@@ -252,6 +250,8 @@ async fn inspect(api: &AdminState, seq: u64) -> Result<dlq::DlqDetail, ApiError>
         .ok_or_else(|| missing(seq))
 }
 
+/// The DLQ sequence a route on one entry names. Parsed in the route's body, after [`AdminOnly`]:
+/// the 401/403 come before a 400 for a bad sequence.
 fn parse_seq(text: &str) -> Result<u64, ApiError> {
     match text.parse::<u64>() {
         Ok(seq) if seq > 0 => Ok(seq),
@@ -283,10 +283,9 @@ pub const HEALTH_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_
         (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
 async fn alerts(
     State(api): State<AdminState>,
-    headers: HeaderMap,
+    _: AdminOnly,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
     let limit = query
         .limit
         .unwrap_or(ALERTS_LIMIT_DEFAULT)
@@ -359,8 +358,7 @@ pub fn durable_consumers() -> Vec<(&'static str, &'static str)> {
     responses((status = 200, description = "Every service's readiness and every consumer's lag", body = Object),
         (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
         (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
-async fn health(State(api): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
+async fn health(State(api): State<AdminState>, _: AdminOnly) -> Result<Response, ApiError> {
     let store = api.live.store();
     let nats_up = api.js.client().connection_state() == async_nats::connection::State::Connected;
     let store_up = !api.live.fatal().is_cancelled();

@@ -13,8 +13,8 @@ use eventlog::live::{render_record, Executed, Execution, Live};
 use eventlog::record::EventMeta;
 use serde::{Deserialize, Serialize};
 use servicekit::http::{
-    check_admin, idempotency_key, parse_json, ApiError, Bounded, BoundedVec, Id, Object,
-    RequestBody, ValidJson, ValidPath,
+    idempotency_key, parse_json, AdminGate, AdminOnly, ApiError, Bounded, BoundedVec, Id,
+    MaybeAdmin, Object, OrderIdPath, RequestBody, ValidJson, ValidPath,
 };
 use servicekit::openapi::{AdminReadErrors, AdminWriteErrors, NotFound};
 use utoipa_axum::router::OpenApiRouter;
@@ -59,6 +59,12 @@ pub struct ApiState {
     pub admin_token: Option<String>,
     /// `?wait=` requests, woken by the outcome handler when their order changes.
     pub waiters: crate::waiters::OrderWaiters,
+}
+
+impl AdminGate for ApiState {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
 }
 
 /// The order service's routes.
@@ -408,11 +414,6 @@ fn summary(saga: &OrderSaga) -> OrderSummary<'_> {
     }
 }
 
-fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
-}
-
 /// `GET /orders/{orderId}`: an order's saga state.
 #[utoipa::path(get, path = "/orders/{order_id}", tag = "order",
     params(("order_id" = String, Path, description = "The order's id (a UUID)")),
@@ -422,9 +423,8 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
         NotFound))]
 async fn get_order(
     State(api): State<ApiState>,
-    ValidPath(order_id): ValidPath<String>,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
     let saga = find_saga(&api.live, order_id).await?;
     match saga {
         Some(saga) => Ok(Json(order_json(&saga)).into_response()),
@@ -673,11 +673,9 @@ async fn stats(State(api): State<ApiState>) -> Result<Json<serde_json::Value>, A
         AdminReadErrors))]
 async fn order_timeline(
     State(api): State<ApiState>,
-    headers: HeaderMap,
-    ValidPath(order_id): ValidPath<String>,
+    MaybeAdmin(admin): MaybeAdmin,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
-    let order_id = parse_order_id(&order_id)?;
     timeline(&api, order_id, admin).await
 }
 
@@ -690,10 +688,9 @@ async fn order_timeline(
         AdminReadErrors))]
 async fn trace_timeline(
     State(api): State<ApiState>,
-    headers: HeaderMap,
     ValidPath(trace_id): ValidPath<String>,
+    MaybeAdmin(admin): MaybeAdmin,
 ) -> Result<Response, ApiError> {
-    let admin = optional_admin(&headers, api.admin_token.as_deref())?;
     let live = api
         .live
         .read(|s| s.by_trace.get(&trace_id).copied())
@@ -704,17 +701,6 @@ async fn trace_timeline(
     }
     .ok_or_else(|| ApiError::not_found(format!("no order with trace {trace_id}")))?;
     timeline(&api, order_id, admin).await
-}
-
-/// Whether a read route is asked by an admin: no `Authorization` header is an ordinary reader;
-/// a header that is given must carry the right token (401/403 otherwise).
-fn optional_admin(headers: &HeaderMap, token: Option<&str>) -> Result<bool, ApiError> {
-    if headers.contains_key(axum::http::header::AUTHORIZATION) {
-        check_admin(headers, token)?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
 }
 
 /// Payload fields only an admin may read: a PG authorization is what cancels a charge.
@@ -822,11 +808,9 @@ fn domain_rank(domain: &str) -> u8 {
         (status = 409, description = "Conflict", body = servicekit::openapi::ErrorBody)))]
 async fn retry_compensation(
     State(api): State<ApiState>,
-    headers: HeaderMap,
-    ValidPath(order_id): ValidPath<String>,
+    _: AdminOnly,
+    OrderIdPath(order_id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    check_admin(&headers, api.admin_token.as_deref())?;
-    let order_id = parse_order_id(&order_id)?;
     let saga = find_saga(&api.live, order_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;

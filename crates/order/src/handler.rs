@@ -33,10 +33,10 @@ pub const REDRIVE_BACKOFF_MS_MAX: u64 = 60_000;
 /// A completed order not yet delivered to the data platform after this long is re-published.
 pub const COMPLETED_REDELIVER_AFTER_MS: u64 = 10_000;
 /// How long connecting to the data platform may take.
-pub const DATAPLATFORM_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DATAPLATFORM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one data platform request may take (connect included); below the consumer's
 /// ack wait (`bus::jetstream::ACK_WAIT_SECS`), so a hung call is never handed out twice.
-pub const DATAPLATFORM_REQUEST_TIMEOUT_MS: u64 = 10_000;
+pub const DATAPLATFORM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Alert kind raised when re-drives run out (`ops.alert.saga_stuck`).
 pub const ALERT_SAGA_STUCK: &str = "saga_stuck";
 /// Alert kind raised when a data platform delivery is parked (`ops.alert.dataplatform_failed`).
@@ -581,8 +581,8 @@ pub struct DataPlatformSettings {
 impl Default for DataPlatformSettings {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_millis(DATAPLATFORM_CONNECT_TIMEOUT_MS),
-            request_timeout: Duration::from_millis(DATAPLATFORM_REQUEST_TIMEOUT_MS),
+            connect_timeout: DATAPLATFORM_CONNECT_TIMEOUT,
+            request_timeout: DATAPLATFORM_REQUEST_TIMEOUT,
             retry: RetryPolicy::PRODUCTION,
         }
     }
@@ -799,9 +799,9 @@ pub const ALERT_WEBHOOK_BACKOFF_MS_MIN: u64 = 200;
 /// Cap of the backoff between webhook attempts on one alert.
 pub const ALERT_WEBHOOK_BACKOFF_MS_MAX: u64 = 800;
 /// How long one webhook call may take.
-pub const ALERT_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+pub const ALERT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// When an alert the webhook did not take comes back.
-pub const ALERT_WEBHOOK_NAK_DELAY_MS: u64 = 5_000;
+pub const ALERT_WEBHOOK_NAK_DELAY: Duration = Duration::from_secs(5);
 /// First backoff while the alert consumer cannot be created or subscribed; doubles per failure.
 pub const ALERT_SUBSCRIBE_BACKOFF_MS_MIN: u64 = 250;
 /// Cap of the backoff while the alert consumer cannot be created or subscribed.
@@ -825,7 +825,7 @@ pub async fn run_alert_webhook(
 ) -> servicekit::Result<()> {
     use futures::StreamExt;
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(ALERT_WEBHOOK_TIMEOUT_MS))
+        .timeout(ALERT_WEBHOOK_TIMEOUT)
         .build()
         .map_err(|e| servicekit::Error::Io(std::io::Error::other(e)))?;
     let spec = bus::jetstream::ConsumerSpec::new(
@@ -884,7 +884,7 @@ pub async fn run_alert_webhook(
                     tracing::warn!(subject = %message.subject, error = %err, "alert webhook did not accept the alert; retrying later");
                     message
                         .ack_with(async_nats::jetstream::AckKind::Nak(Some(
-                            Duration::from_millis(ALERT_WEBHOOK_NAK_DELAY_MS),
+                            ALERT_WEBHOOK_NAK_DELAY,
                         )))
                         .await
                 }

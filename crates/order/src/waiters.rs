@@ -93,6 +93,14 @@ mod tests {
     use super::*;
     use futures::FutureExt;
 
+    /// A registry with two requests waiting on order `a` and one on another order.
+    fn two_on_a_one_on_b() -> (OrderWaiters, Uuid, [Waiter; 3]) {
+        let waiters = OrderWaiters::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let requests = [waiters.watch(a), waiters.watch(a), waiters.watch(b)];
+        (waiters, a, requests)
+    }
+
     #[test]
     fn a_notification_sent_before_the_wait_is_not_lost() {
         // Given a request registered on an order
@@ -107,12 +115,8 @@ mod tests {
 
     #[test]
     fn only_the_requests_of_the_changed_order_wake() {
-        // Given two requests on two orders, and two on the same order
-        let waiters = OrderWaiters::default();
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let on_a = waiters.watch(a);
-        let also_on_a = waiters.watch(a);
-        let on_b = waiters.watch(b);
+        // Given two requests on order a and one on order b
+        let (waiters, a, [on_a, also_on_a, on_b]) = two_on_a_one_on_b();
         // When order a changes
         waiters.notify(a);
         // Then both requests on a wake and the one on b does not
@@ -124,11 +128,7 @@ mod tests {
     #[test]
     fn a_finished_request_leaves_nothing_behind() {
         // Given requests waiting on two orders
-        let waiters = OrderWaiters::default();
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let first = waiters.watch(a);
-        let second = waiters.watch(a);
-        let third = waiters.watch(b);
+        let (waiters, a, [first, second, third]) = two_on_a_one_on_b();
         assert_eq!(waiters.orders_waited_on(), 2);
         // When they finish
         drop(first);

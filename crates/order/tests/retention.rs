@@ -8,6 +8,7 @@ use contract::{OutcomeKind, Participant, ParticipantEvent};
 use eventlog::event_store::{EventStore, ReplayBound, StoreConfig};
 use eventlog::live::{rebuild_from_scratch, rebuild_report, Executed, Execution, Live};
 use eventlog::record::EventMeta;
+use eventlog::testing_hooks::env_number;
 use order::api::{router, ApiState};
 use order::domain::{
     Order, OrderCommand, OrderEvent, OrderHistory, OrderSaga, OrderStatus, Orders,
@@ -511,16 +512,10 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn memory_after_many_settled_orders() {
-    let orders: u64 = std::env::var("ORDERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let orders = env_number("ORDERS").unwrap_or(20_000);
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut config = StoreConfig::new(dir.path());
-    if let Some(mb) = std::env::var("SLED_CACHE_MB")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(mb) = env_number("SLED_CACHE_MB") {
         config.cache_capacity_bytes = mb * 1024 * 1024;
     }
     let live =

@@ -2,13 +2,11 @@
 //! gateway's reason are shown only with the admin token.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::{Json, Router};
 use eventlog::live::Live;
-use servicekit::http::{check_admin, ApiError, ValidPath};
+use servicekit::http::{AdminGate, ApiError, MaybeAdmin, OrderIdPath};
 use servicekit::openapi::AdminReadErrors;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::domain::Payment;
 
@@ -16,6 +14,12 @@ use crate::domain::Payment;
 struct ApiState {
     live: Live<Payment>,
     admin_token: Option<String>,
+}
+
+impl AdminGate for ApiState {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
 }
 
 /// Payment's routes.
@@ -33,20 +37,10 @@ pub fn router(live: Live<Payment>, admin_token: Option<String>) -> Router {
         AdminReadErrors))]
 async fn payment(
     State(api): State<ApiState>,
-    headers: HeaderMap,
-    ValidPath(order_id): ValidPath<String>,
+    // After the id: a bad id is a 400 even with a wrong token.
+    OrderIdPath(order_id): OrderIdPath,
+    MaybeAdmin(admin): MaybeAdmin,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let order_id: Uuid = order_id
-        .parse()
-        .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))?;
-    // Without an Authorization header the public view is answered; a header that is given must
-    // be right, so a wrong token is told so instead of silently getting less.
-    let admin = if headers.contains_key(axum::http::header::AUTHORIZATION) {
-        check_admin(&headers, api.admin_token.as_deref())?;
-        true
-    } else {
-        false
-    };
     // A settled or old payment is no longer in memory: read_key answers it from the log.
     api.live
         .read_key(&order_id.to_string(), |s| {

@@ -580,28 +580,10 @@ impl Domain for Payment {
         ledger::cold_key(order_id)
     }
 
-    fn is_resident(state: &PaymentState, key: &str) -> bool {
-        ledger::is_resident(&state.payments, key)
-    }
-
-    fn hydrate(state: &mut PaymentState, key: &str, events: &[PaymentEvent]) {
-        ledger::hydrate(&mut state.payments, key, events, replay_entry);
-    }
-
-    fn retire(state: &mut PaymentState, key: &str) {
-        ledger::retire(&mut state.payments, key);
-    }
-
     // 2: open payments only, in a window (`ledger::Orders`), instead of every order ever seen.
     const SNAPSHOT_VERSION: u32 = 2;
 
-    fn event_type(event: &PaymentEvent) -> &'static str {
-        event.into()
-    }
-
-    fn stream_of(event: &PaymentEvent) -> String {
-        ledger::stream_of(event)
-    }
+    contract::ledger_hooks!(orders: payments, replay: replay_entry);
 }
 
 #[cfg(test)]

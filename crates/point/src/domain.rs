@@ -349,30 +349,10 @@ impl Domain for Point {
         }
     }
 
-    fn is_resident(state: &PointState, key: &str) -> bool {
-        ledger::is_resident(&state.orders, key)
-    }
-
-    fn hydrate(state: &mut PointState, key: &str, events: &[PointEvent]) {
-        ledger::hydrate(&mut state.orders, key, events, |entry, order_id, event| {
-            ledger::replay_entry(entry, order_id, event, entry_of)
-        });
-    }
-
-    fn retire(state: &mut PointState, key: &str) {
-        ledger::retire(&mut state.orders, key);
-    }
-
     // 2: open orders only, in a window (`ledger::Orders`), instead of every order ever seen.
     const SNAPSHOT_VERSION: u32 = 2;
 
-    fn event_type(event: &PointEvent) -> &'static str {
-        event.into()
-    }
-
-    fn stream_of(event: &PointEvent) -> String {
-        ledger::stream_of(event)
-    }
+    contract::ledger_hooks!(orders: orders, entry_of: entry_of);
 }
 
 impl ParticipantCore for Point {

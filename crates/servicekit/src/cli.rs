@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{start_participant, App};
 use crate::error::Result;
 use crate::http::DomainApi;
-use crate::offline::{run_offline_with, Offline};
+use crate::offline::{run_offline, Offline};
 use crate::participant::{Simple, SimpleParticipant};
 use crate::settings::CommonArgs;
 use crate::telemetry::init_telemetry;
@@ -155,9 +155,9 @@ pub async fn run<S: Service>(
 ) -> ExitCode {
     let name = S::NAME;
     match command.unwrap_or(ServiceCommand::Serve) {
-        ServiceCommand::Offline(offline) => report(run_offline_with::<S::D>(
+        ServiceCommand::Offline(offline) => report(run_offline::<S::D>(
             name,
-            &common.store_config(name),
+            common.store_config(name),
             &offline,
             S::render_state,
         )),

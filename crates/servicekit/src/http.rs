@@ -485,6 +485,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
     }
 }
 
+/// Extractor of the order id a route's path names (`/orders/{orderId}`, `/payments/{orderId}`):
+/// a 400 naming `orderId` when it is not a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderIdPath(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ValidPath(order_id) = ValidPath::<String>::from_request_parts(parts, state).await?;
+        order_id
+            .parse()
+            .map(OrderIdPath)
+            .map_err(|_| ApiError::bad_field("orderId", "not a UUID"))
+    }
+}
+
 /// Deserializes a JSON body as [`ValidJson`] does; the error names the field's path.
 pub fn parse_json<T: RequestBody>(body: &[u8]) -> std::result::Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
@@ -773,6 +790,59 @@ pub async fn route_not_found() -> ApiError {
         status: StatusCode::NOT_FOUND,
         message: "no such route".into(),
         field: Some("path".into()),
+    }
+}
+
+/// A route state that holds the admin bearer token, for [`AdminOnly`] and [`MaybeAdmin`].
+pub trait AdminGate {
+    /// The admin token; `None` turns the admin routes off.
+    fn admin_token(&self) -> Option<&str>;
+}
+
+impl<D: Domain> AdminGate for DomainApi<D> {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+}
+
+/// Extractor of an admin-only route: the request carries the admin token (see [`check_admin`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminOnly;
+
+impl<S: AdminGate + Sync> FromRequestParts<S> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        check_admin(&parts.headers, state.admin_token())?;
+        Ok(AdminOnly)
+    }
+}
+
+/// Extractor of a route that shows the admin more: whether the request is the admin's (see
+/// [`optional_admin`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAdmin(pub bool);
+
+impl<S: AdminGate + Sync> FromRequestParts<S> for MaybeAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        optional_admin(&parts.headers, state.admin_token()).map(MaybeAdmin)
+    }
+}
+
+/// Whether a request that may come from the admin does: without an Authorization header it is
+/// a public caller's; a header that is given must be right ([`check_admin`]), so a wrong token
+/// is told so instead of silently getting less.
+pub fn optional_admin(
+    headers: &axum::http::HeaderMap,
+    token: Option<&str>,
+) -> std::result::Result<bool, ApiError> {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        check_admin(headers, token)?;
+        Ok(true)
+    } else {
+        Ok(false)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The offline commands every binary has besides `serve`: replay, verify, export.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use eventlog::domain::Domain;
@@ -45,29 +45,21 @@ pub fn parse_time_ms(text: &str) -> std::result::Result<u64, String> {
         })
 }
 
-/// Runs an offline command against a data dir; prints to stdout. Returns the process exit code.
+/// Runs an offline command against a store (a data dir with the default config, or a config:
+/// the sled cache size is the knob for replay and verify speed on a large log); prints to
+/// stdout. Returns the process exit code.
 pub fn run_offline<D: Domain>(
     domain: &str,
-    dir: &Path,
+    store: impl Into<StoreConfig>,
     command: &Offline,
     render_state: impl Fn(&D::State) -> serde_json::Value,
 ) -> std::result::Result<u8, String> {
-    run_offline_with::<D>(domain, &StoreConfig::new(dir), command, render_state)
-}
-
-/// [`run_offline`] with the store opened as configured (sled cache size: the knob for replay
-/// and verify speed on a large log).
-pub fn run_offline_with<D: Domain>(
-    domain: &str,
-    config: &StoreConfig,
-    command: &Offline,
-    render_state: impl Fn(&D::State) -> serde_json::Value,
-) -> std::result::Result<u8, String> {
+    let config = store.into();
     let dir = config.path.as_path();
     if !dir.exists() {
         return Err(format!("no data directory at {}", dir.display()));
     }
-    let store = EventStore::open(config.clone()).map_err(|e| e.to_string())?;
+    let store = EventStore::open(config).map_err(|e| e.to_string())?;
     match command {
         Offline::Replay {
             upto_seq,
@@ -194,8 +186,9 @@ mod tests {
         type State = Total;
         type Event = Added;
         type Command = u64;
-        type Rejection = ();
-        fn decide(_: &Total, n: u64) -> Result<Vec<Added>, ()> {
+        // A tally takes every number.
+        type Rejection = std::convert::Infallible;
+        fn decide(_: &Total, n: u64) -> Result<Vec<Added>, Self::Rejection> {
             Ok(vec![Added(n)])
         }
         fn evolve(state: &mut Total, event: &Added) {

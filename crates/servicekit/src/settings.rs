@@ -98,9 +98,9 @@ impl Default for StateArgs {
             sled_cache_mb: DEFAULT_SLED_CACHE_MB,
             dedup_filter_keys: DEFAULT_DEDUP_FILTER_KEYS,
             dedup_cache_entries: DEFAULT_DEDUP_CACHE_ENTRIES,
-            stream_max_age: Duration::from_secs(bus::jetstream::STREAM_MAX_AGE_SECS),
+            stream_max_age: bus::jetstream::STREAM_MAX_AGE,
             stream_max_mb: DEFAULT_STREAM_MAX_MB,
-            dlq_max_age: Duration::from_secs(bus::jetstream::DLQ_MAX_AGE_SECS),
+            dlq_max_age: bus::jetstream::DLQ_MAX_AGE,
             dlq_max_mb: DEFAULT_DLQ_MAX_MB,
         }
     }

@@ -11,6 +11,7 @@ use contract::fixtures::{self, line};
 use contract::ledger::OPEN_WINDOW;
 use eventlog::live::{self, Execution, Live};
 use eventlog::snapshot::SnapshotPolicy;
+use eventlog::testing_hooks::env_number;
 use eventlog::{EventMeta, EventStore, ReplayBound, StoreConfig};
 use stock::domain::{Stock, StockCommand};
 use tokio_util::sync::CancellationToken;
@@ -55,17 +56,11 @@ async fn run(live: &Live<Stock>, n: u64, action: &str, command: StockCommand) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: a million orders"]
 async fn a_million_orders_leave_memory_bounded_and_restart_quick() {
-    let orders: u64 = std::env::var("SCALE_ORDERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let orders = env_number("SCALE_ORDERS").unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = || {
         let mut config = StoreConfig::new(dir.path());
-        if let Some(mb) = std::env::var("SCALE_SLED_MB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(mb) = env_number("SCALE_SLED_MB") {
             config.cache_capacity_bytes = mb * 1024 * 1024;
         }
         config

@@ -4,6 +4,8 @@
 
 pub(crate) mod counter;
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use eventlog::{Commit, OutboxMessage};
@@ -41,4 +43,22 @@ pub(crate) fn handler_commit(order_id: Uuid) -> Commit {
         place_key(order_id),
         placed_entry(order_id),
     )
+}
+
+/// Runs the ignored test `name` of this test binary in a child process (to be SIGKILLed), with
+/// `dir` in the environment variable `dir_env`; its stdout is piped for the parent to read.
+pub(crate) fn spawn_child_test(name: &str, dir_env: &str, dir: &Path) -> Child {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(dir_env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the child starts")
 }
