@@ -235,12 +235,9 @@ pub async fn ensure_streams_with(js: &jetstream::Context, limits: &Retention) ->
 
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<()> {
     match js.get_stream(&wanted.name).await {
-        Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| Error::jetstream("stream info", e))?;
-            let have = &info.config;
+        Ok(existing) => {
+            // `get_stream` just fetched the stream's info: no second round trip.
+            let have = &existing.cached_info().config;
             if have.storage != wanted.storage {
                 return Err(Error::JetStream {
                     op: "check stream",
@@ -332,12 +329,8 @@ pub async fn ensure_consumer(
         .map_err(|e| Error::jetstream("get stream", e))?;
     let wanted = spec.config();
     match stream.get_consumer::<pull::Config>(&spec.durable).await {
-        Ok(mut consumer) => {
-            let info = consumer
-                .info()
-                .await
-                .map_err(|e| Error::jetstream("consumer info", e))?;
-            let have = &info.config;
+        Ok(consumer) => {
+            let have = &consumer.cached_info().config;
             if have.filter_subject != wanted.filter_subject
                 || have.max_ack_pending != wanted.max_ack_pending
                 || have.ack_wait != wanted.ack_wait

@@ -1286,14 +1286,8 @@ impl Writer {
         };
         let mut batch: Vec<WriteRequest> = Vec::with_capacity(max_batch);
         let mut results: Vec<Result<CommitOutcome>> = Vec::with_capacity(max_batch);
-        while let Some(first) = queue.blocking_recv() {
-            batch.push(first);
-            while batch.len() < max_batch {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
+        // Waits for one commit, then takes whatever else is queued: the group.
+        while queue.blocking_recv_many(&mut batch, max_batch) > 0 {
             let applying = std::time::Instant::now();
             // The whole group goes to sled as ONE atomic batch: a sled batch waits for every
             // reader of the tree, so one per group instead of one per commit.

@@ -74,8 +74,7 @@ struct ListQuery {
 /// `GET /admin/dlq`: the dead-letter queue.
 #[utoipa::path(get, path = "/admin/dlq", tag = "admin", params(("limit" = Option<usize>, Query, description = "At most this many")), security(("admin" = [])),
     responses((status = 200, description = "`{count, summary, entries}`", body = Object),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
+        AdminWriteErrors))]
 async fn list(
     State(api): State<AdminState>,
     _: AdminOnly,
@@ -279,8 +278,7 @@ pub const HEALTH_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// read straight from JetStream by sequence.
 #[utoipa::path(get, path = "/admin/alerts", tag = "admin", params(("limit" = Option<usize>, Query, description = "At most this many")), security(("admin" = [])),
     responses((status = 200, description = "The newest alerts, newest first", body = Object),
-        (status = 401, description = "Missing or wrong bearer token", body = servicekit::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = servicekit::openapi::ErrorBody)))]
+        AdminWriteErrors))]
 async fn alerts(
     State(api): State<AdminState>,
     _: AdminOnly,

@@ -136,14 +136,8 @@ fn write_groups(path: &Path, mut rx: mpsc::Receiver<Append>, mut recent: RecentI
     let mut group: Vec<Append> = Vec::with_capacity(FILE_SINK_GROUP_MAX);
     let mut buffer = String::new();
     let mut in_group: HashSet<Uuid> = HashSet::new();
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < FILE_SINK_GROUP_MAX {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
+    // Waits for one append, then takes whatever else is queued: the group.
+    while rx.blocking_recv_many(&mut group, FILE_SINK_GROUP_MAX) > 0 {
         buffer.clear();
         in_group.clear();
         for append in &group {

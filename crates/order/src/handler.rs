@@ -60,46 +60,29 @@ pub fn outbox_for(state: &Orders, events: &[OrderEvent]) -> eventlog::Result<Vec
                 required: saga.required.clone(),
             })
         };
-        let reason = saga.failure_reason.clone().unwrap_or_default();
+        // `order.failed` again, under its own message id so the server does not drop it.
+        let failed_again = |kind: &str, attempt: u32| {
+            let reason = saga.failure_reason.clone().unwrap_or_default();
+            let msg_id = format!(
+                "{}~{kind}-{attempt}",
+                contract::message_id(order_id, ORDER_FAILED)
+            );
+            outbox_message(&failed(&reason), msg_id, &saga.trace_id, &traceparent, now)
+        };
+        let first =
+            |message: &SagaMessage| first_publish(message, &saga.trace_id, &traceparent, now);
         match event {
-            OrderEvent::Placed { order, .. } => out.push(first_publish(
-                &SagaMessage::Placed(order.clone()),
-                &saga.trace_id,
-                &traceparent,
-                now,
-            )?),
-            OrderEvent::Completed { .. } => out.push(first_publish(
-                &completed_message(saga),
-                &saga.trace_id,
-                &traceparent,
-                now,
-            )?),
-            OrderEvent::Failed { reason, .. } => out.push(first_publish(
-                &failed(reason),
-                &saga.trace_id,
-                &traceparent,
-                now,
-            )?),
-            OrderEvent::FailureRedriven { attempt, .. } => out.push(outbox_message(
-                &failed(&reason),
-                format!(
-                    "{}~redrive-{attempt}",
-                    contract::message_id(order_id, ORDER_FAILED)
-                ),
-                &saga.trace_id,
-                &traceparent,
-                now,
-            )?),
-            OrderEvent::CompensationRetried { attempt, .. } => out.push(outbox_message(
-                &failed(&reason),
-                format!(
-                    "{}~retry-{attempt}",
-                    contract::message_id(order_id, ORDER_FAILED)
-                ),
-                &saga.trace_id,
-                &traceparent,
-                now,
-            )?),
+            OrderEvent::Placed { order, .. } => {
+                out.push(first(&SagaMessage::Placed(order.clone()))?)
+            }
+            OrderEvent::Completed { .. } => out.push(first(&completed_message(saga))?),
+            OrderEvent::Failed { reason, .. } => out.push(first(&failed(reason))?),
+            OrderEvent::FailureRedriven { attempt, .. } => {
+                out.push(failed_again("redrive", *attempt)?)
+            }
+            OrderEvent::CompensationRetried { attempt, .. } => {
+                out.push(failed_again("retry", *attempt)?)
+            }
             // The alert commits with the fact it reports: raised once, however often the
             // service restarts, and numbered per escalation so a later one is not deduplicated.
             OrderEvent::RedrivesExhausted {
@@ -961,32 +944,44 @@ mod tests {
         (events, alerts)
     }
 
+    /// The order placed at `placed_ms`, paid at 2,000 ms, and stock's `stock` answer at
+    /// `stock_ms`, then `then`.
+    fn paid_then_stock(
+        placed_ms: u64,
+        (stock, stock_ms): (OutcomeKind, u64),
+        then: impl IntoIterator<Item = OrderEvent>,
+    ) -> Orders {
+        let mut events = vec![
+            placed(placed_ms),
+            outcome(Participant::Payment, OutcomeKind::Succeeded, 2_000),
+            outcome(Participant::Stock, stock, stock_ms),
+        ];
+        events.extend(then);
+        state_of(&events)
+    }
+
     /// Payment and stock compensated, point never answers `order.failed`.
     fn point_silent_after_failure() -> Orders {
-        state_of(&[
-            placed(500),
-            outcome(Participant::Payment, OutcomeKind::Succeeded, 2_000),
-            outcome(Participant::Stock, OutcomeKind::Rejected, 3_000),
-            OrderEvent::Failed {
-                order_id: ORDER,
-                reason: "stock insufficient: sold out".into(),
-                at_ms: 3_000,
-            },
-            outcome(Participant::Payment, OutcomeKind::Compensated, 3_500),
-            outcome(Participant::Stock, OutcomeKind::Compensated, 3_500),
-        ])
+        let failed = OrderEvent::Failed {
+            order_id: ORDER,
+            reason: "stock insufficient: sold out".into(),
+            at_ms: 3_000,
+        };
+        let compensated = [Participant::Payment, Participant::Stock]
+            .map(|participant| outcome(participant, OutcomeKind::Compensated, 3_500));
+        paid_then_stock(
+            500,
+            (OutcomeKind::Rejected, 3_000),
+            std::iter::once(failed).chain(compensated),
+        )
     }
 
     fn completed() -> Orders {
-        state_of(&[
-            placed(0),
-            outcome(Participant::Payment, OutcomeKind::Succeeded, 2_000),
-            outcome(Participant::Stock, OutcomeKind::Succeeded, 2_000),
-            OrderEvent::Completed {
-                order_id: ORDER,
-                at_ms: 2_000,
-            },
-        ])
+        let completed = OrderEvent::Completed {
+            order_id: ORDER,
+            at_ms: 2_000,
+        };
+        paid_then_stock(0, (OutcomeKind::Succeeded, 2_000), [completed])
     }
 
     #[test]
@@ -1277,19 +1272,24 @@ mod tests {
 
     const RETRY_BUDGET_MS_FOR_TEST: u64 = bus::retry::RETRY_BUDGET_MS;
 
-    #[test]
-    fn a_parked_copy_that_comes_back_after_a_failed_dlq_publish_is_dead_lettered_again() {
-        // Given a parked order
-        let mut state = completed();
+    /// The data platform delivery of `ORDER` parked at `now_ms` after an HTTP 503.
+    fn park(state: &mut Orders, now_ms: u64) {
         apply(
-            &mut state,
+            state,
             OrderCommand::ParkDelivery {
                 order_id: ORDER,
                 reason: "HTTP 503".into(),
                 msg_id: format!("{ORDER}.order.completed"),
-                now_ms: 5_000,
+                now_ms,
             },
         );
+    }
+
+    #[test]
+    fn a_parked_copy_that_comes_back_after_a_failed_dlq_publish_is_dead_lettered_again() {
+        // Given a parked order
+        let mut state = completed();
+        park(&mut state, 5_000);
         let saga = &state.orders[&ORDER];
         let retry = RetryPolicy::PRODUCTION;
         let spent = retry.max_deliveries();
@@ -1344,15 +1344,7 @@ mod tests {
             ),
             Some(SupervisorAction::ResendCompleted)
         );
-        apply(
-            &mut state,
-            OrderCommand::ParkDelivery {
-                order_id: ORDER,
-                reason: "HTTP 503".into(),
-                msg_id: format!("{ORDER}.order.completed"),
-                now_ms: quiet,
-            },
-        );
+        park(&mut state, quiet);
         assert_eq!(
             next_action(&state.orders[&ORDER], 10 * HOUR_MS, &policy, Some(once)),
             None

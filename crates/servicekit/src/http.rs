@@ -171,8 +171,7 @@ pub(crate) async fn status(State(state): State<CommonState>) -> Response {
     security(("admin" = [])),
     responses(
         (status = 200, description = "The domain's records of the order", body = Vec<Object>),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Admin routes are disabled", body = crate::openapi::ErrorBody)))]
+        crate::openapi::AdminWriteErrors))]
 pub(crate) async fn order_log(
     State(state): State<CommonState>,
     headers: axum::http::HeaderMap,

@@ -83,7 +83,8 @@ pub fn serve<S: Clone + Send + Sync + 'static>(
 #[allow(dead_code)]
 pub struct NotFound(ErrorBody);
 
-/// The error answers of an admin write (`responses(..., AdminWriteErrors)`).
+/// The error answers of an admin route that takes input: a write, or an admin-only read with
+/// a path or query (`responses(..., AdminWriteErrors)`).
 #[derive(Debug, utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum AdminWriteErrors {

@@ -75,6 +75,20 @@ fn failing(order_id: Uuid) -> Vec<OrderCommand> {
     )
 }
 
+/// One order failed whose stock compensation failed for good.
+fn compensation_failing(order_id: Uuid) -> Vec<OrderCommand> {
+    let mut commands = failing(order_id);
+    if let Some(last) = commands.last_mut() {
+        *last = outcome(
+            order_id,
+            Participant::Stock,
+            OutcomeKind::CompensationFailed,
+            2_300,
+        );
+    }
+    commands
+}
+
 /// One order completed and delivered to the data platform.
 fn completing(order_id: Uuid) -> Vec<OrderCommand> {
     let mut commands = outcomes(
@@ -140,15 +154,7 @@ fn needs_attention_and_pending_orders_stay() {
     let other = Uuid::from_u128(7);
     let (state, _) = run::<Order>(
         vec![placed(ORDER, "a"), placed(other, "b")],
-        outcomes(
-            ORDER,
-            &[
-                (Participant::Payment, OutcomeKind::Rejected, 2_000),
-                (Participant::Stock, OutcomeKind::Succeeded, 2_000),
-                (Participant::Payment, OutcomeKind::Compensated, 2_100),
-                (Participant::Stock, OutcomeKind::CompensationFailed, 2_200),
-            ],
-        ),
+        compensation_failing(ORDER),
     );
     // Then both are still in memory with their lookups
     assert_eq!(state.orders[&ORDER].status, OrderStatus::NeedsAttention);
