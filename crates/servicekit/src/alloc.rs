@@ -27,3 +27,15 @@ pub fn disable_transparent_huge_pages() {
         eprintln!("warning: could not turn transparent huge pages off: {err}");
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn huge_pages_are_off_for_the_process_after_the_call() {
+        // When (the flag is per process and inherited: harmless for the test binary)
+        super::disable_transparent_huge_pages();
+        // Then the kernel says so, unless the environment asked to keep them
+        let disabled = rustix::thread::transparent_huge_pages_are_disabled().expect("prctl");
+        assert_eq!(disabled, std::env::var_os("MIMALLOC_ALLOW_THP").is_none());
+    }
+}
