@@ -11,8 +11,9 @@ pub enum Error {
     /// The event log failed (reading the outbox, committing).
     #[error(transparent)]
     Log(#[from] eventlog::Error),
-    /// A message could not be encoded or decoded.
-    #[error(transparent)]
+    /// A message could not be encoded or decoded (the contract's error says why; the prefix says
+    /// it was a saga message, not the log, that failed).
+    #[error("saga message: {0}")]
     Contract(#[from] contract::Error),
     /// NATS could not be reached within the retry budget.
     #[error("cannot connect to NATS at {url} after {attempts} attempts: {source}")]
