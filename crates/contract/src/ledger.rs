@@ -198,12 +198,17 @@ pub fn outcome<E: LedgerEvent>(participant: Participant, event: &E) -> Option<Pa
     })
 }
 
+/// The stream of the order whose id is `order_id` (its correlation id): `order-<id>`.
+pub fn order_stream(order_id: &str) -> String {
+    eventlog::event_store::correlation_stream(order_id)
+}
+
 /// The stream a participant's event is filed under: its order's, or its own aggregate's.
 pub fn stream_of<E: LedgerEvent>(event: &E) -> String {
     match event.step() {
         Step::Own(prefix, key) => format!("{prefix}-{key}"),
         step => match step.order_id() {
-            Some(order_id) => eventlog::event_store::correlation_stream(&order_id.to_string()),
+            Some(order_id) => order_stream(&order_id.to_string()),
             None => unreachable!("only Own steps are about no order"),
         },
     }
@@ -493,6 +498,11 @@ macro_rules! ledger_hooks {
 
         fn retire(state: &mut Self::State, key: &str) {
             $crate::ledger::retire(&mut state.$orders, key);
+        }
+
+        fn cold_stream(key: &str) -> Option<String> {
+            // Every event about an order is filed on its stream (`stream_of`).
+            Some($crate::ledger::order_stream(key))
         }
 
         fn event_type(event: &Self::Event) -> &'static str {

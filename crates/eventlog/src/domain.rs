@@ -55,6 +55,13 @@ pub trait Domain: 'static {
         true
     }
 
+    /// The one stream that holds every record about the cold key `key`, when the domain files
+    /// them so (participants: `order-<id>`): bringing the entry back then reads that stream
+    /// alone. `None` (the default): every record correlated with `key`, on any stream.
+    fn cold_stream(_key: &str) -> Option<String> {
+        None
+    }
+
     /// Brings the entry of `key` back from its own events (every event recorded under the key,
     /// in log order), without applying anything else again (balances already hold them).
     fn hydrate(_state: &mut Self::State, _key: &str, _events: &[Self::Event]) {}

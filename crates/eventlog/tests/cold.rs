@@ -152,6 +152,11 @@ impl Domain for Shelf {
         state.orders.retire(&key.to_owned());
     }
 
+    // Like the participants: every event about an order is on its stream.
+    fn cold_stream(key: &str) -> Option<String> {
+        Some(format!("order-{key}"))
+    }
+
     const SNAPSHOT_VERSION: u32 = 7;
 }
 
