@@ -292,15 +292,11 @@ impl Trees {
             log,
         })
     }
-}
 
-impl Trees {
     /// A stream's version: the seq of its last key in the stream index (0 when it has none).
     /// Derived rather than stored, so an append writes one key fewer.
     fn stream_head(&self, stream: &str) -> Result<u64> {
-        let mut prefix = stream.as_bytes().to_vec();
-        prefix.push(0);
-        let full = self.streams.key(&prefix);
+        let full = self.streams.key(&stream_prefix(stream));
         match self.log.scan_prefix(&full).next_back() {
             Some(entry) => {
                 let (key, _) = entry?;
@@ -308,6 +304,13 @@ impl Trees {
             }
             None => Ok(0),
         }
+    }
+
+    /// The global seqs of a stream's records, in stream order (from the stream index).
+    fn stream_seqs(&self, stream: &str) -> impl Iterator<Item = Result<u64>> + '_ {
+        self.streams
+            .scan_prefix(&stream_prefix(stream))
+            .map(|entry| entry.map(|(_, global)| be_u64(&global)))
     }
 }
 
@@ -465,14 +468,11 @@ impl EventStore {
     /// Every record of a stream, in order.
     pub fn read_stream(&self, stream: &str) -> Result<Vec<Record>> {
         validate_stream_id(stream)?;
-        let mut prefix = stream.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for entry in self.inner.trees.streams.scan_prefix(&prefix) {
-            let (_, global) = entry?;
-            out.push(self.get(be_u64(&global))?);
-        }
-        Ok(out)
+        self.inner
+            .trees
+            .stream_seqs(stream)
+            .map(|seq| self.get(seq?))
+            .collect()
     }
 
     /// Every durable record with this correlation id (orderId), in log order.
@@ -490,11 +490,8 @@ impl EventStore {
         }
         let own = correlation_stream(correlation_id);
         if validate_stream_id(&own).is_ok() {
-            let mut prefix = own.into_bytes();
-            prefix.push(0);
-            for entry in self.inner.trees.streams.scan_prefix(&prefix) {
-                let (_, global) = entry?;
-                seqs.push(be_u64(&global));
+            for seq in self.inner.trees.stream_seqs(&own) {
+                seqs.push(seq?);
             }
         }
         // Stores written before the own stream lost its correlation keys have both.
@@ -1180,10 +1177,16 @@ fn be_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(buf)
 }
 
+/// `stream 0`: the stream index keys of a stream start with it.
+fn stream_prefix(stream: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(stream.len() + 9);
+    prefix.extend_from_slice(stream.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
 fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 9);
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
+    let mut key = stream_prefix(stream);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
