@@ -2,6 +2,8 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::record::IndexEntry;
+
 /// A domain's pure core. Its state is the fold of its events; commands are decided against it.
 ///
 /// Implementations must not do I/O, read clocks or draw random numbers: whatever a decision needs
@@ -69,6 +71,13 @@ pub trait Domain: 'static {
     /// Drops what [`hydrate`](Self::hydrate) brought back, unless the events since put the entry
     /// in memory for good: afterwards the state equals the fold of the log.
     fn retire(_state: &mut Self::State, _key: &str) {}
+
+    /// The secondary index entries `events` call for (see [`IndexEntry`]), given the state they
+    /// were decided on (before they apply): written in the same batch as the events, so an
+    /// index never runs ahead of or behind the log. None by default.
+    fn index_entries(_state: &Self::State, _events: &[Self::Event]) -> Vec<IndexEntry> {
+        Vec::new()
+    }
 
     /// Schema version of the event encoding; bump it together with an upcaster.
     const EVENT_VERSION: u16 = 1;

@@ -1474,18 +1474,10 @@ impl Writer {
             batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());
         }
         for entry in &commit.index {
-            let wanted = entry.only_with_event.as_deref().is_none_or(|event_type| {
-                commit
-                    .appends
-                    .iter()
-                    .any(|a| a.events.iter().any(|e| e.event_type == event_type))
-            });
-            if wanted {
-                batch.insert(
-                    t.index.key(&index_key(&entry.index, &entry.key)),
-                    entry.value.as_slice(),
-                );
-            }
+            batch.insert(
+                t.index.key(&index_key(&entry.index, &entry.key)),
+                entry.value.as_slice(),
+            );
         }
         if let (Some(key), Some(value)) = (&commit.dedup_key, &dedup_value) {
             batch.insert(t.dedup.key(key.as_bytes()), value.as_slice());

@@ -15,8 +15,8 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::event_store::{EventStore, ReplayBound};
 use crate::record::{
-    Commit, CommitOutcome, DedupRecord, EventMeta, NewEvent, OutboxMessage, Record, RecordView,
-    StreamAppend, ANY_VERSION,
+    Commit, CommitOutcome, DedupRecord, EventMeta, IndexEntry, NewEvent, OutboxMessage, Record,
+    RecordView, StreamAppend, ANY_VERSION,
 };
 
 /// Event type of a recorded decision that changed no state (timeline notes).
@@ -40,8 +40,6 @@ pub struct Execution {
     pub meta: EventMeta,
     /// Dedup key `(orderId, domain, action)` of the input; `None` for commands without one.
     pub dedup_key: Option<String>,
-    /// Secondary index entries committed with the events (see [`crate::record::IndexEntry`]).
-    pub index: Vec<crate::record::IndexEntry>,
 }
 
 /// What `execute` did.
@@ -370,6 +368,12 @@ impl<D: Domain> Live<D> {
         Ok(value)
     }
 
+    /// The state as decided so far, which may run ahead of the disk by the commits in flight:
+    /// for metrics and hints only, never for a reply or a decision.
+    pub async fn peek<R>(&self, f: impl FnOnce(&D::State) -> R) -> R {
+        f(&self.inner.lock().await.state)
+    }
+
     /// [`read`](Self::read) of what concerns one cold key ([`Domain::cold_key`]): an entry that
     /// left memory is brought back from the log for the read and retired again, so `f` sees it
     /// exactly as if it had stayed.
@@ -479,7 +483,7 @@ impl<D: Domain> Live<D> {
             if let Some(key) = &cold {
                 D::retire(&mut inner.state, key);
             }
-            let (events, outbox, appends) = match decided? {
+            let (events, outbox, appends, index) = match decided? {
                 Decided::Rejected(rejection) => {
                     // A rejection may rest on commits not yet durable (an Idempotency-Key
                     // placed a moment ago): answer it only once they are.
@@ -488,7 +492,12 @@ impl<D: Domain> Live<D> {
                     self.settle(ticket).await?;
                     return Ok(Err(rejection));
                 }
-                Decided::Commit(events, outbox, appends) => (events, outbox, appends),
+                Decided::Commit {
+                    events,
+                    outbox,
+                    appends,
+                    index,
+                } => (events, outbox, appends, index),
             };
             if events.is_empty() && outbox.is_empty() && execution.dedup_key.is_none() {
                 // Nothing to write, but "nothing to do" was decided on the state as it is.
@@ -502,7 +511,7 @@ impl<D: Domain> Live<D> {
                 appends,
                 dedup_key: execution.dedup_key.clone(),
                 outbox: outbox.clone(),
-                index: execution.index,
+                index,
             };
             let durable = match self.store.enqueue(commit).await {
                 Ok(durable) => durable,
@@ -561,13 +570,19 @@ impl<D: Domain> Live<D> {
         };
         // Encode the events before the state moves, so an encoding error changes nothing.
         let appends = plan_appends::<D>(&events)?;
+        let index = D::index_entries(&inner.state, &events);
         // Evolve in place: cloning the whole state per command would make every decision
         // cost the size of the history.
         for event in &events {
             D::evolve(&mut inner.state, event);
         }
         match publish(&inner.state, &events) {
-            Ok(outbox) => Ok(Decided::Commit(events, outbox, appends)),
+            Ok(outbox) => Ok(Decided::Commit {
+                events,
+                outbox,
+                appends,
+                index,
+            }),
             Err(err) => {
                 // The state moved but nothing was written: it no longer equals the log.
                 self.fatal.cancel();
@@ -633,8 +648,14 @@ impl<D: Domain> Live<D> {
 enum Decided<D: Domain> {
     /// The domain refused; nothing moved.
     Rejected(D::Rejection),
-    /// The events (already applied), the outbox made of them, and the appends to write.
-    Commit(Vec<D::Event>, Vec<OutboxMessage>, Vec<StreamAppend>),
+    /// The events (already applied) and what to write with them.
+    Commit {
+        events: Vec<D::Event>,
+        outbox: Vec<OutboxMessage>,
+        appends: Vec<StreamAppend>,
+        /// The domain's index entries for the events ([`Domain::index_entries`]).
+        index: Vec<IndexEntry>,
+    },
 }
 
 /// Groups events into per-stream appends, keeping their order.

@@ -90,27 +90,16 @@ pub struct IndexEntry {
     pub key: Vec<u8>,
     /// The value (may be empty when the key says everything).
     pub value: Vec<u8>,
-    /// Written only if the commit appends an event of this type: the caller plans entries
-    /// before its decision is known (e.g. "if this outcome completes the order"), and the
-    /// entry lands exactly when that event does. `None`: written with every commit.
-    pub only_with_event: Option<String>,
 }
 
 impl IndexEntry {
-    /// An entry written with the commit whatever it appends.
+    /// An entry of `index` under `key`.
     pub fn new(index: &str, key: Vec<u8>, value: Vec<u8>) -> Self {
         Self {
             index: index.to_owned(),
             key,
             value,
-            only_with_event: None,
         }
-    }
-
-    /// The same entry, written only if the commit appends an event of `event_type`.
-    pub fn only_with(mut self, event_type: &str) -> Self {
-        self.only_with_event = Some(event_type.to_owned());
-        self
     }
 }
 

@@ -192,7 +192,6 @@ async fn run(live: &Live<Shelf>, command: ShelfCommand) -> Vec<ShelfEvent> {
             ..EventMeta::default()
         },
         dedup_key: None,
-        index: Vec::new(),
     };
     match live
         .execute(execution, command, |_, _| Ok(Vec::new()))

@@ -1,10 +1,12 @@
 //! Secondary indexes (`IndexEntry`): written in the same batch as a commit's events (or not at
-//! all), conditional entries only with their event, and scans by prefix and bound, both ways.
+//! all), and scans by prefix and bound, both ways.
 
 mod common;
 
+use common::counter::{Counter, FIRST_INDEX};
+use eventlog::live::{Executed, Execution, Live};
 use eventlog::testing_hooks::{event, open_store};
-use eventlog::{Commit, CommitOutcome, IndexEntry, StreamAppend, ANY_VERSION};
+use eventlog::{Commit, CommitOutcome, EventMeta, IndexEntry, StreamAppend, ANY_VERSION};
 
 fn commit(stream: &str, event_type: &str, index: Vec<IndexEntry>) -> Commit {
     Commit {
@@ -23,22 +25,21 @@ fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test]
-async fn entries_land_with_their_commit_and_conditional_ones_only_with_their_event() {
+async fn entries_land_with_their_commit() {
     // Given a store
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = open_store(dir.path());
-    // When a commit carries a plain entry and two conditional ones, one matching its event
+    // When a commit carries entries of two indexes
     let entries = vec![
         IndexEntry::new("trace", b"t-1".to_vec(), b"o-1".to_vec()),
-        IndexEntry::new("final", b"C-1".to_vec(), Vec::new()).only_with("Completed"),
-        IndexEntry::new("final", b"F-1".to_vec(), Vec::new()).only_with("Failed"),
+        IndexEntry::new("final", b"C-1".to_vec(), Vec::new()),
     ];
     let outcome = store
         .commit(commit("o-1", "Completed", entries))
         .await
         .expect("durable");
     assert!(matches!(outcome, CommitOutcome::Committed { .. }));
-    // Then the plain and the matching entries are there, the other is not
+    // Then both are there, and nothing else
     assert_eq!(
         store.index_get("trace", b"t-1").expect("reads"),
         Some(b"o-1".to_vec())
@@ -61,6 +62,37 @@ async fn entries_land_with_their_commit_and_conditional_ones_only_with_their_eve
         store.index_get("trace", b"t-1").expect("reads"),
         Some(b"o-1".to_vec())
     );
+}
+
+#[tokio::test]
+async fn a_decision_writes_the_entries_its_domain_names_for_it_and_a_duplicate_none() {
+    // Given a domain that indexes each key's first amount
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let live = Live::<Counter>::open(open_store(dir.path())).expect("the state");
+    let add = |key: &str, n: u64, dedup_key: &str| {
+        let live = live.clone();
+        let command = (key.to_owned(), n);
+        let execution = Execution {
+            meta: EventMeta::default(),
+            dedup_key: Some(dedup_key.to_owned()),
+        };
+        async move {
+            live.execute(execution, command, |_, _| Ok(Vec::new()))
+                .await
+                .expect("durable")
+                .expect("accepted")
+        }
+    };
+    // When a key is added twice, and the first input comes again
+    add("a", 3, "in-1").await;
+    add("a", 4, "in-2").await;
+    let again = add("b", 9, "in-1").await;
+    // Then the entry holds the first amount (named against the state before the event), and
+    // the repeated input wrote nothing
+    assert!(matches!(again, Executed::Duplicate(_)));
+    let first = |key: &[u8]| live.store().index_get(FIRST_INDEX, key).expect("reads");
+    assert_eq!(first(b"a"), Some(3u64.to_be_bytes().to_vec()));
+    assert_eq!(first(b"b"), None);
 }
 
 #[tokio::test]

@@ -52,7 +52,6 @@ async fn add(live: &Live<Counter>, i: u64) {
             ..EventMeta::default()
         },
         dedup_key: Some(format!("o{i}/counter/add")),
-        index: Vec::new(),
     };
     live.execute(execution, (format!("k{}", i % 7), i), |_, _| Ok(Vec::new()))
         .await

@@ -198,7 +198,6 @@ async fn resume_parked_delivery(api: &AdminState, entry: &DlqEntry) -> Result<bo
         Execution {
             meta: own_meta(&saga, &format!("admin:{NOTE_DLQ_REDRIVE} {}", entry.seq)),
             dedup_key: None,
-            index: Vec::new(),
         },
         OrderCommand::ResumeDelivery {
             order_id,

@@ -290,10 +290,6 @@ async fn place_order(
                 .unwrap_or_default()
         ),
     };
-    let facts = crate::archive::OrderFacts {
-        placed_at_ms: order.placed_at_ms,
-        user_id: order.user_id.clone(),
-    };
     let execution = Execution {
         meta,
         // A key is placed once: its dedup record answers a reuse, even long after its order
@@ -301,12 +297,6 @@ async fn place_order(
         dedup_key: idempotency_key
             .as_deref()
             .map(crate::archive::placement_dedup_key),
-        index: crate::archive::placed_entries(
-            order_id,
-            &facts,
-            &trace_id,
-            idempotency_key.as_deref(),
-        ),
     };
     let command = OrderCommand::Place {
         order,
@@ -819,7 +809,6 @@ async fn retry_compensation(
         Execution {
             meta: own_meta(&saga, "admin:retry-compensation"),
             dedup_key: None,
-            index: Vec::new(),
         },
         OrderCommand::RetryCompensation {
             order_id,

@@ -4,8 +4,8 @@
 //! The live state holds only the orders that can still change (`domain::Orders`); everything
 //! else is answered from the log's sled store:
 //! - an order's saga: its stream (`order-<id>`) folded by [`crate::domain::saga_of`];
-//! - lookups, as index entries committed with the events they describe (`eventlog::IndexEntry`):
-//!   trace id -> order id, `Idempotency-Key` -> order id, order id -> placement time and buyer;
+//! - lookups, as index entries committed with the events they describe ([`index_entries`], the
+//!   order domain's `Domain::index_entries`): trace id -> order id, `Idempotency-Key` -> order id;
 //! - listings, newest first: every order by placement time, per buyer, and per final status
 //!   (COMPLETED, FAILED: a status an order never leaves, written in the commit that reaches
 //!   it). Orders in the other statuses are all in the live state, so listings by those statuses
@@ -18,16 +18,12 @@ use eventlog::live::decode_event;
 use eventlog::{EventStore, IndexEntry};
 use uuid::Uuid;
 
-use eventlog::domain::Domain as _;
-
-use crate::domain::{saga_of, stream_of, Order, OrderEvent, OrderSaga, OrderStatus};
+use crate::domain::{saga_of, stream_of, Order, OrderEvent, OrderSaga, OrderStatus, Orders};
 
 /// Trace id -> order id.
 pub const INDEX_TRACE: &str = "order.trace";
 /// `Idempotency-Key` -> order id.
 pub const INDEX_IDEMPOTENCY: &str = "order.idempotency";
-/// Order id -> `<placedAtMs BE><userId>`: what a later commit of the order needs for its keys.
-pub const INDEX_FACTS: &str = "order.facts";
 /// `<placedAtMs><orderId>`: every order.
 pub const INDEX_PLACED: &str = "order.placed";
 /// `<user><placedAtMs><orderId>`: every order of a buyer.
@@ -46,13 +42,57 @@ pub fn placement_dedup_key(idempotency_key: &str) -> String {
     format!("idempotency-key/order/{idempotency_key}")
 }
 
-/// What never changes about an order and what its later index keys are made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderFacts {
-    /// When it was placed.
-    pub placed_at_ms: u64,
-    /// The buyer.
-    pub user_id: String,
+/// What never changes about an order and what its index keys are made of.
+struct OrderFacts {
+    placed_at_ms: u64,
+    user_id: String,
+}
+
+impl OrderFacts {
+    fn of(order: &contract::OrderPlaced) -> Self {
+        Self {
+            placed_at_ms: order.placed_at_ms,
+            user_id: order.user_id.clone(),
+        }
+    }
+}
+
+/// The index entries of an order's events, given the orders they were decided on (before they
+/// apply): a placement's lookups and listing keys, and the final status's listing keys with the
+/// event that reaches it (`Completed` -> COMPLETED, `Compensated` -> FAILED). Those two events
+/// are only ever decided on an order in the state: a settled order never reaches a final status
+/// again, and only settled orders leave the state.
+pub fn index_entries(state: &Orders, events: &[OrderEvent]) -> Vec<IndexEntry> {
+    let mut entries = Vec::new();
+    for event in events {
+        let final_status = match event {
+            OrderEvent::Placed {
+                order,
+                trace_id,
+                idempotency_key,
+            } => {
+                entries.extend(placed_entries(
+                    order.order_id,
+                    &OrderFacts::of(order),
+                    trace_id,
+                    idempotency_key.as_deref(),
+                ));
+                continue;
+            }
+            OrderEvent::Completed { .. } => OrderStatus::Completed,
+            OrderEvent::Compensated { .. } => OrderStatus::Failed,
+            _ => continue,
+        };
+        let order_id = event.order_id();
+        if let Some(saga) = state.orders.get(&order_id) {
+            entries.extend(final_status_entries(
+                order_id,
+                &OrderFacts::of(&saga.order),
+                final_status,
+            ));
+        }
+    }
+    entries
 }
 
 /// The position of an order in newest-first listings.
@@ -97,7 +137,7 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Index entries of a placement, committed with its `Placed` event.
-pub fn placed_entries(
+fn placed_entries(
     order_id: Uuid,
     facts: &OrderFacts,
     trace_id: &str,
@@ -107,11 +147,6 @@ pub fn placed_entries(
     let id = order_id.as_bytes().to_vec();
     let mut entries = vec![
         IndexEntry::new(INDEX_TRACE, trace_id.as_bytes().to_vec(), id.clone()),
-        IndexEntry::new(
-            INDEX_FACTS,
-            id.clone(),
-            concat(&[&facts.placed_at_ms.to_be_bytes(), facts.user_id.as_bytes()]),
-        ),
         IndexEntry::new(INDEX_PLACED, at.to_vec(), Vec::new()),
         IndexEntry::new(
             INDEX_USER,
@@ -129,31 +164,25 @@ pub fn placed_entries(
     entries
 }
 
-/// Index entries of a commit that may take the order to a final status: each written only if
-/// the commit holds the event that reaches it (`Completed` -> COMPLETED, `Compensated` ->
-/// FAILED), so they are planned before the decision and land exactly with it.
-pub fn final_status_entries(order_id: Uuid, facts: &OrderFacts) -> Vec<IndexEntry> {
+/// Listing keys of an order in a final status (none for a status an order leaves again).
+fn final_status_entries(
+    order_id: Uuid,
+    facts: &OrderFacts,
+    status: OrderStatus,
+) -> Vec<IndexEntry> {
+    let Some(code) = final_code(status) else {
+        return Vec::new();
+    };
     let at = position(facts.placed_at_ms, order_id);
     let user = user_part(&facts.user_id);
-    [
-        (OrderStatus::Completed, "Completed"),
-        (OrderStatus::Failed, "Compensated"),
+    vec![
+        IndexEntry::new(INDEX_STATUS, concat(&[&[code], &at]), Vec::new()),
+        IndexEntry::new(
+            INDEX_USER_STATUS,
+            concat(&[&[code], &user, &at]),
+            Vec::new(),
+        ),
     ]
-    .into_iter()
-    .filter_map(|(status, event_type)| Some((final_code(status)?, event_type)))
-    .flat_map(|(code, event_type)| {
-        [
-            IndexEntry::new(INDEX_STATUS, concat(&[&[code], &at]), Vec::new())
-                .only_with(event_type),
-            IndexEntry::new(
-                INDEX_USER_STATUS,
-                concat(&[&[code], &user, &at]),
-                Vec::new(),
-            )
-            .only_with(event_type),
-        ]
-    })
-    .collect()
 }
 
 fn uuid_value(value: Option<Vec<u8>>) -> Option<Uuid> {
@@ -172,21 +201,6 @@ pub fn order_by_idempotency_key(store: &EventStore, key: &str) -> eventlog::Resu
     Ok(uuid_value(
         store.index_get(INDEX_IDEMPOTENCY, key.as_bytes())?,
     ))
-}
-
-/// An order's placement time and buyer.
-pub fn facts(store: &EventStore, order_id: Uuid) -> eventlog::Result<Option<OrderFacts>> {
-    let Some(value) = store.index_get(INDEX_FACTS, order_id.as_bytes())? else {
-        return Ok(None);
-    };
-    if value.len() < 8 {
-        return Ok(None);
-    }
-    let (ms, user) = value.split_at(8);
-    Ok(Some(OrderFacts {
-        placed_at_ms: u64::from_be_bytes(ms.try_into().unwrap_or_default()),
-        user_id: String::from_utf8_lossy(user).into_owned(),
-    }))
 }
 
 /// An order's saga rebuilt from its stream in the log; `None` if no such order was placed.
@@ -217,17 +231,20 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
         let record = record?;
         if record.stream.starts_with("order-") {
             if let OrderEvent::Placed { order, .. } = decode_event::<Order>(&record)? {
-                first_order = Some(order.order_id);
+                first_order = Some((order.placed_at_ms, order.order_id));
             }
             break;
         }
     }
     match first_order {
-        Some(order_id) if facts(store, order_id)?.is_none() => {}
+        Some((placed_at_ms, order_id))
+            if store
+                .index_get(INDEX_PLACED, &position(placed_at_ms, order_id))?
+                .is_none() => {}
         _ => return Ok(0),
     }
     // Final statuses met (going back in time) whose order's placement is still to come.
-    let mut finals: std::collections::HashMap<Uuid, &'static str> = Default::default();
+    let mut finals: std::collections::HashMap<Uuid, OrderStatus> = Default::default();
     let mut written = 0u64;
     let mut upto = head;
     while upto > 0 {
@@ -250,20 +267,9 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
                     trace_id,
                     idempotency_key,
                 } => {
-                    let facts = OrderFacts {
-                        placed_at_ms: order.placed_at_ms,
-                        user_id: order.user_id.clone(),
-                    };
-                    if let Some(event_type) = finals.remove(&order.order_id) {
-                        entries.extend(
-                            final_status_entries(order.order_id, &facts)
-                                .into_iter()
-                                .filter(|e| e.only_with_event.as_deref() == Some(event_type))
-                                .map(|mut e| {
-                                    e.only_with_event = None;
-                                    e
-                                }),
-                        );
+                    let facts = OrderFacts::of(&order);
+                    if let Some(status) = finals.remove(&order.order_id) {
+                        entries.extend(final_status_entries(order.order_id, &facts, status));
                     }
                     entries.extend(placed_entries(
                         order.order_id,
@@ -272,8 +278,11 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
                         idempotency_key.as_deref(),
                     ));
                 }
-                event @ (OrderEvent::Completed { .. } | OrderEvent::Compensated { .. }) => {
-                    finals.insert(event.order_id(), Order::event_type(&event));
+                OrderEvent::Completed { order_id, .. } => {
+                    finals.insert(order_id, OrderStatus::Completed);
+                }
+                OrderEvent::Compensated { order_id, .. } => {
+                    finals.insert(order_id, OrderStatus::Failed);
                 }
                 _ => {}
             }
@@ -363,6 +372,82 @@ mod tests {
     fn one_buyers_keys_never_run_into_anothers() {
         // "ab" followed by a position must not fall under the prefix of "a".
         assert!(!user_part("ab").starts_with(&user_part("a")));
+    }
+
+    fn names(entries: &[IndexEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.index.as_str()).collect()
+    }
+
+    /// The orders after `events`, as the running service holds them.
+    fn given(events: &[OrderEvent]) -> Orders {
+        eventlog::domain::fold::<Order>(events)
+    }
+
+    fn placed(order_id: Uuid, idempotency_key: Option<&str>) -> OrderEvent {
+        OrderEvent::Placed {
+            order: contract::fixtures::placed(order_id),
+            trace_id: "trace-1".into(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_placement_is_found_by_trace_key_time_and_buyer() {
+        let id = Uuid::from_u128(7);
+        // Given no orders, when an order is placed with an Idempotency-Key
+        let entries = index_entries(&given(&[]), &[placed(id, Some("k-1"))]);
+        // Then it is found by trace, key, time and buyer, and listed under no status yet
+        assert_eq!(
+            names(&entries),
+            [INDEX_TRACE, INDEX_PLACED, INDEX_USER, INDEX_IDEMPOTENCY]
+        );
+        let at = position(contract::fixtures::PLACED_AT_MS, id);
+        assert_eq!(entries[0].key, b"trace-1");
+        assert_eq!(entries[0].value, id.as_bytes());
+        assert_eq!(entries[1].key, at);
+        assert_eq!(entries[2].key, concat(&[&user_part("user-1"), &at]));
+        assert_eq!(entries[3].key, b"k-1");
+        // ... and without a key, it is not found by one
+        let entries = index_entries(&given(&[]), &[placed(id, None)]);
+        assert!(!names(&entries).contains(&INDEX_IDEMPOTENCY));
+    }
+
+    #[test]
+    fn a_final_status_is_listed_with_the_event_that_reaches_it() {
+        let id = Uuid::from_u128(8);
+        let state = given(&[placed(id, None)]);
+        let at = position(contract::fixtures::PLACED_AT_MS, id);
+        let user = user_part("user-1");
+        for (event, code) in [
+            (
+                OrderEvent::Completed {
+                    order_id: id,
+                    at_ms: 2,
+                },
+                b'C',
+            ),
+            (
+                OrderEvent::Compensated {
+                    order_id: id,
+                    at_ms: 2,
+                },
+                b'F',
+            ),
+        ] {
+            // When the order reaches COMPLETED or FAILED
+            let entries = index_entries(&state, &[event]);
+            // Then it is listed under that status, for everyone and for its buyer
+            assert_eq!(names(&entries), [INDEX_STATUS, INDEX_USER_STATUS]);
+            assert_eq!(entries[0].key, concat(&[&[code], &at]));
+            assert_eq!(entries[1].key, concat(&[&[code], &user, &at]));
+        }
+        // ... and a status it leaves again lists it nowhere
+        let failed = OrderEvent::Failed {
+            order_id: id,
+            reason: "r".into(),
+            at_ms: 2,
+        };
+        assert!(index_entries(&state, &[failed]).is_empty());
     }
 
     #[test]

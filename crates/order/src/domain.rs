@@ -934,6 +934,10 @@ impl Domain for Order {
         evolve(state, event, Retention::DropSettled);
     }
 
+    fn index_entries(state: &Orders, events: &[OrderEvent]) -> Vec<eventlog::IndexEntry> {
+        crate::archive::index_entries(state, events)
+    }
+
     fn event_type(event: &OrderEvent) -> &'static str {
         event.into()
     }

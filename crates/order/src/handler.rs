@@ -275,33 +275,39 @@ pub fn outcome_dedup_key(event: &ParticipantEvent, subject: &str, msg_id: &str) 
     }
 }
 
-/// Records a participant's outcome under its dedup key, settled order or not, with the index
-/// entries of the final status it may reach.
+/// Records a participant's outcome under its dedup key, settled order or not.
 pub async fn record_outcome(
     live: &Live<Order>,
     meta: EventMeta,
     key: String,
     event: &ParticipantEvent,
 ) -> eventlog::Result<Result<Executed<OrderEvent>, OrderRejection>> {
-    // This outcome may settle the order: its final-status index entries are planned now and
-    // land only with the event that reaches that status.
-    let facts = crate::archive::facts(live.store(), event.order_id)?;
-    let index = facts
-        .as_ref()
-        .map(|f| crate::archive::final_status_entries(event.order_id, f))
-        .unwrap_or_default();
+    // A compensation may settle the order as FAILED, and the state drops a settled order as the
+    // event applies: the saga's duration needs its placement time from before.
+    let placed_at_ms = match event.kind {
+        OutcomeKind::Compensated => {
+            live.peek(|state| {
+                state
+                    .orders
+                    .get(&event.order_id)
+                    .map(|s| s.order.placed_at_ms)
+            })
+            .await
+        }
+        _ => None,
+    };
     let execution = Execution {
         meta,
         dedup_key: Some(key),
-        index,
     };
     let command = OrderCommand::RecordOutcome {
         event: event.clone(),
         now_ms: now_ms(),
     };
     let executed = execute_or_archived(live, execution, command).await?;
-    if let (Ok(Executed::Committed { events, .. }), Some(facts)) = (&executed, &facts) {
-        crate::observe::record_failed(facts.placed_at_ms, events);
+    if let (Ok(Executed::Committed { events, .. }), Some(placed_at_ms)) = (&executed, placed_at_ms)
+    {
+        crate::observe::record_failed(placed_at_ms, events);
     }
     Ok(executed)
 }
@@ -328,7 +334,6 @@ pub async fn run_own(
     let execution = Execution {
         meta: span.in_scope(|| own_meta(saga, cause)),
         dedup_key: None,
-        index: Vec::new(),
     };
     let executed =
         tracing::Instrument::instrument(execute_or_archived(live, execution, command), span)
@@ -733,7 +738,6 @@ impl Handler for DataPlatformForwarder {
                     Execution {
                         meta: meta_of(&delivery),
                         dedup_key: None,
-                        index: Vec::new(),
                     },
                     OrderCommand::ParkDelivery {
                         order_id,
@@ -757,7 +761,6 @@ impl Handler for DataPlatformForwarder {
             Execution {
                 meta: meta_of(&delivery),
                 dedup_key: Some(key),
-                index: Vec::new(),
             },
             OrderCommand::MarkDelivered {
                 order_id,

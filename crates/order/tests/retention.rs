@@ -119,7 +119,6 @@ impl Service {
                 ..EventMeta::default()
             },
             dedup_key: None,
-            index: Vec::new(),
         };
         let command = OrderCommand::MarkDelivered {
             order_id,
@@ -413,9 +412,10 @@ async fn a_restart_after_snapshots_is_the_fold_from_scratch() {
 async fn a_log_written_before_the_indexes_is_reindexed_once_and_answers_as_before() {
     let dir = tempfile::tempdir().expect("a temp dir");
     // Given a log written without index entries (as before they existed): one failed order
-    // placed with an Idempotency-Key, one pending
+    // placed with an Idempotency-Key, one pending. (`OrderHistory` decides and records like
+    // `Order`, but names no index entries.)
     let store = EventStore::open(StoreConfig::new(dir.path())).expect("a store");
-    let live = Live::<Order>::open(store).expect("the state");
+    let live = Live::<OrderHistory>::open(store).expect("the state");
     let (failed, pending) = (Uuid::now_v7(), Uuid::now_v7());
     for (id, key) in [(failed, "old-key"), (pending, "other-key")] {
         let execution = Execution {
@@ -529,10 +529,6 @@ async fn memory_after_many_settled_orders() {
             let id = Uuid::now_v7();
             let mut order = contract::fixtures::placed(id);
             order.user_id = format!("user-{}", i % 1000);
-            let facts = order::archive::OrderFacts {
-                placed_at_ms: order.placed_at_ms,
-                user_id: order.user_id.clone(),
-            };
             let trace = format!("{:032x}", id.as_u128());
             let meta = EventMeta {
                 correlation_id: id.to_string(),
@@ -542,7 +538,6 @@ async fn memory_after_many_settled_orders() {
             let execution = Execution {
                 meta: meta.clone(),
                 dedup_key: Some(order::archive::placement_dedup_key(&key)),
-                index: order::archive::placed_entries(id, &facts, &trace, Some(&key)),
             };
             let command = OrderCommand::Place {
                 order,

@@ -126,7 +126,6 @@ async fn record_request(
     let execution = Execution {
         meta: meta.clone(),
         dedup_key: None,
-        index: Vec::new(),
     };
     let command = PaymentCommand::RequestApproval {
         placed: placed.clone(),

@@ -625,7 +625,6 @@ impl<D: Domain> DomainApi<D> {
             },
             // A retried write with the same key is applied once.
             dedup_key: key.map(|k| admin_dedup_key(write.route, k)),
-            index: Vec::new(),
         };
         match self
             .live

@@ -332,7 +332,6 @@ impl<P: ParticipantDomain> ParticipantHandler<P> {
                 Execution {
                     meta,
                     dedup_key: Some(key),
-                    index: Vec::new(),
                 },
                 command,
                 |state, events| {

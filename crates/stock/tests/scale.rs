@@ -45,7 +45,6 @@ async fn run(live: &Live<Stock>, n: u64, action: &str, command: StockCommand) {
             ..EventMeta::default()
         },
         dedup_key: Some(format!("{order_id}/stock/{action}")),
-        index: Vec::new(),
     };
     live.execute(execution, command, |_, _| Ok(Vec::new()))
         .await
@@ -76,7 +75,6 @@ async fn a_million_orders_leave_memory_bounded_and_restart_quick() {
     let execution = Execution {
         meta: EventMeta::default(),
         dedup_key: None,
-        index: Vec::new(),
     };
     live.execute(
         execution,

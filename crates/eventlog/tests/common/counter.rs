@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use eventlog::domain::Domain;
+use eventlog::IndexEntry;
 use serde::{Deserialize, Serialize};
 
 /// Per-key counters and a running total.
@@ -43,4 +44,19 @@ impl Domain for Counter {
         let CountEvent::Added { key, .. } = event;
         format!("counter-{key}")
     }
+
+    /// `counter.first`: key -> the amount it started with, written when a key is first added.
+    fn index_entries(state: &Counts, events: &[CountEvent]) -> Vec<IndexEntry> {
+        events
+            .iter()
+            .filter_map(|CountEvent::Added { key, n }| {
+                (!state.by_key.contains_key(key)).then(|| {
+                    IndexEntry::new(FIRST_INDEX, key.as_bytes().to_vec(), n.to_be_bytes().into())
+                })
+            })
+            .collect()
+    }
 }
+
+/// The index [`Counter`] keeps: key -> the amount it started with.
+pub(crate) const FIRST_INDEX: &str = "counter.first";
