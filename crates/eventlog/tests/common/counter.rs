@@ -49,10 +49,9 @@ impl Domain for Counter {
     fn index_entries(state: &Counts, events: &[CountEvent]) -> Vec<IndexEntry> {
         events
             .iter()
-            .filter_map(|CountEvent::Added { key, n }| {
-                (!state.by_key.contains_key(key)).then(|| {
-                    IndexEntry::new(FIRST_INDEX, key.as_bytes().to_vec(), n.to_be_bytes().into())
-                })
+            .filter(|CountEvent::Added { key, .. }| !state.by_key.contains_key(key))
+            .map(|CountEvent::Added { key, n }| {
+                IndexEntry::new(FIRST_INDEX, key.as_bytes().to_vec(), n.to_be_bytes().into())
             })
             .collect()
     }
