@@ -341,7 +341,7 @@ async fn an_operator_finds_orders_reads_their_saga_redrives_the_dlq_and_retries_
     let consumers = browser
         .eval("document.querySelectorAll('#consumers tr').length")
         .await;
-    assert_eq!(consumers, 9);
+    assert_eq!(consumers, 13);
     shot(&browser, "health").await;
 
     // When a participant cannot be reached
@@ -452,13 +452,13 @@ async fn the_routes_behind_the_console_filter_page_and_report_and_the_admin_ones
     assert_eq!(status, 200, "{alerts}");
     assert_eq!(alerts["alerts"], serde_json::json!([]), "no alert yet");
     let (status, health) = system.get_admin("order", "/admin/health").await;
-    // Then health lists five ready services and nine consumers with their lag
+    // Then health lists five ready services and thirteen consumers with their lag
     assert_eq!(status, 200, "{health}");
     let services = health["services"].as_array().expect("services");
     assert_eq!(services.len(), 5, "{health}");
     assert!(services.iter().all(|s| s["ready"] == true), "{health}");
     let consumers = health["consumers"].as_array().expect("consumers");
-    assert_eq!(consumers.len(), 9, "{health}");
+    assert_eq!(consumers.len(), 13, "{health}");
     assert!(
         consumers.iter().all(|c| c["numPending"].is_u64()),
         "{health}"

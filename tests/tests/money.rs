@@ -93,14 +93,30 @@ async fn payment_drained(system: &ProcSystem) {
         .await
         .expect("nats reachable");
     let js = async_nats::jetstream::new(client);
-    eventually(SETTLE, "payment to handle every order message", || async {
-        let stream = js.get_stream("ORDER").await.ok()?;
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer("payment").await.ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
+    for durable in ["payment", "payment-failed"] {
+        eventually(
+            SETTLE,
+            &format!("{durable} to handle every message"),
+            || async {
+                let stream = js.get_stream("ORDER").await.ok()?;
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer(durable).await.ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// How many messages the dead-letter stream holds.
+async fn dead_letters(system: &ProcSystem) -> u64 {
+    let client = async_nats::connect(system.nats.url())
+        .await
+        .expect("nats reachable");
+    let js = async_nats::jetstream::new(client);
+    let mut dlq = js.get_stream("DLQ").await.expect("the DLQ stream");
+    dlq.info().await.expect("DLQ info").state.messages
 }
 
 /// The money invariant for every order: a live charge of its amount iff COMPLETED, none iff
@@ -365,6 +381,9 @@ async fn under_jitter_point_rejections_and_payment_kills_every_order_settles_wit
     // And still once the order.placed messages a kill left unacknowledged came back
     payment_drained(&system).await;
     assert_ledger(&pg, &orders);
+    // ... with no message given up on: an order.failed that came while payment was asking the
+    // PG for the same order's charge waited for the answer, and then cancelled it
+    assert_eq!(dead_letters(&system).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,6 +282,10 @@ pub struct ConsumerSpec {
     pub filter: String,
     /// How the runner retries transient failures before the DLQ.
     pub retry: crate::retry::RetryPolicy,
+    /// A consumer of the same stream that used to take this one's subjects too: when this one is
+    /// first created, it starts after the last message that one acknowledged in order, instead of
+    /// at the start of the stream.
+    pub takes_over_from: Option<String>,
 }
 
 impl ConsumerSpec {
@@ -292,7 +296,15 @@ impl ConsumerSpec {
             durable: durable.to_owned(),
             filter: filter.to_owned(),
             retry: crate::retry::RetryPolicy::default(),
+            takes_over_from: None,
         }
+    }
+
+    /// The same consumer, taking over its subjects from `predecessor` (see
+    /// [`ConsumerSpec::takes_over_from`]).
+    pub fn taking_over_from(mut self, predecessor: &str) -> Self {
+        self.takes_over_from = Some(predecessor.to_owned());
+        self
     }
 
     /// The same consumer with another retry policy (tests use a budget of seconds).
@@ -343,9 +355,30 @@ pub async fn ensure_consumer(
             }
             Ok(consumer)
         }
-        Err(_) => stream
-            .create_consumer(wanted)
-            .await
-            .map_err(|e| Error::jetstream("create consumer", e)),
+        Err(_) => {
+            let mut wanted = wanted;
+            if let Some(predecessor) = &spec.takes_over_from {
+                // Messages up to the predecessor's ack floor were handled by it; those after it
+                // may not have been. (A message the predecessor skips once narrowed, before this
+                // consumer exists, is re-driven by the saga: order.failed until compensated.)
+                if let Ok(mut before) = stream.get_consumer::<pull::Config>(predecessor).await {
+                    if let Ok(info) = before.info().await {
+                        wanted.deliver_policy = DeliverPolicy::ByStartSequence {
+                            start_sequence: info.ack_floor.stream_sequence + 1,
+                        };
+                        tracing::info!(
+                            consumer = %spec.durable,
+                            predecessor = %predecessor,
+                            start_sequence = info.ack_floor.stream_sequence + 1,
+                            "consumer takes over from its predecessor"
+                        );
+                    }
+                }
+            }
+            stream
+                .create_consumer(wanted)
+                .await
+                .map_err(|e| Error::jetstream("create consumer", e))
+        }
     }
 }

@@ -78,8 +78,8 @@ pub fn current_traceparent(trace_id: &str) -> String {
     traceparent_of(&tracing::Span::current(), trace_id)
 }
 
-/// The service a durable consumer belongs to: `payment` for `payment`, `order` for
-/// `order-payment` and for the data platform forwarder.
+/// The service a durable consumer belongs to: `payment` for `payment` and `payment-failed`,
+/// `order` for `order-payment` and for the data platform forwarder.
 pub fn consumer_owner(durable: &str) -> &str {
     if durable == DATAPLATFORM_CONSUMER {
         return "order";
@@ -87,13 +87,18 @@ pub fn consumer_owner(durable: &str) -> &str {
     durable.split('-').next().unwrap_or(durable)
 }
 
-/// Every durable consumer of the saga with its stream.
+/// Every durable consumer of the saga with its stream: the participants' on ORDER, the order
+/// service's on each participant's stream, the data platform forwarder's.
 pub fn saga_consumers() -> Vec<(&'static str, &'static str)> {
-    let mut consumers = vec![(ORDER_STREAM, DATAPLATFORM_CONSUMER)];
+    let mut consumers = Vec::new();
     for participant in Participant::ALL {
         consumers.push((ORDER_STREAM, participant.name()));
+        consumers.push((ORDER_STREAM, participant.failed_consumer()));
+    }
+    for participant in Participant::ALL {
         consumers.push((participant.stream(), participant.order_consumer()));
     }
+    consumers.push((ORDER_STREAM, DATAPLATFORM_CONSUMER));
     consumers
 }
 
@@ -184,6 +189,7 @@ mod tests {
     #[test]
     fn every_consumer_belongs_to_the_service_that_runs_it() {
         assert_eq!(consumer_owner("payment"), "payment");
+        assert_eq!(consumer_owner("payment-failed"), "payment");
         assert_eq!(consumer_owner("order-payment"), "order");
         assert_eq!(consumer_owner(DATAPLATFORM_CONSUMER), "order");
         let order_owned = saga_consumers()
@@ -191,5 +197,23 @@ mod tests {
             .filter(|(_, d)| consumer_owner(d) == "order")
             .count();
         assert_eq!(order_owned, 5);
+    }
+
+    #[test]
+    fn the_saga_consumers_are_every_durable_consumer_of_the_design_once() {
+        let consumers = saga_consumers();
+        let mut names: Vec<_> = consumers.iter().map(|(_, d)| *d).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 13, "{consumers:?}");
+        assert_eq!(consumers.len(), 13);
+        for wanted in [
+            ("ORDER", "payment"),
+            ("ORDER", "payment-failed"),
+            ("STOCK", "order-stock"),
+            ("ORDER", "dataplatform"),
+        ] {
+            assert!(consumers.contains(&wanted), "{wanted:?}");
+        }
     }
 }

@@ -206,3 +206,74 @@ async fn changed_retention_limits_are_applied_in_place_keeping_the_messages() {
     assert_eq!(info.created, created, "updated, not recreated");
     assert_eq!(info.state.messages, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_taking_over_a_subject_starts_after_what_its_predecessor_acknowledged() {
+    use async_nats::jetstream::consumer::pull;
+    use bus::jetstream::{ensure_consumer, ConsumerSpec};
+    use futures::StreamExt;
+
+    // Given a consumer of every order subject that acknowledged the first two messages of four
+    let server = NatsServer::start().await;
+    let (_client, js) = connect(&server).await;
+    ensure_streams(&js).await.expect("declared");
+    for subject in [
+        "order.failed",
+        "order.placed",
+        "order.failed",
+        "order.placed",
+    ] {
+        publish(&js, subject).await;
+    }
+    let both = ensure_consumer(&js, &ConsumerSpec::new(ORDER_STREAM, "p", "order.>"))
+        .await
+        .expect("the old consumer");
+    let mut batch = both
+        .fetch()
+        .max_messages(2)
+        .messages()
+        .await
+        .expect("fetched");
+    while let Some(message) = batch.next().await {
+        message
+            .expect("a message")
+            .double_ack()
+            .await
+            .expect("acked");
+    }
+
+    // When it is narrowed to order.placed and order.failed gets a consumer of its own
+    let failed = ConsumerSpec::new(ORDER_STREAM, "p-failed", "order.failed").taking_over_from("p");
+    let taking_over = ensure_consumer(&js, &failed).await.expect("created");
+    ensure_consumer(&js, &ConsumerSpec::new(ORDER_STREAM, "p", "order.placed"))
+        .await
+        .expect("narrowed");
+
+    // Then the new one gets the order.failed the old one had not acknowledged (seq 3), not the
+    // one it had (seq 1) ...
+    let mut batch = taking_over
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .expect("fetched");
+    let mut seqs = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message.expect("a message");
+        seqs.push(message.info().expect("info").stream_sequence);
+        message.double_ack().await.expect("acked");
+    }
+    assert_eq!(seqs, [3]);
+    // ... and declaring it again changes nothing
+    let mut again = js
+        .get_stream(ORDER_STREAM)
+        .await
+        .expect("stream")
+        .get_consumer::<pull::Config>("p-failed")
+        .await
+        .expect("still there");
+    let before = again.info().await.expect("info").created;
+    ensure_consumer(&js, &failed).await.expect("declared again");
+    assert_eq!(again.info().await.expect("info").created, before);
+}

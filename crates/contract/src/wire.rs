@@ -98,6 +98,17 @@ impl Participant {
         }
     }
 
+    /// This participant's durable consumer of `order.failed` on ORDER (the one named
+    /// [`Participant::name`] consumes `order.placed`).
+    pub fn failed_consumer(self) -> &'static str {
+        match self {
+            Participant::Payment => "payment-failed",
+            Participant::Stock => "stock-failed",
+            Participant::Coupon => "coupon-failed",
+            Participant::Point => "point-failed",
+        }
+    }
+
     /// The order service's durable consumer on this participant's stream.
     pub fn order_consumer(self) -> &'static str {
         match self {

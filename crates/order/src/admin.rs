@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bus::dlq;
 use bus::dlq::DlqEntry;
-use contract::{Participant, DATAPLATFORM_CONSUMER, OPS_STREAM, ORDER_STREAM};
+use contract::{Participant, DATAPLATFORM_CONSUMER, OPS_STREAM};
 use eventlog::clock::now_ms;
 use eventlog::live::{Execution, Live};
 use serde::Deserialize;
@@ -334,21 +334,6 @@ async fn alerts(
     Ok(Json(serde_json::json!({ "alerts": alerts })).into_response())
 }
 
-/// Every durable consumer of the saga: `(stream, durable)`.
-pub fn durable_consumers() -> Vec<(&'static str, &'static str)> {
-    let mut consumers: Vec<(&'static str, &'static str)> = Participant::ALL
-        .into_iter()
-        .map(|p| (ORDER_STREAM, p.name()))
-        .collect();
-    consumers.extend(
-        Participant::ALL
-            .into_iter()
-            .map(|p| (p.stream(), p.order_consumer())),
-    );
-    consumers.push((ORDER_STREAM, DATAPLATFORM_CONSUMER));
-    consumers
-}
-
 /// `GET /admin/health`: every service's readiness, log head and outbox backlog (their
 /// `/readyz` and `/status`, fetched here), and every durable consumer's lag.
 #[utoipa::path(get, path = "/admin/health", tag = "admin", security(("admin" = [])),
@@ -400,7 +385,7 @@ async fn health(State(api): State<AdminState>, _: AdminOnly) -> Result<Response,
     });
     services.extend(futures::future::join_all(fetches).await);
     let mut consumers = Vec::new();
-    for (stream_name, durable) in durable_consumers() {
+    for (stream_name, durable) in bus::telemetry::saga_consumers() {
         let info = async {
             let stream = api
                 .js
@@ -433,22 +418,4 @@ async fn health(State(api): State<AdminState>, _: AdminOnly) -> Result<Response,
         });
     }
     Ok(Json(serde_json::json!({ "services": services, "consumers": consumers })).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_covers_every_durable_consumer_of_the_design_once() {
-        let consumers = durable_consumers();
-        assert_eq!(consumers.len(), 9);
-        let mut names: Vec<_> = consumers.iter().map(|(_, d)| *d).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), 9, "{consumers:?}");
-        assert!(consumers.contains(&("ORDER", "dataplatform")));
-        assert!(consumers.contains(&("STOCK", "order-stock")));
-        assert!(consumers.contains(&("ORDER", "payment")));
-    }
 }

@@ -12,7 +12,9 @@ use crate::error::Result;
 use crate::http::{common_routes, probe_routes, serve_http};
 use crate::settings::{open_store_with, ServiceConfig};
 use bus::jetstream as js_setup;
+use bus::jetstream::ConsumerSpec;
 use bus::outbox::run_relay;
+use contract::{ORDER_FAILED, ORDER_PLACED, ORDER_STREAM};
 use eventlog::domain::Domain;
 use eventlog::event_store::StoreConfig;
 use eventlog::live::Live;
@@ -234,18 +236,32 @@ pub async fn start_participant<P: crate::participant::ParticipantDomain>(
             parts.live.clone(),
             domain,
         ));
-        // One filter for both inputs keeps nats-server 2.9 (single filter subject) supported;
-        // order.completed is acked and ignored by the handler.
-        let spec = bus::jetstream::ConsumerSpec::new(contract::ORDER_STREAM, name, "order.>");
-        let consumer =
-            bus::consumer::run_consumer(parts.js.clone(), spec, handler, parts.shutdown.clone());
-        Ok((
-            routes(&parts.live),
-            vec![(
-                name,
-                consumer.map(|r| r.map_err(crate::Error::from)).boxed(),
-            )],
-        ))
+        // A consumer per input, each filtered on its subject (nats-server 2.9 takes one filter
+        // per consumer): one on `order.>` would also take every order.completed, a delivery
+        // and an ack per participant and order for nothing. The two may run in any order: a
+        // participant takes order.failed before order.placed (tombstone) as it must anyway.
+        let failed = P::PARTICIPANT.failed_consumer();
+        let inputs = [
+            (name, ConsumerSpec::new(ORDER_STREAM, name, ORDER_PLACED)),
+            // Until this release `name` took both subjects.
+            (
+                failed,
+                ConsumerSpec::new(ORDER_STREAM, failed, ORDER_FAILED).taking_over_from(name),
+            ),
+        ];
+        let consumers = inputs
+            .into_iter()
+            .map(|(durable, spec)| {
+                let run = bus::consumer::run_consumer(
+                    parts.js.clone(),
+                    spec,
+                    handler.clone(),
+                    parts.shutdown.clone(),
+                );
+                (durable, run.map(|r| r.map_err(crate::Error::from)).boxed())
+            })
+            .collect();
+        Ok((routes(&parts.live), consumers))
     })
     .await
 }

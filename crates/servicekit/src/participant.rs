@@ -117,12 +117,49 @@ impl<P: SimpleParticipant> ParticipantDomain for Simple<P> {
 pub struct ParticipantHandler<P: ParticipantDomain> {
     live: Live<P::D>,
     domain: P,
+    turns: OrderTurns,
 }
 
 impl<P: ParticipantDomain> ParticipantHandler<P> {
     /// A handler over a live state.
     pub fn new(live: Live<P::D>, domain: P) -> Self {
-        Self { live, domain }
+        Self {
+            live,
+            domain,
+            turns: OrderTurns::default(),
+        }
+    }
+}
+
+/// Stripes of locks, one order's inputs taking turns on its stripe.
+///
+/// `order.placed` and `order.failed` come through two consumers, each serialising its own
+/// messages per order, not across them. A participant's handling reads its state, may call out
+/// (payment's PG) and then decides: the other input of the same order must not land in between
+/// (payment would see a charge appear after it decided there was nothing to cancel). Striped,
+/// so memory stays fixed; orders sharing a stripe only wait for each other's turn.
+struct OrderTurns {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Stripes of [`OrderTurns`]: more than the consumer lanes of both inputs together.
+const ORDER_TURN_STRIPES: usize = 256;
+
+impl Default for OrderTurns {
+    fn default() -> Self {
+        Self {
+            stripes: (0..ORDER_TURN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl OrderTurns {
+    /// Waits for the order's turn; it lasts as long as the guard.
+    async fn take(&self, order_id: uuid::Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = (order_id.as_u128() % self.stripes.len() as u128) as usize;
+        self.stripes[stripe].lock().await
     }
 }
 
@@ -234,6 +271,7 @@ pub fn transient(err: impl std::fmt::Display) -> HandleError {
 impl<P: ParticipantDomain> Handler for ParticipantHandler<P> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let domain = P::PARTICIPANT.name();
+        let _turn = self.turns.take(delivery.message.order_id()).await;
         let placed = match &delivery.message {
             SagaMessage::Placed(placed) => placed,
             SagaMessage::Failed(_) => return self.handle_failed(delivery).await,
