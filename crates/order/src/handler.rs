@@ -755,12 +755,13 @@ impl Handler for DataPlatformForwarder {
             // The runner makes the same decision: nak with backoff, or (exhausted) the DLQ.
             return Err(HandleError::Transient(format!("data platform: {reason}")));
         }
-        let key = contract::dedup_key(order_id, "dataplatform", "completed");
+        // No dedup record: a repeated delivery finds the saga delivered (`AlreadyDelivered`),
+        // and `MarkDelivered` of a delivered order decides nothing.
         let executed = execute_or_archived(
             &self.live,
             Execution {
                 meta: meta_of(&delivery),
-                dedup_key: Some(key),
+                dedup_key: None,
             },
             OrderCommand::MarkDelivered {
                 order_id,
