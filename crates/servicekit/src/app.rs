@@ -241,26 +241,40 @@ pub async fn start_participant<P: crate::participant::ParticipantDomain>(
         // and an ack per participant and order for nothing. The two may run in any order: a
         // participant takes order.failed before order.placed (tombstone) as it must anyway.
         let failed = P::PARTICIPANT.failed_consumer();
-        let inputs = [
-            (name, ConsumerSpec::new(ORDER_STREAM, name, ORDER_PLACED)),
-            // Until this release `name` took both subjects.
+        // Until this release `name` took both subjects.
+        let failed_spec =
+            ConsumerSpec::new(ORDER_STREAM, failed, ORDER_FAILED).taking_over_from(name);
+        let placed_spec = ConsumerSpec::new(ORDER_STREAM, name, ORDER_PLACED);
+        let js = parts.js.clone();
+        let taker = failed_spec.clone();
+        let placed_run = bus::consumer::run_consumer(
+            parts.js.clone(),
+            placed_spec,
+            handler.clone(),
+            parts.shutdown.clone(),
+        );
+        let placed = async move {
+            // The taker-over first, while `name` still acknowledges order.failed too, so it
+            // starts where `name` left off. (Broker away: its own runner declares it later, and
+            // an order.failed skipped meanwhile is re-driven by the order service.)
+            if let Err(err) = js_setup::ensure_consumer(&js, &taker).await {
+                tracing::warn!(consumer = taker.durable, error = %err, "not declared yet");
+            }
+            placed_run.await
+        };
+        let failed_run = bus::consumer::run_consumer(
+            parts.js.clone(),
+            failed_spec,
+            handler,
+            parts.shutdown.clone(),
+        );
+        let consumers = vec![
+            (name, placed.map(|r| r.map_err(crate::Error::from)).boxed()),
             (
                 failed,
-                ConsumerSpec::new(ORDER_STREAM, failed, ORDER_FAILED).taking_over_from(name),
+                failed_run.map(|r| r.map_err(crate::Error::from)).boxed(),
             ),
         ];
-        let consumers = inputs
-            .into_iter()
-            .map(|(durable, spec)| {
-                let run = bus::consumer::run_consumer(
-                    parts.js.clone(),
-                    spec,
-                    handler.clone(),
-                    parts.shutdown.clone(),
-                );
-                (durable, run.map(|r| r.map_err(crate::Error::from)).boxed())
-            })
-            .collect();
         Ok((routes(&parts.live), consumers))
     })
     .await
