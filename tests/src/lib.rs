@@ -121,7 +121,20 @@ impl System {
             http: reqwest::Client::new(),
         };
         for service in SERVICES {
-            system.start_service(service).await;
+            let mut attempt = 1;
+            loop {
+                match system.try_start_service(service).await {
+                    Ok(()) => break,
+                    // `free_port` only found the port free: a test running alongside may have
+                    // bound it since. Order starts last, so the participants' ports it is given
+                    // are the final ones.
+                    Err(err) if attempt < 3 && err.contains("in use") => {
+                        attempt += 1;
+                        system.ports.insert(service, free_port());
+                    }
+                    Err(err) => panic!("{service} did not start: {err}"),
+                }
+            }
         }
         system
     }
@@ -166,6 +179,12 @@ impl System {
 
     /// Starts (or restarts) one service on its port and data dir.
     pub async fn start_service(&mut self, service: &'static str) {
+        if let Err(err) = self.try_start_service(service).await {
+            panic!("{service} did not start: {err}");
+        }
+    }
+
+    async fn try_start_service(&mut self, service: &'static str) -> Result<(), String> {
         let common = self.common(service);
         let app = match service {
             "order" => {
@@ -199,8 +218,9 @@ impl System {
             "point" => point::PointParticipant::start(&common, NoArgs {}).await,
             other => panic!("no service {other}"),
         };
-        let app = app.unwrap_or_else(|e| panic!("{service} did not start: {e}"));
+        let app = app.map_err(|e| format!("{e:#}"))?;
         self.apps.insert(service, app);
+        Ok(())
     }
 
     /// Stops one service gracefully and waits until it has released its data dir.
