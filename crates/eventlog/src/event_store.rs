@@ -293,24 +293,31 @@ impl Trees {
         })
     }
 
-    /// A stream's version: the seq of its last key in the stream index (0 when it has none).
-    /// Derived rather than stored, so an append writes one key fewer.
+    /// A stream's version: the stream seq of its last entry in the stream index (0 when it has
+    /// none). Derived rather than stored, so an append writes one key fewer.
     fn stream_head(&self, stream: &str) -> Result<u64> {
         let full = self.streams.key(&stream_prefix(stream));
         match self.log.scan_prefix(&full).next_back() {
             Some(entry) => {
-                let (key, _) = entry?;
-                Ok(be_u64(&key[full.len()..]))
+                let (key, value) = entry?;
+                let (_, names) = parse_stream_index(&key[1..], &value)
+                    .ok_or_else(|| corrupt(0, "malformed stream index key"))?;
+                Ok(names.last().map_or(0, |(stream_seq, _)| stream_seq))
             }
             None => Ok(0),
         }
     }
 
     /// The global seqs of a stream's records, in stream order (from the stream index).
-    fn stream_seqs(&self, stream: &str) -> impl Iterator<Item = Result<u64>> + '_ {
-        self.streams
-            .scan_prefix(&stream_prefix(stream))
-            .map(|entry| entry.map(|(_, global)| be_u64(&global)))
+    fn stream_seqs(&self, stream: &str) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for entry in self.streams.scan_prefix(&stream_prefix(stream)) {
+            let (key, value) = entry?;
+            let (_, names) = parse_stream_index(&key, &value)
+                .ok_or_else(|| corrupt(0, "malformed stream index key"))?;
+            seqs.extend(names.pairs().map(|(_, global_seq)| global_seq));
+        }
+        Ok(seqs)
     }
 }
 
@@ -470,8 +477,9 @@ impl EventStore {
         validate_stream_id(stream)?;
         self.inner
             .trees
-            .stream_seqs(stream)
-            .map(|seq| self.get(seq?))
+            .stream_seqs(stream)?
+            .into_iter()
+            .map(|seq| self.get(seq))
             .collect()
     }
 
@@ -490,9 +498,7 @@ impl EventStore {
         }
         let own = correlation_stream(correlation_id);
         if validate_stream_id(&own).is_ok() {
-            for seq in self.inner.trees.stream_seqs(&own) {
-                seqs.push(seq?);
-            }
+            seqs.extend(self.inner.trees.stream_seqs(&own)?);
         }
         // Stores written before the own stream lost its correlation keys have both.
         seqs.sort_unstable();
@@ -858,37 +864,38 @@ impl EventStore {
         let streams = &self.inner.trees.streams;
         for entry in streams.tree.scan_prefix([streams.prefix]) {
             let (key, value) = entry?;
-            let global_seq = be_u64(&value);
-            let (stream, stream_seq) = split_stream_key(&key[1..])
-                .ok_or_else(|| corrupt(global_seq, "malformed stream index key"))?;
-            match &mut current {
-                Some((name, last)) if name.as_slice() == stream => {
-                    if stream_seq != *last + 1 {
-                        return Err(Error::Corrupt {
-                            seq: global_seq,
-                            reason: format!(
-                                "stream {} jumps from {last} to {stream_seq}",
-                                String::from_utf8_lossy(stream)
-                            ),
-                        });
+            let (stream, names) = parse_stream_index(&key[1..], &value)
+                .ok_or_else(|| corrupt(0, "malformed stream index key"))?;
+            for (stream_seq, global_seq) in names.pairs() {
+                match &mut current {
+                    Some((name, last)) if name.as_slice() == stream => {
+                        if stream_seq != *last + 1 {
+                            return Err(Error::Corrupt {
+                                seq: global_seq,
+                                reason: format!(
+                                    "stream {} jumps from {last} to {stream_seq}",
+                                    String::from_utf8_lossy(stream)
+                                ),
+                            });
+                        }
+                        *last = stream_seq;
                     }
-                    *last = stream_seq;
-                }
-                _ => {
-                    if stream_seq != 1 {
-                        return Err(Error::Corrupt {
-                            seq: global_seq,
-                            reason: format!(
-                                "stream {} starts at {stream_seq}",
-                                String::from_utf8_lossy(stream)
-                            ),
-                        });
+                    _ => {
+                        if stream_seq != 1 {
+                            return Err(Error::Corrupt {
+                                seq: global_seq,
+                                reason: format!(
+                                    "stream {} starts at {stream_seq}",
+                                    String::from_utf8_lossy(stream)
+                                ),
+                            });
+                        }
+                        streams_seen += 1;
+                        current = Some((stream.to_vec(), stream_seq));
                     }
-                    streams_seen += 1;
-                    current = Some((stream.to_vec(), stream_seq));
                 }
+                digest.add(stream, stream_seq, global_seq);
             }
-            digest.add(stream, stream_seq, global_seq);
         }
         let outbox_pending = self.inner.trees.outbox.len() as u64;
         let dedup_records = self.inner.trees.dedup.len() as u64;
@@ -922,6 +929,23 @@ impl EventStore {
         stream_seq: u64,
         global_seq: Option<u64>,
     ) -> Result<()> {
+        if is_packed_stream(stream) {
+            let key = packed_stream_key(stream);
+            let value = self.inner.trees.streams.get(&key)?.unwrap_or_default();
+            let mut pairs: Vec<(u64, u64)> = StreamIndexNames::Packed(&value).pairs().collect();
+            pairs.retain(|(seq, _)| *seq != stream_seq);
+            if let Some(global_seq) = global_seq {
+                pairs.push((stream_seq, global_seq));
+                pairs.sort_unstable();
+            }
+            let value: Vec<u8> = pairs
+                .iter()
+                .flat_map(|(a, b)| a.to_be_bytes().into_iter().chain(b.to_be_bytes()))
+                .collect();
+            self.inner.trees.streams.insert(&key, value)?;
+            self.inner.db.flush()?;
+            return Ok(());
+        }
         let key = stream_key(stream, stream_seq);
         match global_seq {
             Some(seq) => self
@@ -937,6 +961,24 @@ impl EventStore {
                     .remove(self.inner.trees.streams.key(&key))?;
             }
         }
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Rewrites an order stream's packed index key as a key per record, the layout earlier
+    /// versions wrote: for tests of logs written before packing.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn unpack_stream_index_for_test(&self, stream: &str) -> Result<()> {
+        let streams = &self.inner.trees.streams;
+        let key = packed_stream_key(stream);
+        let value = streams.get(&key)?.unwrap_or_default();
+        for (stream_seq, global_seq) in StreamIndexNames::Packed(&value).pairs() {
+            streams.insert(
+                stream_key(stream, stream_seq),
+                global_seq.to_be_bytes().to_vec(),
+            )?;
+        }
+        streams.tree.remove(streams.key(&key))?;
         self.inner.db.flush()?;
         Ok(())
     }
@@ -1170,6 +1212,72 @@ fn split_stream_key(key: &[u8]) -> Option<(&[u8], u64)> {
     (rest[0] == 0 && !stream.is_empty()).then(|| (stream, be_u64(&rest[1..])))
 }
 
+/// Suffix of a packed stream index key (see [`is_packed_stream`]), after the stream's prefix
+/// where a per-record key has its 8-byte stream seq: it sorts after every one of them, and no
+/// per-record key ends like it (their separator byte is 0).
+const PACKED_SUFFIX: [u8; 9] = [0xFF; 9];
+
+/// Whether a stream's index is one packed key, `(stream seq, global seq)` pairs rewritten at each
+/// append, rather than a key per record: an order's own stream (`order-<id>`), a handful of
+/// records written within seconds, in every service. sled holds an in-memory entry per page of
+/// its tree, so live keys are what memory grows with: this keeps one per order instead of one
+/// per record. Entity streams (a SKU's, a user's) grow for years and keep a key per record.
+/// A stream written by an earlier version has per-record keys; its later records go to the
+/// packed key, which sorts after them.
+fn is_packed_stream(stream: &str) -> bool {
+    stream.starts_with(CORRELATION_STREAM_PREFIX)
+}
+
+fn packed_stream_key(stream: &str) -> Vec<u8> {
+    let mut key = stream_prefix(stream);
+    key.extend_from_slice(&PACKED_SUFFIX);
+    key
+}
+
+/// The records one key of the stream index names, in stream order.
+enum StreamIndexNames<'a> {
+    /// A per-record key.
+    One(u64, u64),
+    /// A packed key's `(stream seq, global seq)` pairs, 16 bytes each.
+    Packed(&'a [u8]),
+}
+
+impl StreamIndexNames<'_> {
+    fn pairs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (one, packed): (Option<(u64, u64)>, &[u8]) = match self {
+            Self::One(stream_seq, global_seq) => (Some((*stream_seq, *global_seq)), &[]),
+            Self::Packed(pairs) => (None, pairs),
+        };
+        one.into_iter().chain(
+            packed
+                .chunks_exact(16)
+                .map(|pair| (be_u64(&pair[..8]), be_u64(&pair[8..]))),
+        )
+    }
+
+    fn last(&self) -> Option<(u64, u64)> {
+        self.pairs().last()
+    }
+}
+
+/// A stream index key (without the keyspace byte) and its value: the stream and what it names.
+fn parse_stream_index<'a>(
+    key: &'a [u8],
+    value: &'a [u8],
+) -> Option<(&'a [u8], StreamIndexNames<'a>)> {
+    if let Some(stream) = key
+        .strip_suffix(&PACKED_SUFFIX)
+        .and_then(|rest| rest.strip_suffix(&[0]))
+    {
+        if stream.is_empty() || value.len() % 16 != 0 {
+            return None;
+        }
+        return Some((stream, StreamIndexNames::Packed(value)));
+    }
+    let (stream, stream_seq) = split_stream_key(key)?;
+    Some((stream, StreamIndexNames::One(stream_seq, be_u64(value))))
+}
+
 fn be_u64(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
     let n = bytes.len().min(8);
@@ -1390,7 +1498,8 @@ impl Writer {
         // Plan every key and value outside the transaction; the closure only checks and writes.
         let recorded_at_ms = now_ms().max(self.head.recorded_at_ms);
         let mut planned: Vec<(u64, &str, Vec<u8>)> = Vec::new();
-        let mut stream_index: Vec<(Vec<u8>, u64)> = Vec::new();
+        // (stream, stream seq, global seq) of every record, for the stream index.
+        let mut stream_index: Vec<(&str, u64, u64)> = Vec::new();
         let mut new_heads: Vec<(String, u64, u64)> = Vec::new();
         let mut seq = self.head.global_seq;
         let mut hash = self.head.hash;
@@ -1430,7 +1539,7 @@ impl Writer {
                 let (bytes, next_hash) = record.seal()?;
                 hash = next_hash;
                 planned.push((seq, append.stream.as_str(), bytes));
-                stream_index.push((stream_key(&append.stream, stream_seq), seq));
+                stream_index.push((append.stream.as_str(), stream_seq, seq));
             }
             planned_versions.insert(append.stream.as_str(), stream_seq);
             match new_heads.iter_mut().find(|(s, _, _)| *s == append.stream) {
@@ -1467,8 +1576,40 @@ impl Writer {
                 );
             }
         }
-        for (key, seq) in &stream_index {
-            batch.insert(t.streams.key(key), &seq.to_be_bytes());
+        let mut packed_touched: Vec<&str> = Vec::new();
+        for &(stream, stream_seq, seq) in &stream_index {
+            if !is_packed_stream(stream) {
+                batch.insert(
+                    t.streams.key(&stream_key(stream, stream_seq)),
+                    &seq.to_be_bytes(),
+                );
+                continue;
+            }
+            let pairs = match group.packed.get_mut(stream) {
+                Some(pairs) => pairs,
+                None => {
+                    // A stream's first record has nothing packed before it: no read.
+                    let before = match stream_seq {
+                        1 => None,
+                        _ => t.streams.get(packed_stream_key(stream))?,
+                    };
+                    group
+                        .packed
+                        .entry(stream.to_owned())
+                        .or_insert_with(|| before.map(|v| v.to_vec()).unwrap_or_default())
+                }
+            };
+            pairs.extend_from_slice(&stream_seq.to_be_bytes());
+            pairs.extend_from_slice(&seq.to_be_bytes());
+            if !packed_touched.contains(&stream) {
+                packed_touched.push(stream);
+            }
+        }
+        // The whole value again: a later commit of the group to the same stream replaces it.
+        for stream in packed_touched {
+            if let Some(pairs) = group.packed.get(stream) {
+                batch.insert(t.streams.key(&packed_stream_key(stream)), pairs.as_slice());
+            }
         }
         for (seq, bytes) in &outbox_rows {
             batch.insert(t.outbox.key(&seq.to_be_bytes()), bytes.as_slice());
@@ -1504,6 +1645,8 @@ impl Writer {
 #[derive(Default)]
 struct Group {
     batch: sled::Batch,
+    /// Packed stream index values (see [`is_packed_stream`]) as the group leaves them.
+    packed: HashMap<String, Vec<u8>>,
     /// Dedup records written by the group so far, so a repeated input within it is a duplicate.
     dedup: HashMap<String, DedupRecord>,
 }
