@@ -1511,6 +1511,18 @@ impl Writer {
                 Some(v) => *v,
                 None => self.stream_version(&append.stream)?,
             };
+            // Read now what a packed index holds so far: every fallible step comes before this
+            // commit's first write to the group's batch. (A stream with no record has none.)
+            if is_packed_stream(&append.stream)
+                && actual > 0
+                && !group.packed.contains_key(&append.stream)
+            {
+                let before = self.trees.streams.get(packed_stream_key(&append.stream))?;
+                group.packed.insert(
+                    append.stream.clone(),
+                    before.map(|v| v.to_vec()).unwrap_or_default(),
+                );
+            }
             if append.expected_version != crate::record::ANY_VERSION
                 && actual != append.expected_version
             {
@@ -1585,22 +1597,16 @@ impl Writer {
                 );
                 continue;
             }
-            let pairs = match group.packed.get_mut(stream) {
-                Some(pairs) => pairs,
+            let mut pair = [0u8; 16];
+            pair[..8].copy_from_slice(&stream_seq.to_be_bytes());
+            pair[8..].copy_from_slice(&seq.to_be_bytes());
+            // Loaded while planning, unless these are the stream's first records.
+            match group.packed.get_mut(stream) {
+                Some(pairs) => pairs.extend_from_slice(&pair),
                 None => {
-                    // A stream's first record has nothing packed before it: no read.
-                    let before = match stream_seq {
-                        1 => None,
-                        _ => t.streams.get(packed_stream_key(stream))?,
-                    };
-                    group
-                        .packed
-                        .entry(stream.to_owned())
-                        .or_insert_with(|| before.map(|v| v.to_vec()).unwrap_or_default())
+                    group.packed.insert(stream.to_owned(), pair.to_vec());
                 }
-            };
-            pairs.extend_from_slice(&stream_seq.to_be_bytes());
-            pairs.extend_from_slice(&seq.to_be_bytes());
+            }
             if !packed_touched.contains(&stream) {
                 packed_touched.push(stream);
             }
