@@ -387,6 +387,13 @@ impl ProcSystem {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// How many messages the DLQ stream holds: messages a consumer gave up on.
+    pub async fn dead_letters(&self) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?);
+        let mut dlq = js.get_stream(contract::DLQ_STREAM).await?;
+        Ok(dlq.info().await?.state.messages)
+    }
+
     /// Keeps the data root after the test (for inspection) and returns its path.
     pub fn keep_root(&mut self) -> PathBuf {
         if let Some(root) = self.root.take() {

@@ -109,16 +109,6 @@ async fn payment_drained(system: &ProcSystem) {
     }
 }
 
-/// How many messages the dead-letter stream holds.
-async fn dead_letters(system: &ProcSystem) -> u64 {
-    let client = async_nats::connect(system.nats.url())
-        .await
-        .expect("nats reachable");
-    let js = async_nats::jetstream::new(client);
-    let mut dlq = js.get_stream("DLQ").await.expect("the DLQ stream");
-    dlq.info().await.expect("DLQ info").state.messages
-}
-
 /// The money invariant for every order: a live charge of its amount iff COMPLETED, none iff
 /// FAILED, never a second charge; and no live charge at all for an order that is not COMPLETED.
 fn assert_ledger(pg: &FakePg, orders: &BTreeMap<String, Value>) {
@@ -383,7 +373,7 @@ async fn under_jitter_point_rejections_and_payment_kills_every_order_settles_wit
     assert_ledger(&pg, &orders);
     // ... with no message given up on: an order.failed that came while payment was asking the
     // PG for the same order's charge waited for the answer, and then cancelled it
-    assert_eq!(dead_letters(&system).await, 0);
+    assert_eq!(system.dead_letters().await.expect("the DLQ depth"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

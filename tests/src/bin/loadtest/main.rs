@@ -570,7 +570,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Nothing given up on: under this load every message is one the services can handle.
-    let dead_letters = dead_letters(&system.nats.url()).await?;
+    let dead_letters = system
+        .dead_letters()
+        .await
+        .map_err(anyhow::Error::from_boxed)?;
     println!("dead-lettered messages: {dead_letters}");
     ok &= dead_letters == 0;
     ok &= audit(&mut system).await?;
@@ -656,13 +659,6 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-/// How many messages the DLQ stream holds.
-async fn dead_letters(nats_url: &str) -> anyhow::Result<u64> {
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
-    let mut dlq = js.get_stream(contract::DLQ_STREAM).await?;
-    Ok(dlq.info().await?.state.messages)
 }
 
 /// Lines in the data platform feed file (one per delivered order; 0 while it does not exist).
