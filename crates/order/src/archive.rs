@@ -14,6 +14,7 @@
 //! Listing keys end in `<placedAtMs: u64 BE><orderId: 16 bytes>`, so bytewise order is
 //! `(placedAtMs, orderId)` order, the order of the listing's cursor.
 
+use contract::OrderPlaced;
 use eventlog::live::decode_event;
 use eventlog::{EventStore, IndexEntry};
 use uuid::Uuid;
@@ -42,21 +43,6 @@ pub fn placement_dedup_key(idempotency_key: &str) -> String {
     format!("idempotency-key/order/{idempotency_key}")
 }
 
-/// What never changes about an order and what its index keys are made of.
-struct OrderFacts {
-    placed_at_ms: u64,
-    user_id: String,
-}
-
-impl OrderFacts {
-    fn of(order: &contract::OrderPlaced) -> Self {
-        Self {
-            placed_at_ms: order.placed_at_ms,
-            user_id: order.user_id.clone(),
-        }
-    }
-}
-
 /// The index entries of an order's events, given the orders they were decided on (before they
 /// apply): a placement's lookups and listing keys, and the final status's listing keys with the
 /// event that reaches it (`Completed` -> COMPLETED, `Compensated` -> FAILED). Those two events
@@ -71,12 +57,7 @@ pub fn index_entries(state: &Orders, events: &[OrderEvent]) -> Vec<IndexEntry> {
                 trace_id,
                 idempotency_key,
             } => {
-                entries.extend(placed_entries(
-                    order.order_id,
-                    &OrderFacts::of(order),
-                    trace_id,
-                    idempotency_key.as_deref(),
-                ));
+                entries.extend(placed_entries(order, trace_id, idempotency_key.as_deref()));
                 continue;
             }
             OrderEvent::Completed { .. } => OrderStatus::Completed,
@@ -85,11 +66,7 @@ pub fn index_entries(state: &Orders, events: &[OrderEvent]) -> Vec<IndexEntry> {
         };
         let order_id = event.order_id();
         if let Some(saga) = state.orders.get(&order_id) {
-            entries.extend(final_status_entries(
-                order_id,
-                &OrderFacts::of(&saga.order),
-                final_status,
-            ));
+            entries.extend(final_status_entries(&saga.order, final_status));
         }
     }
     entries
@@ -138,19 +115,18 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 
 /// Index entries of a placement, committed with its `Placed` event.
 fn placed_entries(
-    order_id: Uuid,
-    facts: &OrderFacts,
+    order: &OrderPlaced,
     trace_id: &str,
     idempotency_key: Option<&str>,
 ) -> Vec<IndexEntry> {
-    let at = position(facts.placed_at_ms, order_id);
-    let id = order_id.as_bytes().to_vec();
+    let at = position(order.placed_at_ms, order.order_id);
+    let id = order.order_id.as_bytes().to_vec();
     let mut entries = vec![
         IndexEntry::new(INDEX_TRACE, trace_id.as_bytes().to_vec(), id.clone()),
         IndexEntry::new(INDEX_PLACED, at.to_vec(), Vec::new()),
         IndexEntry::new(
             INDEX_USER,
-            concat(&[&user_part(&facts.user_id), &at]),
+            concat(&[&user_part(&order.user_id), &at]),
             Vec::new(),
         ),
     ];
@@ -165,16 +141,12 @@ fn placed_entries(
 }
 
 /// Listing keys of an order in a final status (none for a status an order leaves again).
-fn final_status_entries(
-    order_id: Uuid,
-    facts: &OrderFacts,
-    status: OrderStatus,
-) -> Vec<IndexEntry> {
+fn final_status_entries(order: &OrderPlaced, status: OrderStatus) -> Vec<IndexEntry> {
     let Some(code) = final_code(status) else {
         return Vec::new();
     };
-    let at = position(facts.placed_at_ms, order_id);
-    let user = user_part(&facts.user_id);
+    let at = position(order.placed_at_ms, order.order_id);
+    let user = user_part(&order.user_id);
     vec![
         IndexEntry::new(INDEX_STATUS, concat(&[&[code], &at]), Vec::new()),
         IndexEntry::new(
@@ -267,13 +239,11 @@ pub async fn reindex(store: &EventStore) -> eventlog::Result<u64> {
                     trace_id,
                     idempotency_key,
                 } => {
-                    let facts = OrderFacts::of(&order);
                     if let Some(status) = finals.remove(&order.order_id) {
-                        entries.extend(final_status_entries(order.order_id, &facts, status));
+                        entries.extend(final_status_entries(&order, status));
                     }
                     entries.extend(placed_entries(
-                        order.order_id,
-                        &facts,
+                        &order,
                         &trace_id,
                         idempotency_key.as_deref(),
                     ));
