@@ -271,10 +271,12 @@ impl ProcSystem {
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", &self.options.rust_log)
             .env("RUST_BACKTRACE", "1")
-            // Allocator settings reach the services, so a benchmark can compare them.
+            // Allocator and sled cache settings reach the services, so a benchmark can compare
+            // them.
             .envs(std::env::vars_os().filter(|(name, _)| {
-                name.to_str()
-                    .is_some_and(|name| name.starts_with("MIMALLOC_"))
+                name.to_str().is_some_and(|name| {
+                    name.starts_with("MIMALLOC_") || name == "SLED_CACHE_MB"
+                })
             }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a second handle on the log file"))

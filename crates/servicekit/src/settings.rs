@@ -268,7 +268,7 @@ mod tests {
             "--snapshot-every-events=0",
             "--stream-max-age=3days",
             "--stream-max-mb=64",
-            "--sled-cache-mb=16",
+            "--sled-cache-mb=48",
         ])
         .expect("parses");
         assert_eq!(parsed.state.snapshot_every, Duration::from_secs(300));
@@ -278,6 +278,6 @@ mod tests {
             Duration::from_secs(3 * 24 * 3600)
         );
         assert_eq!(parsed.state.stream_max_mb, 64);
-        assert_eq!(parsed.state.sled_cache_mb, 16);
+        assert_eq!(parsed.state.sled_cache_mb, 48);
     }
 }
