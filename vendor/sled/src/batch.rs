@@ -1,11 +1,8 @@
 #![allow(unused_results)]
 
-#[cfg(not(feature = "testing"))]
-use std::collections::HashMap as Map;
-
-// we avoid HashMap while testing because
-// it makes tests non-deterministic
-#[cfg(feature = "testing")]
+// Always ordered (upstream: a HashMap unless testing): a batch is applied in key order, so keys
+// appended together (a log's seqs, time-ordered ids) go into their leaves in order, and an
+// appended leaf splits as a full left and a small right (`Node::split`) instead of half and half.
 use std::collections::BTreeMap as Map;
 
 use super::*;

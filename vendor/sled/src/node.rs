@@ -163,18 +163,46 @@ impl Node {
         true
     }
 
-    pub(crate) fn split(mut self) -> (Node, Node) {
+    /// Entries an appending leaf split leaves on the right: `should_merge`'s threshold, so
+    /// the new right leaf is not merged straight back.
+    const APPEND_SPLIT_RIGHT: usize = 4;
+
+    /// Splits a node that outgrew `should_split`. `key` is the key whose traversal found it
+    /// (the key about to be written). When it sorts after all but the last
+    /// `APPEND_SPLIT_RIGHT` entries of a leaf, keys are being appended there (a log's
+    /// sequence numbers, time-ordered ids), and the left leaf, which such writes do not touch
+    /// again, keeps all the others instead of half: halving left every cold leaf of an
+    /// appended range half empty, i.e. twice the pages, each with its own page table entry
+    /// in memory, for the same keys.
+    pub(crate) fn split(self, key: &[u8]) -> (Node, Node) {
+        let split_point = match self.data {
+            Data::Leaf(ref leaf)
+                if leaf.keys.len() > 2 * Self::APPEND_SPLIT_RIGHT
+                    && key
+                        > &*prefix::decode(
+                            &self.lo[..self.prefix_len as usize],
+                            &leaf.keys[leaf.keys.len() - Self::APPEND_SPLIT_RIGHT - 1],
+                        ) =>
+            {
+                leaf.keys.len() - Self::APPEND_SPLIT_RIGHT
+            }
+            _ => self.data.len() / 2 + 1,
+        };
+        self.split_at(split_point)
+    }
+
+    fn split_at(mut self, split_point: usize) -> (Node, Node) {
         fn split_inner<T>(
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            split_point: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -252,6 +280,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        split_point,
                     );
 
                 (
@@ -271,6 +300,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        split_point,
                     );
 
                 (

@@ -1449,6 +1449,7 @@ impl Tree {
 
     fn split_node<'g>(
         &self,
+        key: &[u8],
         view: &View<'g>,
         parent_view: &Option<View<'g>>,
         root_pid: PageId,
@@ -1456,7 +1457,7 @@ impl Tree {
     ) -> Result<()> {
         trace!("splitting node {}", view.pid);
         // split node
-        let (mut lhs, rhs) = view.deref().clone().split();
+        let (mut lhs, rhs) = view.deref().clone().split(key);
         let rhs_lo = rhs.lo.clone();
 
         // install right side
@@ -1671,7 +1672,7 @@ impl Tree {
             }
 
             if view.should_split() {
-                self.split_node(&view, &parent_view, root_pid, guard)?;
+                self.split_node(key.as_ref(), &view, &parent_view, root_pid, guard)?;
                 retry!();
             }
 
