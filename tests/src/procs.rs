@@ -274,9 +274,8 @@ impl ProcSystem {
             // Allocator and sled cache settings reach the services, so a benchmark can compare
             // them.
             .envs(std::env::vars_os().filter(|(name, _)| {
-                name.to_str().is_some_and(|name| {
-                    name.starts_with("MIMALLOC_") || name == "SLED_CACHE_MB"
-                })
+                name.to_str()
+                    .is_some_and(|name| name.starts_with("MIMALLOC_") || name == "SLED_CACHE_MB")
             }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a second handle on the log file"))
