@@ -137,8 +137,25 @@ async fn every_service_documents_exactly_routes_it_serves() {
             unrouted(status, &body),
             "{service}: fallback {status} {body}"
         );
-        let (status, _) = probe(&system, service, "delete", "/status").await;
-        assert_eq!(status, 405, "{service}: DELETE /status");
+        // A wrong method on a common route and on one of the service's own gets a JSON 405
+        // naming the method, like every other client error.
+        let own_route = match service {
+            "order" => "/orders",
+            "payment" => "/payments/x",
+            "stock" => "/stock/x",
+            "coupon" => "/coupons/x",
+            _ => "/points/x",
+        };
+        for path in ["/status", own_route] {
+            let (status, body) = probe(&system, service, "delete", path).await;
+            assert_eq!(status, 405, "{service}: DELETE {path}");
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            assert!(
+                body["error"].is_string(),
+                "{service}: DELETE {path}: {body}"
+            );
+            assert_eq!(body["field"], "method", "{service}: DELETE {path}: {body}");
+        }
 
         // Every documented operation is routed.
         let mut documented = Vec::new();

@@ -71,6 +71,8 @@ impl AdminGate for ApiState {
 pub fn router(state: ApiState) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
+        // Before the layer, which hides the method routers from the app's own 405 fallback.
+        .method_not_allowed_fallback(servicekit::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

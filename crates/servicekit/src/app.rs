@@ -100,6 +100,8 @@ impl App {
                 config.admin_token.clone(),
             ))
             .merge(crate::observe::metrics_routes(parts.scrape.clone()))
+            // Before any layer: it reaches only the routes' method routers, not layered routes.
+            .method_not_allowed_fallback(crate::http::method_not_allowed)
             .fallback(crate::http::route_not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::settings::MAX_REQUEST_BODY_BYTES,

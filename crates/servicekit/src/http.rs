@@ -110,6 +110,7 @@ pub fn probe_routes<D: Domain>(
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(common_state(live, domain, nats, None))
 }
 
@@ -788,6 +789,17 @@ pub async fn route_not_found() -> ApiError {
         status: StatusCode::NOT_FOUND,
         message: "no such route".into(),
         field: Some("path".into()),
+    }
+}
+
+/// The answer to a method a route does not take (`POST /stock/restock`, which is where a client's
+/// URL normalisation sends `POST /stock/./restock`): a JSON 405 naming the method, instead of
+/// axum's empty body.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "this route does not take that method".into(),
+        field: Some("method".into()),
     }
 }
 
