@@ -660,7 +660,7 @@ impl PageCache {
         };
 
         // now we read it back in
-        pc.load_snapshot(&snapshot)?;
+        pc.load_snapshot(snapshot)?;
 
         #[cfg(feature = "testing")]
         {
@@ -2057,23 +2057,17 @@ impl PageCache {
         }
     }
 
-    fn load_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+    // Takes the snapshot by value and drops each page's state as soon as its page is built, so
+    // the allocator reuses that memory for the next pages instead of keeping the whole decoded
+    // snapshot beside the page table until the end (which left it resident as fragmentation).
+    fn load_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let next_pid_to_allocate = snapshot.pt.len() as PageId;
 
         self.next_pid_to_allocate = Mutex::new(next_pid_to_allocate);
 
         debug!("load_snapshot loading pages from 0..{}", next_pid_to_allocate);
-        for pid in 0..next_pid_to_allocate {
-            let state = if let Some(state) =
-                snapshot.pt.get(usize::try_from(pid).unwrap())
-            {
-                state
-            } else {
-                panic!(
-                    "load_snapshot pid {} not found, despite being below the max pid {}",
-                    pid, next_pid_to_allocate
-                );
-            };
+        for (pid, owned_state) in (0..next_pid_to_allocate).zip(snapshot.pt) {
+            let state = &owned_state;
 
             trace!("load_snapshot pid {} {:?}", pid, state);
 
