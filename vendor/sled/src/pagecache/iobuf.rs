@@ -1014,6 +1014,28 @@ pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     make_stable(iobufs, max_reserved_lsn)
 }
 
+/// Writes a sealed buffer to the log; on failure stores the error as the global error, wakes
+/// every thread waiting for the stable lsn so they see it, and returns false.
+fn write_or_publish_error(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) -> bool {
+    if let Err(e) = iobufs.write_to_log(iobuf) {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e);
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+        return false;
+    }
+    true
+}
+
 /// Attempt to seal the current IO buffer, possibly
 /// writing it to disk if there are no other writers
 /// operating on it.
@@ -1174,45 +1196,24 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
-        trace!(
-            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
-            lsn
-        );
         if !from_reserve {
             // Sealed by a flush or a batch's start, whose thread waits for this buffer to be
             // stable anyway: write it here rather than wake an IO thread and sleep until it
             // is done (two context switches per write, several writes per flushed batch).
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
-                iobufs.config.set_global_error(e);
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
+            trace!("writing iobuf with lsn {} to log from maybe_seal", lsn);
+            if !write_or_publish_error(iobufs, iobuf, lsn) {
                 return iobufs.config.global_error();
             }
             return Ok(());
         }
+        trace!(
+            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
+            lsn
+        );
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            let _written = write_or_publish_error(&iobufs, &iobuf, lsn);
         })?;
 
         #[cfg(feature = "event_log")]
