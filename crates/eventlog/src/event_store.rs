@@ -943,7 +943,7 @@ impl EventStore {
             }
             let value: Vec<u8> = pairs
                 .iter()
-                .flat_map(|(a, b)| a.to_be_bytes().into_iter().chain(b.to_be_bytes()))
+                .flat_map(|&(stream_seq, global_seq)| packed_pair(stream_seq, global_seq))
                 .collect();
             self.inner.trees.streams.insert(&key, value)?;
             self.inner.db.flush()?;
@@ -1235,6 +1235,15 @@ fn packed_stream_key(stream: &str) -> Vec<u8> {
     let mut key = stream_prefix(stream);
     key.extend_from_slice(&PACKED_SUFFIX);
     key
+}
+
+/// One `(stream seq, global seq)` pair of a packed stream index value, as
+/// [`StreamIndexNames::pairs`] reads it back.
+fn packed_pair(stream_seq: u64, global_seq: u64) -> [u8; 16] {
+    let mut pair = [0u8; 16];
+    pair[..8].copy_from_slice(&stream_seq.to_be_bytes());
+    pair[8..].copy_from_slice(&global_seq.to_be_bytes());
+    pair
 }
 
 /// The records one key of the stream index names, in stream order.
@@ -1600,9 +1609,7 @@ impl Writer {
                 );
                 continue;
             }
-            let mut pair = [0u8; 16];
-            pair[..8].copy_from_slice(&stream_seq.to_be_bytes());
-            pair[8..].copy_from_slice(&seq.to_be_bytes());
+            let pair = packed_pair(stream_seq, seq);
             // Loaded while planning, unless these are the stream's first records.
             match group.packed.get_mut(stream) {
                 Some(pairs) => pairs.extend_from_slice(&pair),
